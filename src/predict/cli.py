@@ -1,0 +1,116 @@
+"""Command line: `predict --config task.yaml`, `predict convert model.h5 -o model.onnx`.
+
+Every error a user can cause is a `PredictError`: printed as `error: ...` (one line per problem),
+exit code 2, no traceback unless `--debug`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from predict.errors import PredictError
+
+if TYPE_CHECKING:
+    from predict.pipeline import RunSummary
+
+_COMMANDS = ("run", "convert")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` (default: sys.argv[1:]), run the command and return the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] not in _COMMANDS and arguments[0] not in ("-h", "--help"):
+        arguments.insert(0, "run")  # `predict --config x.yaml` is `predict run --config x.yaml`
+    parser = _parser()
+    options = parser.parse_args(arguments)
+    if options.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    try:
+        return options.handler(options)
+    except PredictError as error:
+        if options.debug:
+            raise
+        for line in str(error).splitlines() or [type(error).__name__]:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no prediction file was written by this run", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="predict",
+        description="Batch predictions of Keras (.h5) and ONNX models next to the ground truth, "
+        "written as H2O Hydrogen Torch prediction files.",
+        epilog="`predict --config task.yaml` is short for `predict run --config task.yaml`.",
+    )
+    commands = parser.add_subparsers(dest="command")
+
+    run = commands.add_parser("run", help="score a dataframe as configured in a task YAML")
+    run.add_argument("--config", required=True, type=Path, help="task YAML")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set runtime.batch_size=64 (repeatable)",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    run.set_defaults(handler=_run)
+
+    convert = commands.add_parser("convert", help="convert a Keras .h5 model to ONNX and check parity with Keras")
+    convert.add_argument("model", type=Path, help="Keras model saved with model.save('x.h5')")
+    convert.add_argument("-o", "--output", type=Path, help="ONNX file to write (default: beside the model)")
+    convert.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    convert.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed vs Keras (default: 1e-4)")
+    convert.set_defaults(handler=_convert)
+
+    for command in (run, convert):
+        command.add_argument("--debug", action="store_true", help="show the traceback of errors")
+    return parser
+
+
+def _run(options: argparse.Namespace) -> int:
+    from predict.config import load_config
+    from predict.pipeline import run_task
+
+    task = load_config(options.config, options.overrides)
+    summary = run_task(task, progress=not options.quiet)
+    if not options.quiet:
+        print(format_summary(summary))
+    return 0
+
+
+def _convert(options: argparse.Namespace) -> int:
+    from converters.keras_to_onnx import convert_keras_to_onnx, format_report
+
+    output = options.output or options.model.with_suffix(".onnx")
+    report = convert_keras_to_onnx(options.model, output, opset=options.opset, atol=options.atol)
+    print(format_report(report))
+    return 0
+
+
+def format_summary(summary: RunSummary) -> str:
+    """The short text printed after a run: rows, speed, provider, metrics, notes and files."""
+    stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary.stage_seconds.items())
+    lines = [
+        f"{summary.problem_type}, {summary.split} split: {summary.rows} rows scored in {summary.scoring_seconds:.2f} s "
+        f"({summary.rows_per_second:.1f} rows/s) on {summary.provider}; {summary.seconds:.2f} s with model loading",
+        f"  time: {stages}",
+    ]
+    if summary.metrics:
+        lines.append("  metrics: " + "  ".join(f"{name} {value:.4f}" for name, value in sorted(summary.metrics.items())))
+    lines.extend(f"  note: {note}" for note in summary.notes)
+    lines.append("  files:")
+    lines.extend(f"    {path}" for path in summary.files.values())
+    return "\n".join(lines)

@@ -1,0 +1,422 @@
+"""Task config: a YAML file becomes frozen dataclasses, fully validated before any model or file opens.
+
+`load_config` checks, in order: unknown keys (with a did-you-mean), missing keys, coercion (str to
+enum or path), then types, ranges and that the named files and columns exist. Every problem found is
+reported in one `ConfigError`, one line per problem, each naming the key: `task.yaml: runtime.batch_size
+must be >= 1 (got 0)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from predict.errors import ConfigError, one_line
+
+
+class ProblemType(StrEnum):
+    """The 14 problem types of H2O Hydrogen Torch, in snake case."""
+
+    IMAGE_REGRESSION = "image_regression"
+    IMAGE_CLASSIFICATION = "image_classification"
+    IMAGE_METRIC_LEARNING = "image_metric_learning"
+    IMAGE_OBJECT_DETECTION = "image_object_detection"
+    IMAGE_SEMANTIC_SEGMENTATION = "image_semantic_segmentation"
+    IMAGE_INSTANCE_SEGMENTATION = "image_instance_segmentation"
+    TEXT_REGRESSION = "text_regression"
+    TEXT_CLASSIFICATION = "text_classification"
+    TEXT_SEQUENCE_TO_SEQUENCE = "text_sequence_to_sequence"
+    TEXT_SPAN_PREDICTION = "text_span_prediction"
+    TEXT_TOKEN_CLASSIFICATION = "text_token_classification"
+    TEXT_METRIC_LEARNING = "text_metric_learning"
+    AUDIO_REGRESSION = "audio_regression"
+    AUDIO_CLASSIFICATION = "audio_classification"
+
+    @property
+    def modality(self) -> str:
+        """`image`, `text` or `audio`: the prefix of the name."""
+        return self.value.split("_", 1)[0]
+
+
+class Split(StrEnum):
+    """Which prediction files a run writes: `validation` (labels, metrics) or `test` (labels optional)."""
+
+    VALIDATION = "validation"
+    TEST = "test"
+
+
+class Interpolation(StrEnum):
+    """Pillow's resampling filter for resizing images; match the one used in training."""
+
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    BOX = "box"  # Keras' "area"
+    LANCZOS = "lanczos"
+
+
+class Backend(StrEnum):
+    """The runtime that executes the model."""
+
+    ONNXRUNTIME = "onnxruntime"
+
+
+class Device(StrEnum):
+    """Where the model runs; `auto` takes CUDA when onnxruntime can load it, else the CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+MODEL_SUFFIXES = (".onnx", ".h5", ".hdf5")
+DATAFRAME_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """The dataframe to score and where its files live."""
+
+    dataframe: Path
+    split: Split = Split.VALIDATION
+    data_folder: Path | None = None  # default: the dataframe's folder
+    image_column: str | None = None
+    label_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessingConfig:
+    """Image pre-processing: resize to `image_size` (height, width), then `(pixel - mean) / std` per channel."""
+
+    image_size: tuple[int, int] | None = None  # default: the model's own static height and width
+    mean: tuple[float, ...] = (0.0,)  # one value applies to every channel
+    std: tuple[float, ...] = (255.0,)
+    interpolation: Interpolation = Interpolation.BILINEAR
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    """How the model runs."""
+
+    backend: Backend = Backend.ONNXRUNTIME
+    device: Device = Device.AUTO
+    batch_size: int = 32
+    num_workers: int = 2  # decoding processes; 0 decodes in the main process
+    threads: int = 0  # onnxruntime intra-op threads; 0 lets onnxruntime pick (one per physical core)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputConfig:
+    """Where the prediction files go."""
+
+    dir: Path | None = None  # default: runs/<config file stem> beside the config
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskConfig:
+    """A whole, validated task. Read-only: nothing writes to it after `load_config`."""
+
+    source: Path  # the YAML file, for messages
+    problem_type: ProblemType
+    model: Path
+    data: DataConfig
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    head: Any = None  # the head's own frozen `Config` dataclass, see predict.heads
+
+    @property
+    def input_column(self) -> str:
+        """The dataframe column the model reads: `data.image_column`, `data.text_column`, ..."""
+        return getattr(self.data, f"{self.problem_type.modality}_column")
+
+    @property
+    def output_dir(self) -> Path:
+        """The resolved output folder."""
+        return self.output.dir or self.source.parent / "runs" / self.source.stem
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "preprocessing": PreprocessingConfig,
+    "runtime": RuntimeConfig,
+    "output": OutputConfig,
+}
+_TOP_LEVEL_KEYS = ("problem_type", "model", *_SECTIONS, "head")
+
+
+def load_config(path: Path | str, overrides: typing.Sequence[str] = ()) -> TaskConfig:
+    """Read, override and validate a task YAML.
+
+    Args:
+        path: the YAML file; relative paths inside it resolve against its folder.
+        overrides: `a.b=value` strings from `--set`; the value is parsed as YAML (`64`, `test`, `[1, 2]`).
+
+    Returns:
+        The validated, frozen task config.
+
+    Raises:
+        ConfigError: listing every problem found, one per line, each naming its key.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"config file not found: {source}")
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{source}: not valid YAML: {one_line(error)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level (got {type(raw).__name__})")
+    for override in overrides:
+        _apply_override(raw, override, source)
+    return _build_task(raw, source.resolve())
+
+
+def parse_section(cls: type, raw: Any, *, key: str, base_dir: Path, errors: list[str]) -> Any:
+    """Build the dataclass `cls` from a raw mapping, appending problems to `errors` instead of raising.
+
+    Heads use this for their own `Config`, so every section is checked the same way.
+
+    Returns:
+        An instance of `cls`, or None when the section could not be built.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        errors.append(f"{key} must be a mapping of keys (got {_show(raw)})")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    hints = typing.get_type_hints(cls)
+    for name in raw:
+        if name not in fields:
+            errors.append(_unknown_key(f"{key}.{name}", str(name), list(fields)))
+    values: dict[str, Any] = {}
+    for name, spec in fields.items():
+        full_key = f"{key}.{name}"
+        if name not in raw:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                errors.append(f"{full_key} is missing")
+            continue
+        try:
+            values[name] = _coerce(raw[name], hints[name], key=full_key, base_dir=base_dir)
+        except _CoercionError as error:
+            errors.append(str(error))
+    try:
+        return cls(**values)
+    except TypeError:  # a required key was missing: already reported above
+        return None
+
+
+def _build_task(raw: dict, source: Path) -> TaskConfig:
+    # Imported here: the registry imports this module for the enums.
+    from predict.heads import HEADS
+
+    errors: list[str] = []
+    base_dir = source.parent
+    for name in raw:
+        if name not in _TOP_LEVEL_KEYS:
+            errors.append(_unknown_key(str(name), str(name), list(_TOP_LEVEL_KEYS)))
+    for name in ("problem_type", "model", "data"):
+        if name not in raw:
+            errors.append(f"{name} is missing")
+
+    problem_type = None
+    if "problem_type" in raw:
+        try:
+            problem_type = _coerce(raw["problem_type"], ProblemType, key="problem_type", base_dir=base_dir)
+        except _CoercionError as error:
+            errors.append(str(error))
+    if problem_type is not None and problem_type not in HEADS:
+        errors.append(
+            f"problem_type '{problem_type}' has no head in this version; available: {', '.join(HEADS)}"
+        )
+        problem_type = None
+
+    model = None
+    if "model" in raw:
+        try:
+            model = _coerce(raw["model"], Path, key="model", base_dir=base_dir)
+        except _CoercionError as error:
+            errors.append(str(error))
+
+    sections = {
+        name: parse_section(cls, raw.get(name), key=name, base_dir=base_dir, errors=errors)
+        for name, cls in _SECTIONS.items()
+        if name in raw or name != "data"
+    }
+    head = None
+    if problem_type is not None:
+        head = parse_section(
+            HEADS[problem_type].Config, raw.get("head"), key="head", base_dir=base_dir, errors=errors
+        )
+
+    if not errors and all(value is not None for value in sections.values()):
+        task = TaskConfig(source=source, problem_type=problem_type, model=model, head=head, **sections)
+        errors.extend(_check_task(task))
+        if not errors:
+            return task
+    raise ConfigError("\n".join(f"{source.name}: {error}" for error in errors))
+
+
+def _check_task(task: TaskConfig) -> list[str]:
+    """Ranges, files and columns: the checks that need the whole, typed config."""
+    errors: list[str] = []
+    data, preprocessing, runtime = task.data, task.preprocessing, task.runtime
+    if runtime.batch_size < 1:
+        errors.append(f"runtime.batch_size must be >= 1 (got {runtime.batch_size})")
+    if runtime.num_workers < 0:
+        errors.append(f"runtime.num_workers must be >= 0 (got {runtime.num_workers})")
+    if runtime.threads < 0:
+        errors.append(f"runtime.threads must be >= 0 (got {runtime.threads})")
+    if preprocessing.image_size is not None and min(preprocessing.image_size) < 1:
+        errors.append(f"preprocessing.image_size must be two positive integers (got {list(preprocessing.image_size)})")
+    for name in ("mean", "std"):
+        value = getattr(preprocessing, name)
+        if len(value) not in (1, 3):
+            errors.append(f"preprocessing.{name} must have 1 or 3 values, one per channel (got {len(value)})")
+    if any(value == 0 for value in preprocessing.std):
+        errors.append(f"preprocessing.std must not contain 0 (got {list(preprocessing.std)})")
+
+    if not task.model.is_file():
+        errors.append(f"model file not found: {task.model}")
+    elif task.model.suffix.lower() not in MODEL_SUFFIXES:
+        errors.append(f"model must be one of {', '.join(MODEL_SUFFIXES)} (got '{task.model.name}')")
+    if data.data_folder is not None and not data.data_folder.is_dir():
+        errors.append(f"data.data_folder is not a folder: {data.data_folder}")
+
+    column_key = f"{task.problem_type.modality}_column"
+    if getattr(data, column_key, None) is None:
+        errors.append(f"data.{column_key} is missing (needed for {task.problem_type})")
+    if not data.label_columns:
+        errors.append("data.label_columns is missing: name the label column(s) the model predicts")
+    elif len(set(data.label_columns)) != len(data.label_columns):
+        errors.append(f"data.label_columns has duplicates: {list(data.label_columns)}")
+
+    if not data.dataframe.is_file():
+        errors.append(f"data.dataframe file not found: {data.dataframe}")
+    elif data.dataframe.suffix.lower() not in DATAFRAME_SUFFIXES:
+        errors.append(f"data.dataframe must be one of {', '.join(DATAFRAME_SUFFIXES)} (got '{data.dataframe.name}')")
+    else:
+        from predict.data.dataframe import read_columns
+
+        try:
+            columns = read_columns(data.dataframe)
+        except Exception as error:  # any reader failure is a bad file; say which and why
+            errors.append(f"data.dataframe {data.dataframe} cannot be read: {one_line(error)}")
+        else:
+            errors.extend(_check_columns(task, columns, column_key))
+    return errors
+
+
+def _check_columns(task: TaskConfig, columns: list[str], column_key: str) -> list[str]:
+    errors = []
+    data = task.data
+    input_column = getattr(data, column_key, None)
+    if input_column is not None and input_column not in columns:
+        errors.append(_missing_column(f"data.{column_key}", input_column, columns, data.dataframe))
+    present = [name for name in data.label_columns if name in columns]
+    if data.split is Split.VALIDATION or present:
+        # A validation split needs every label; a test split may have none, but not half of them.
+        for name in data.label_columns:
+            if name not in columns:
+                hint = " (a test split may leave every label column out: data.split: test)"
+                errors.append(_missing_column("data.label_columns", name, columns, data.dataframe) + hint)
+    return errors
+
+
+def _missing_column(key: str, name: str, columns: list[str], dataframe: Path) -> str:
+    message = f"{key}: column '{name}' is not in {dataframe.name} (columns: {', '.join(columns)})"
+    suggestion = difflib.get_close_matches(name, columns, n=1)
+    return message + (f"; did you mean '{suggestion[0]}'?" if suggestion else "")
+
+
+def _unknown_key(full_key: str, name: str, valid: list[str]) -> str:
+    suggestion = difflib.get_close_matches(name, valid, n=1)
+    hint = f"did you mean '{suggestion[0]}'?" if suggestion else f"valid keys: {', '.join(valid)}"
+    return f"unknown key {full_key}: {hint}"
+
+
+def _apply_override(raw: dict, override: str, source: Path) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. runtime.batch_size=64")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML: {one_line(error)}") from None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part} in {source.name} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+class _CoercionError(Exception):
+    pass
+
+
+def _coerce(value: Any, hint: Any, *, key: str, base_dir: Path) -> Any:
+    """Turn a YAML value into the annotated type, or raise `_CoercionError` naming the key."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], key=key, base_dir=base_dir)
+    if value is None:
+        raise _CoercionError(f"{key} must not be empty")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise _CoercionError(f"{key} must be a list (got {_show(value)})")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(item, args[0], key=key, base_dir=base_dir) for item in value)
+        if len(value) != len(args):
+            raise _CoercionError(f"{key} must be a list of {len(args)} values (got {len(value)})")
+        return tuple(_coerce(item, arg, key=key, base_dir=base_dir) for item, arg in zip(value, args))
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        choices = [member.value for member in hint]
+        if isinstance(value, str) and value in choices:
+            return hint(value)
+        suggestion = difflib.get_close_matches(str(value), choices, n=1)
+        hint_text = f"; did you mean '{suggestion[0]}'?" if suggestion else ""
+        raise _CoercionError(f"{key} must be one of {', '.join(choices)} (got {_show(value)}){hint_text}")
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise _CoercionError(f"{key} must be a path (got {_show(value)})")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base_dir / path).resolve()
+    if hint is bool:
+        # Only real YAML booleans: bool("false") is True.
+        if not isinstance(value, bool):
+            raise _CoercionError(f"{key} must be true or false (got {_show(value)})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _CoercionError(f"{key} must be an integer (got {_show(value)})")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _CoercionError(f"{key} must be a number (got {_show(value)})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise _CoercionError(f"{key} must be a string (got {_show(value)})")
+        return str(value)
+    raise TypeError(f"config field {key} has an unsupported annotation {hint!r}")
+
+
+def _show(value: Any) -> str:
+    return f"{value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+

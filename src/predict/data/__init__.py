@@ -1,0 +1,1 @@
+"""Reading dataframes and turning their rows into model-ready batches."""

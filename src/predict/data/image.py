@@ -1,0 +1,214 @@
+"""Images: decode with Pillow, resize, normalise, lay out as the model wants, batched by worker processes.
+
+The layout (NHWC or NCHW), channel count, size and dtype come from the model's input, not the user;
+a configured `preprocessing.image_size` that disagrees with a static model size is a config error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch.utils.data
+from PIL import Image, UnidentifiedImageError
+
+from predict.config import Interpolation, PreprocessingConfig, TaskConfig
+from predict.data.collate import Batch, keep_as_is, to_shared
+from predict.errors import ConfigError, one_line
+from predict.runners.base import TensorSpec
+
+_RESAMPLE = {
+    Interpolation.NEAREST: Image.Resampling.NEAREST,
+    Interpolation.BILINEAR: Image.Resampling.BILINEAR,
+    Interpolation.BICUBIC: Image.Resampling.BICUBIC,
+    Interpolation.BOX: Image.Resampling.BOX,
+    Interpolation.LANCZOS: Image.Resampling.LANCZOS,
+}
+_FLOAT_DTYPES = (np.float32, np.float16, np.float64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInput:
+    """How one model input takes images.
+
+    Attributes:
+        name: the input's name in the graph.
+        height, width: pixels after resizing.
+        channels: 1 (grayscale) or 3 (RGB).
+        channels_first: True for NCHW, False for NHWC.
+        dtype: the float dtype the model takes.
+    """
+
+    name: str
+    height: int
+    width: int
+    channels: int
+    channels_first: bool
+    dtype: np.dtype
+
+
+def image_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, model_name: str) -> ImageInput:
+    """Read layout, channels, size and dtype off a model input, and check them against the config.
+
+    Raises:
+        ConfigError: the input is not a 4-D float image tensor, or its static size disagrees with
+            `preprocessing.image_size`, or neither gives a size.
+    """
+    if len(spec.shape) != 4:
+        raise ConfigError(
+            f"model {model_name}: input '{spec.name}' has shape {_show_shape(spec.shape)}; "
+            "an image model takes 4 axes (batch, height, width, channels) or (batch, channels, height, width)"
+        )
+    if np.dtype(spec.dtype).type not in _FLOAT_DTYPES:
+        raise ConfigError(f"model {model_name}: input '{spec.name}' takes {np.dtype(spec.dtype).name}; image models need float")
+    _, axis1, axis2, axis3 = spec.shape
+    if axis3 in (1, 3):
+        channels_first, channels, size = False, axis3, (axis1, axis2)
+    elif axis1 in (1, 3):
+        channels_first, channels, size = True, axis1, (axis2, axis3)
+    else:
+        raise ConfigError(
+            f"model {model_name}: input '{spec.name}' has shape {_show_shape(spec.shape)}; "
+            "cannot find a channel axis of size 1 or 3 (first or last after the batch)"
+        )
+    configured = preprocessing.image_size
+    if configured is not None:
+        for axis, (model_size, wanted) in enumerate(zip(size, configured)):
+            if model_size is not None and model_size != wanted:
+                raise ConfigError(
+                    f"preprocessing.image_size is {list(configured)} (height, width) but model {model_name} "
+                    f"takes {_show_shape(size)}; set image_size: [{size[0]}, {size[1]}]"
+                )
+        size = configured
+    if None in size:
+        raise ConfigError(
+            f"preprocessing.image_size is missing and model {model_name} has a dynamic image size "
+            f"{_show_shape(spec.shape)}: set it to the (height, width) the model was trained on"
+        )
+    for key in ("mean", "std"):
+        values = getattr(preprocessing, key)
+        if len(values) not in (1, channels):
+            raise ConfigError(f"preprocessing.{key} has {len(values)} values but model {model_name} takes {channels} channel(s)")
+    return ImageInput(
+        name=spec.name,
+        height=size[0],
+        width=size[1],
+        channels=channels,
+        channels_first=channels_first,
+        dtype=np.dtype(spec.dtype),
+    )
+
+
+class ImageBatches(torch.utils.data.Dataset):
+    """Item i is batch i: consecutive rows, decoded and pre-processed into one array.
+
+    A worker builds a whole batch, so one message crosses processes per batch, not per image.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        *,
+        data_folder: Path,
+        image_input: ImageInput,
+        preprocessing: PreprocessingConfig,
+        batch_size: int,
+        column: str,
+    ) -> None:
+        self.paths = list(paths)
+        self.data_folder = data_folder
+        self.image_input = image_input
+        self.batch_size = batch_size
+        self.column = column
+        self.resample = _RESAMPLE[preprocessing.interpolation]
+        self.mean = np.asarray(preprocessing.mean, dtype=np.float32)
+        self.scale = 1.0 / np.asarray(preprocessing.std, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return -(-len(self.paths) // self.batch_size)
+
+    def __getitem__(self, index: int) -> Batch:
+        start = index * self.batch_size
+        stop = min(start + self.batch_size, len(self.paths))
+        spec = self.image_input
+        pixels = np.zeros((stop - start, spec.height, spec.width, spec.channels), dtype=np.uint8)
+        errors = []
+        for slot, row in enumerate(range(start, stop)):
+            try:
+                pixels[slot] = self._decode(self.paths[row])
+            except _UnreadableImage as error:
+                errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
+        batch = Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors)
+        return to_shared(batch)
+
+    def _decode(self, value: str) -> np.ndarray:
+        if not isinstance(value, str) or not value.strip():
+            raise _UnreadableImage("empty path")
+        path = self.data_folder / value
+        spec = self.image_input
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB" if spec.channels == 3 else "L")
+                if image.size != (spec.width, spec.height):
+                    image = image.resize((spec.width, spec.height), self.resample)
+                array = np.asarray(image)
+        except FileNotFoundError:
+            raise _UnreadableImage(f"file not found: {path}") from None
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
+            raise _UnreadableImage(f"not a readable image: {one_line(error)}") from None
+        return array.reshape(spec.height, spec.width, spec.channels)
+
+    def _normalise(self, pixels: np.ndarray) -> np.ndarray:
+        # One float allocation: subtract straight into the model's layout, then scale in place.
+        spec = self.image_input
+        if spec.channels_first:
+            pixels = pixels.transpose(0, 3, 1, 2)
+            mean, scale = self.mean[:, None, None], self.scale[:, None, None]
+        else:
+            mean, scale = self.mean, self.scale
+        out = np.empty(pixels.shape, dtype=np.float32)
+        np.subtract(pixels, mean, out=out, dtype=np.float32)
+        out *= scale
+        return out if spec.dtype == np.float32 else out.astype(spec.dtype)
+
+
+def build_image_loader(
+    task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
+) -> torch.utils.data.DataLoader:
+    """Batches of the image column in row order; `runtime.num_workers` processes decode ahead of the model.
+
+    Raises:
+        ConfigError: the model does not take exactly one image input that fits `preprocessing`.
+    """
+    model_name = task.model.name
+    if len(model_inputs) != 1:
+        names = ", ".join(spec.name for spec in model_inputs)
+        raise ConfigError(f"model {model_name} has {len(model_inputs)} inputs ({names}); an image model takes one")
+    dataset = ImageBatches(
+        dataframe[task.data.image_column].tolist(),
+        data_folder=task.data.data_folder or task.data.dataframe.parent,
+        image_input=image_input_from(model_inputs[0], task.preprocessing, model_name=model_name),
+        preprocessing=task.preprocessing,
+        batch_size=task.runtime.batch_size,
+        column=task.data.image_column,
+    )
+    workers = task.runtime.num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,  # items are whole batches already
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=keep_as_is,
+        prefetch_factor=2 if workers else None,
+    )
+
+
+class _UnreadableImage(Exception):
+    pass
+
+
+def _show_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("?" if dim is None else str(dim) for dim in shape) + ")"

@@ -1,0 +1,94 @@
+"""What every head does, and the steps heads share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from predict.config import TaskConfig
+from predict.errors import ConfigError
+from predict.runners.base import TensorSpec
+
+
+class Head(ABC):
+    """Turns raw model outputs into the arrays, CSV columns and metrics of one problem type.
+
+    `build` reads and checks everything up front (the model's outputs, the labels), so a bad label
+    fails before any image is decoded; `postprocess` is then pure NumPy, batch by batch.
+
+    Attributes:
+        notes: decisions a user should see in the summary (e.g. which activation was applied and why).
+    """
+
+    Config: ClassVar[type]
+    notes: list[str]
+
+    @classmethod
+    @abstractmethod
+    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> Head:
+        """Check the model's outputs against the config and read the labels, if any.
+
+        Raises:
+            ConfigError: the model's outputs do not fit the config.
+            InputError: a label cell is empty or invalid, naming its row.
+        """
+
+    @abstractmethod
+    def postprocess(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw outputs of one batch to per-row arrays (first axis = rows)."""
+
+    @abstractmethod
+    def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The `pred_*` columns added to the CSV, in order, one value per row."""
+
+    @abstractmethod
+    def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        """The dict pickled into `{split}_raw_predictions.pkl`, keys exactly as FORMATS.md names them."""
+
+    @abstractmethod
+    def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        """Metrics under their H2O names, against the labels read in `build`; empty without labels."""
+
+
+def select_output(outputs: tuple[TensorSpec, ...], name: str | None, *, model_name: str) -> TensorSpec:
+    """The model output a head reads: the one named by `head.output_name`, or the only one.
+
+    Raises:
+        ConfigError: the name is unknown, or the model has several outputs and none was named.
+    """
+    names = [spec.name for spec in outputs]
+    if name is not None:
+        for spec in outputs:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"head.output_name: model {model_name} has no output '{name}' (outputs: {', '.join(names)})")
+    if len(outputs) != 1:
+        raise ConfigError(f"head.output_name is missing: model {model_name} has {len(outputs)} outputs ({', '.join(names)}); name one")
+    return outputs[0]
+
+
+def output_width(spec: TensorSpec, *, model_name: str) -> int | None:
+    """Values per row of a (batch,) or (batch, k) output; None when k is dynamic.
+
+    Raises:
+        ConfigError: the output has more than two axes.
+    """
+    if len(spec.shape) == 1:
+        return 1
+    if len(spec.shape) == 2:
+        return spec.shape[1]
+    shape = ", ".join("?" if dim is None else str(dim) for dim in spec.shape)
+    raise ConfigError(f"model {model_name}: output '{spec.name}' has shape ({shape}); expected (batch, values)")
+
+
+def column_values(dataframe: pd.DataFrame, column: str) -> np.ndarray:
+    """A dataframe column as the 1-D array stored under its name in the pkl."""
+    return dataframe[column].to_numpy()
+
+
+def rows_by_values(raw: np.ndarray, *, rows: int) -> np.ndarray:
+    """A (batch,) or (batch, k) output as a float32 (batch, k) array."""
+    return np.asarray(raw, dtype=np.float32).reshape(rows, -1)

@@ -1,0 +1,115 @@
+"""Metrics under the names H2O Hydrogen Torch uses, computed with scikit-learn.
+
+Classification (probabilities in, labels in):
+- `binary`: ROC_AUC, LogLoss, and Accuracy / F1 at a 0.5 threshold.
+- `multiclass`: ROC_AUC one-vs-rest, macro over the classes present with both outcomes; LogLoss;
+  Accuracy and macro F1 of the argmax.
+- `multilabel`: ROC_AUC macro over columns that hold both 0 and 1; LogLoss averaged over columns;
+  Accuracy = exact match of all columns at 0.5 (subset accuracy); macro F1 at 0.5.
+Regression: MAE, MSE, RMSE, R2, averaged uniformly over label columns.
+A metric that is undefined for the data (one class only, a single row) is left out with a note.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+
+import numpy as np
+from sklearn import metrics as sk
+
+
+class ClassificationKind(StrEnum):
+    """How labels and probabilities relate."""
+
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    MULTILABEL = "multilabel"
+
+
+def classification_metrics(
+    kind: ClassificationKind, labels: np.ndarray, probabilities: np.ndarray, *, notes: list[str]
+) -> dict[str, float]:
+    """ROC_AUC, LogLoss, Accuracy and F1.
+
+    Args:
+        kind: binary, multiclass or multilabel.
+        labels: binary int[N] 0/1; multiclass int[N] class indices; multilabel int[N, C] 0/1.
+        probabilities: binary float[N]; multiclass and multilabel float[N, C].
+        notes: receives a line for every metric left out and why.
+
+    Returns:
+        Metric name to value.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    result: dict[str, float] = {}
+    if kind is ClassificationKind.BINARY:
+        result["ROC_AUC"] = _roc_auc_columns(labels[:, None], probabilities[:, None], notes)
+        result["LogLoss"] = sk.log_loss(labels, probabilities, labels=[0, 1])
+        predicted = (probabilities >= 0.5).astype(int)
+        result["Accuracy"] = sk.accuracy_score(labels, predicted)
+        result["F1"] = sk.f1_score(labels, predicted, zero_division=0.0)
+    elif kind is ClassificationKind.MULTICLASS:
+        classes = probabilities.shape[1]
+        one_hot = np.eye(classes, dtype=int)[labels]
+        result["ROC_AUC"] = _roc_auc_columns(one_hot, probabilities, notes)
+        # Rows of a softmax sum to 1 within float32 rounding; renormalise in float64 so sklearn agrees.
+        normalised = probabilities / probabilities.sum(axis=1, keepdims=True)
+        result["LogLoss"] = sk.log_loss(labels, normalised, labels=list(range(classes)))
+        predicted = probabilities.argmax(axis=1)
+        result["Accuracy"] = sk.accuracy_score(labels, predicted)
+        result["F1"] = sk.f1_score(labels, predicted, average="macro", labels=list(range(classes)), zero_division=0.0)
+    else:
+        result["ROC_AUC"] = _roc_auc_columns(labels, probabilities, notes)
+        result["LogLoss"] = float(
+            np.mean([sk.log_loss(labels[:, j], probabilities[:, j], labels=[0, 1]) for j in range(labels.shape[1])])
+        )
+        predicted = (probabilities >= 0.5).astype(int)
+        result["Accuracy"] = sk.accuracy_score(labels, predicted)
+        result["F1"] = sk.f1_score(labels, predicted, average="macro", zero_division=0.0)
+    return _finite(result, notes)
+
+
+def regression_metrics(labels: np.ndarray, predictions: np.ndarray, *, notes: list[str]) -> dict[str, float]:
+    """MAE, MSE, RMSE and R2, averaged over columns.
+
+    Args:
+        labels: float[N, M] actual values.
+        predictions: float[N, M] predicted values.
+        notes: receives a line for every metric left out and why.
+    """
+    predictions = np.asarray(predictions, dtype=np.float64)
+    mse = sk.mean_squared_error(labels, predictions)
+    result = {
+        "MAE": sk.mean_absolute_error(labels, predictions),
+        "MSE": mse,
+        "RMSE": math.sqrt(mse),
+    }
+    if len(labels) >= 2:
+        result["R2"] = sk.r2_score(labels, predictions)
+    else:
+        notes.append("R2 left out: it needs at least two rows")
+    return _finite(result, notes)
+
+
+def _roc_auc_columns(labels: np.ndarray, scores: np.ndarray, notes: list[str]) -> float:
+    """Macro ROC AUC over the columns whose labels hold both 0 and 1."""
+    usable = [j for j in range(labels.shape[1]) if 0 < labels[:, j].sum() < len(labels)]
+    if len(usable) < labels.shape[1]:
+        notes.append(
+            f"ROC_AUC: {labels.shape[1] - len(usable)} of {labels.shape[1]} class(es) have only one outcome "
+            "in the labels and are left out of the average"
+        )
+    if not usable:
+        return math.nan
+    return float(np.mean([sk.roc_auc_score(labels[:, j], scores[:, j]) for j in usable]))
+
+
+def _finite(result: dict[str, float], notes: list[str]) -> dict[str, float]:
+    kept = {}
+    for name, value in result.items():
+        if math.isfinite(value):
+            kept[name] = float(value)
+        else:
+            notes.append(f"{name} left out: undefined for these labels")
+    return kept

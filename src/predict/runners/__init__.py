@@ -1,0 +1,1 @@
+"""Model runtimes: each takes named input arrays and returns named output arrays."""

@@ -160,6 +160,14 @@ def keras_models(tmp_path_factory) -> dict[str, Path]:
     return {"sequential_cnn": folder / "sequential_cnn.h5", "functional_regressor": folder / "functional_regressor.h5"}
 
 
+def postprocess(head, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Call a head on hand-made outputs, with a batch of as many rows and no context."""
+    from predict.data.collate import Batch
+
+    rows = len(next(iter(outputs.values())))
+    return head.postprocess(outputs, Batch(np.arange(rows), {}, [], {}))
+
+
 def write_config(path: Path, config: dict) -> Path:
     """Write a task YAML."""
     import yaml

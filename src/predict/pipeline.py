@@ -102,11 +102,11 @@ def run_task(task: TaskConfig, *, progress: bool = True) -> RunSummary:
             outputs = runner.run(batch.inputs)
             stages["inference"] += time.perf_counter() - tick
             tick = time.perf_counter()
-            chunks.append(head.postprocess(outputs))
+            chunks.append(head.postprocess(outputs, batch))
             stages["postprocess"] += time.perf_counter() - tick
             bar.update(len(batch.row_ids))
 
-    predictions = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    predictions = head.finalize({key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]})
     metrics = head.metrics(predictions)
     notes = [*model_notes(model), *runner.notes, *head.notes]
     if not metrics and not set(task.data.label_columns) <= set(dataframe.columns):

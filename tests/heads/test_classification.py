@@ -12,7 +12,7 @@ from predict.errors import ConfigError, InputError
 from predict.heads.classification import Activation, ClassificationHead, LabelLayout
 from predict.report.metrics import ClassificationKind
 from predict.runners.base import TensorSpec
-from tests.conftest import write_config
+from tests.conftest import postprocess, write_config
 
 
 def output(width, producer=None, name="scores"):
@@ -44,7 +44,7 @@ def test_categorical_classes_sorted_and_softmax_on_logits(tmp_path):
     assert head.layout is LabelLayout.CATEGORICAL and head.activation is Activation.SOFTMAX
     assert head.class_names == ("bird", "cat", "dog")
     logits = np.array([[0.0, 1.0, 3.0], [0.0, 2.0, 0.0], [0.0, 0.0, 5.0], [4.0, 0.0, 0.0]], np.float32)
-    predictions = head.postprocess({"scores": logits})
+    predictions = postprocess(head, {"scores": logits})
     assert_allclose(predictions["predictions"].sum(axis=1), 1.0, rtol=1e-6)
     columns = head.prediction_columns(predictions)
     assert list(columns) == ["pred_label_bird", "pred_label_cat", "pred_label_dog", "pred_label"]
@@ -58,14 +58,14 @@ def test_softmax_graph_is_not_softmaxed_twice(tmp_path):
     head = build(tmp_path, FRAME, ["label"], output(3, producer="Softmax"))
     assert head.activation is Activation.NONE
     probabilities = np.array([[0.2, 0.3, 0.5]] * 4, np.float32)
-    assert_allclose(head.postprocess({"scores": probabilities})["predictions"], probabilities)
+    assert_allclose(postprocess(head, {"scores": probabilities})["predictions"], probabilities)
 
 
 def test_multi_label_columns_get_sigmoid(tmp_path):
     frame = pd.DataFrame({"image": ["a", "b", "c"], "x": [1, 0, 1], "y": [1, 1, 0]})
     head = build(tmp_path, frame, ["x", "y"], output(2))
     assert head.kind is ClassificationKind.MULTILABEL and head.activation is Activation.SIGMOID
-    predictions = head.postprocess({"scores": np.zeros((3, 2), np.float32)})
+    predictions = postprocess(head, {"scores": np.zeros((3, 2), np.float32)})
     assert_allclose(predictions["predictions"], 0.5)
     assert list(head.prediction_columns(predictions)) == ["pred_x", "pred_y"]
 
@@ -80,7 +80,7 @@ def test_one_hot_columns_are_multiclass(tmp_path):
 def test_binary_width_two_keeps_class_one(tmp_path):
     frame = pd.DataFrame({"image": ["a", "b"], "y": [0, 1]})
     head = build(tmp_path, frame, ["y"], output(2, producer="Softmax"), head={"label_layout": "binary"})
-    predictions = head.postprocess({"scores": np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)})
+    predictions = postprocess(head, {"scores": np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)})
     assert_allclose(predictions["predictions"], [[0.1], [0.8]])
     assert head.metrics(predictions)["Accuracy"] == 1.0
 
@@ -90,7 +90,7 @@ def test_test_split_without_labels_needs_class_names(tmp_path):
     with pytest.raises(ConfigError, match=r"head.class_names is missing: test dataframe has no 'label' column"):
         build(tmp_path, frame, ["label"], output(3), split="test")
     head = build(tmp_path, frame, ["label"], output(3), split="test", head={"class_names": ["a", "b", "c"]})
-    assert head.labels is None and head.metrics(head.postprocess({"scores": np.zeros((4, 3), np.float32)})) == {}
+    assert head.labels is None and head.metrics(postprocess(head, {"scores": np.zeros((4, 3), np.float32)})) == {}
 
 
 def test_non_binary_values_in_label_columns(tmp_path):

@@ -11,7 +11,7 @@ from predict.config import load_config
 from predict.errors import ConfigError
 from predict.heads.regression import RegressionHead
 from predict.runners.base import TensorSpec
-from tests.conftest import write_config
+from tests.conftest import postprocess, write_config
 
 
 def build(tmp_path, frame, label_columns, width):
@@ -31,7 +31,7 @@ def build(tmp_path, frame, label_columns, width):
 def test_columns_pkl_and_metrics(tmp_path):
     frame = pd.DataFrame({"image": ["a", "b", "c"], "h": [1.0, 2.0, 3.0], "w": [0.0, 0.5, 1.0]})
     head = build(tmp_path, frame, ["h", "w"], 2)
-    predictions = head.postprocess({"y": np.array([[1.0, 0.0], [2.5, 0.5], [3.0, 1.5]], np.float64)})
+    predictions = postprocess(head, {"y": np.array([[1.0, 0.0], [2.5, 0.5], [3.0, 1.5]], np.float64)})
     assert predictions["predictions"].dtype == np.float32
     columns = head.prediction_columns(predictions)
     assert list(columns) == ["pred_h", "pred_w"]
@@ -45,7 +45,7 @@ def test_columns_pkl_and_metrics(tmp_path):
 def test_rank_one_output_is_one_column(tmp_path):
     frame = pd.DataFrame({"image": ["a", "b"], "h": [1.0, 2.0]})
     head = build(tmp_path, frame, ["h"], None)
-    assert head.postprocess({"y": np.array([1.0, 2.0], np.float32)})["predictions"].shape == (2, 1)
+    assert postprocess(head, {"y": np.array([1.0, 2.0], np.float32)})["predictions"].shape == (2, 1)
 
 
 def test_width_must_match_label_columns(tmp_path):
@@ -57,6 +57,6 @@ def test_width_must_match_label_columns(tmp_path):
 def test_single_row_leaves_r2_out(tmp_path):
     frame = pd.DataFrame({"image": ["a"], "h": [1.0]})
     head = build(tmp_path, frame, ["h"], 1)
-    metrics = head.metrics(head.postprocess({"y": np.array([[2.0]], np.float32)}))
+    metrics = head.metrics(postprocess(head, {"y": np.array([[2.0]], np.float32)}))
     assert "R2" not in metrics and metrics["RMSE"] == 1.0
     assert any("R2 left out" in note for note in head.notes)

@@ -20,11 +20,14 @@ class Batch(NamedTuple):
         inputs: model input name to array, first axis = the B rows.
         errors: (row, message) for rows that could not be read; their input slots hold zeros
             and must never reach a prediction file as if they were real.
+        context: per-row facts a head needs that are not model inputs (first axis = rows), e.g.
+            original image sizes or token offsets.
     """
 
     row_ids: np.ndarray
     inputs: dict[str, np.ndarray]
     errors: list[tuple[int, str]]
+    context: dict[str, np.ndarray]
 
 
 def to_shared(batch: Batch) -> Batch:
@@ -33,6 +36,7 @@ def to_shared(batch: Batch) -> Batch:
         torch.from_numpy(batch.row_ids),
         {name: torch.from_numpy(array) for name, array in batch.inputs.items()},
         batch.errors,
+        {name: _as_tensor(value) for name, value in batch.context.items()},
     )
 
 
@@ -42,7 +46,13 @@ def from_shared(batch: Batch) -> Batch:
         _as_numpy(batch.row_ids),
         {name: _as_numpy(value) for name, value in batch.inputs.items()},
         list(batch.errors),
+        {name: _as_numpy(value) for name, value in batch.context.items()},
     )
+
+
+def _as_tensor(value: np.ndarray) -> torch.Tensor | np.ndarray:
+    # Object arrays (strings, ragged lists) cannot become tensors; they are pickled as they are.
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) and value.dtype != object else value
 
 
 def _as_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -141,7 +141,7 @@ class ImageBatches(torch.utils.data.Dataset):
                 pixels[slot] = self._decode(self.paths[row])
             except _UnreadableImage as error:
                 errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
-        batch = Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors)
+        batch = Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors, {})
         return to_shared(batch)
 
     def _decode(self, value: str) -> np.ndarray:

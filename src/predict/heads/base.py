@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from predict.config import TaskConfig
+from predict.data.collate import Batch
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
 
@@ -37,8 +38,12 @@ class Head(ABC):
         """
 
     @abstractmethod
-    def postprocess(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Raw outputs of one batch to per-row arrays (first axis = rows)."""
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+        """Raw outputs of one batch to per-row arrays (first axis = rows); `batch.context` has per-row facts."""
+
+    def finalize(self, predictions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Split-level step on all rows' predictions at once (e.g. nearest neighbours); none by default."""
+        return predictions
 
     @abstractmethod
     def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:

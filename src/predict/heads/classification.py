@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from predict.config import TaskConfig
+from predict.data.collate import Batch
 from predict.data.dataframe import numeric_labels, text_labels
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
@@ -152,7 +153,7 @@ class ClassificationHead(Head):
             notes=notes,
         )
 
-    def postprocess(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
         raw = outputs[self.output]
         values = rows_by_values(raw, rows=len(raw))
         if self.activation is Activation.SOFTMAX:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from predict.config import TaskConfig
+from predict.data.collate import Batch
 from predict.data.dataframe import numeric_labels
 from predict.errors import ConfigError
 from predict.heads.base import Head, column_values, output_width, rows_by_values, select_output
@@ -59,7 +60,7 @@ class RegressionHead(Head):
             labels = numeric_labels(dataframe, label_columns, source=task.data.dataframe)
         return cls(output=spec.name, label_columns=label_columns, input_column=task.input_column, labels=labels)
 
-    def postprocess(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
         raw = outputs[self.output]
         return {"predictions": rows_by_values(raw, rows=len(raw))}
 

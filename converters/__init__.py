@@ -1,0 +1,1 @@
+"""Offline tools that turn user models into ONNX graphs the inference core can run (needs `predict[convert]`)."""

@@ -1,0 +1,34 @@
+"""The view registry: problem type to the view that shows its predictions (`predict show`, `predict report`).
+
+One dict literal, like `predict.heads.HEADS`: a problem type gets a view by adding its module and a
+line here. Problem types missing from it are refused by `view_for`, which lists the supported ones.
+"""
+
+from predict.config import ProblemType
+from predict.errors import InputError
+from predict.view.base import View
+from predict.view.classification import ClassificationView
+from predict.view.regression import RegressionView
+from predict.view.run import RunSplit
+
+VIEWS: dict[ProblemType, type[View]] = {
+    ProblemType.IMAGE_CLASSIFICATION: ClassificationView,
+    ProblemType.IMAGE_REGRESSION: RegressionView,
+}
+
+
+def view_for(run: RunSplit) -> View:
+    """The view of `run`'s problem type, reading its predictions.
+
+    Raises:
+        InputError: no view exists for the problem type (listing those that have one), or the
+            predictions CSV does not match its report.
+    """
+    view_class = VIEWS.get(run.problem_type)
+    if view_class is None:
+        supported = ", ".join(sorted(problem_type.value for problem_type in VIEWS))
+        raise InputError(
+            f"{run.run_dir}: viewing {run.problem_type.value} predictions is not supported yet; "
+            f"supported problem types: {supported}"
+        )
+    return view_class(run)

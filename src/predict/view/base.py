@@ -1,0 +1,103 @@
+"""What every problem type's view provides to `predict show` and `predict report`.
+
+A view reads one split of a run folder (`RunSplit`) and gives: a table of actual vs predicted per
+row, the order of rows from worst to best, the plots of the HTML page, and the caption of a sample
+input. Adding a problem type is one module with a `View` subclass, registered in `predict.view.VIEWS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from predict.errors import InputError
+from predict.view.run import RunSplit
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plot:
+    """One picture of the report.
+
+    Attributes:
+        title: the heading above it.
+        png: the PNG file's bytes.
+        caption: one line under it (how to read it, what was left out).
+    """
+
+    title: str
+    png: bytes
+    caption: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleLabel:
+    """The caption of one input on the page: predicted and true values, and whether they agree.
+
+    Attributes:
+        predicted: e.g. `square 0.98` or `0.213`.
+        actual: e.g. `square`, or None when the split has no labels.
+        correct: True/False for a classification with labels; None where it does not apply.
+    """
+
+    predicted: str
+    actual: str | None
+    correct: bool | None
+
+
+class View(ABC):
+    """Reads one split's predictions for one problem type.
+
+    Attributes:
+        run: the split of the run folder.
+        worst_meaning: what "worst" sorts by, for headings (e.g. "largest absolute error").
+    """
+
+    worst_meaning: ClassVar[str]
+    # Format specs of table columns that need other than 4 significant digits (e.g. probabilities).
+    number_formats: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, run: RunSplit) -> None:
+        self.run = run
+
+    def format_cell(self, column: str, value: object) -> str:
+        """A table cell as text: numbers with the column's format (default 4 significant digits)."""
+        if isinstance(value, (float, np.floating)):
+            return format(value, self.number_formats.get(column, ".4g"))
+        return str(value)
+
+    @abstractmethod
+    def table(self) -> pd.DataFrame:
+        """Actual, predicted and confidence or error per row: one row per input row, in input order.
+
+        Numbers stay numbers (the callers format them); missing actual values are absent columns.
+        """
+
+    @abstractmethod
+    def badness(self) -> np.ndarray:
+        """float64[N]: how wrong each row is, larger is worse; only called when the split has labels."""
+
+    @abstractmethod
+    def plots(self) -> list[Plot]:
+        """The problem type's pictures, with labels (metrics plots) or without (distributions)."""
+
+    @abstractmethod
+    def sample_label(self, row: int) -> SampleLabel:
+        """Predicted and true values of row `row` (0-based, input order), for a sample's caption."""
+
+    def worst_first(self) -> np.ndarray:
+        """int64[N] row positions, worst first; ties keep input order.
+
+        Raises:
+            InputError: the split has no labels, so there are no errors to sort by.
+        """
+        if not self.run.labelled:
+            columns = ", ".join(self.run.label_columns) or "none configured"
+            raise InputError(
+                f"--worst needs actual values, but {self.run.run_dir / (self.run.split + '_predictions.csv')} "
+                f"has no label column(s) ({columns}); score a labelled dataframe to rank errors"
+            )
+        return np.argsort(-self.badness(), kind="stable")

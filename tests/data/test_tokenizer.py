@@ -1,0 +1,123 @@
+"""Tokenizers read from local files: tokenizer.json (tokenizers), Keras word indexes, TextVectorization vocabularies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+from predict.data.tokenizer import HuggingFaceTokenizer, WordIndexTokenizer, load_tokenizer
+from predict.errors import ConfigError
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Maria Lopez moved to Lisbon in 2019 to join Acme Corp.",
+    "Where does the dog sleep? The dog sleeps in the garden, near the old oak tree.",
+    "Customer service was friendly and fast, and the coffee was excellent!",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer_json(tmp_path_factory):
+    """A WordPiece tokenizer trained on the fly, saved as tokenizer.json."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(SENTENCES, trainers.WordPieceTrainer(vocab_size=150, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path
+
+
+def test_tokenizer_json_truncates_inside_max_length_and_keeps_specials(tokenizer_json):
+    tokenizer = load_tokenizer(tokenizer_json)
+    assert isinstance(tokenizer, HuggingFaceTokenizer) and tokenizer.pad_id == 0
+    short, long = tokenizer.encode(["", SENTENCES[2]], max_length=8)
+    assert short.ids.tolist() == [2, 3]  # empty text: [CLS] [SEP]
+    assert len(long) == 8 and long.ids[0] == 2 and long.ids[-1] == 3
+    assert long.word_ids[0] == -1 and long.word_ids[1] == 0
+
+
+def test_tokenizer_json_words_map_sub_tokens_to_whitespace_words(tokenizer_json):
+    tokenizer = load_tokenizer(tokenizer_json)
+    words = "Lisbon, Acme-Corp zzqx".split()
+    (encoding,) = tokenizer.encode_words([words], max_length=32)
+    assert set(encoding.word_ids[encoding.word_ids >= 0]) == {0, 1, 2}
+    assert np.all(np.diff(encoding.word_ids[1:-1]) >= 0)  # words in order
+
+
+def test_windows_share_doc_stride_tokens_and_offsets_point_into_the_context(tokenizer_json):
+    tokenizer = load_tokenizer(tokenizer_json)
+    question, context = "Where does the dog sleep?", SENTENCES[2] + " " + SENTENCES[0]
+    windows = tokenizer.encode_windows(question, context, max_length=20, stride=4)
+    assert len(windows) > 1 and all(len(window) <= 20 for window in windows)
+    context_tokens = [window.offsets[window.sequence_ids == 1] for window in windows]
+    for before, after in zip(context_tokens, context_tokens[1:]):
+        assert before[-4:].tolist() == after[:4].tolist()
+    for first, last in np.concatenate(context_tokens):
+        assert context[first:last].lower() in context.lower()
+    with pytest.raises(ValueError, match="cannot fit the question and a window of context in max_length 6"):
+        tokenizer.encode_windows(question, context, max_length=6, stride=4)
+
+
+def test_keras_word_index_splits_on_filters_and_maps_unknown_words_to_oov(tmp_path):
+    path = tmp_path / "word_index.json"
+    path.write_text(json.dumps({"<OOV>": 1, "the": 2, "dog": 3, "sleeps": 4}))
+    tokenizer = load_tokenizer(path)
+    assert isinstance(tokenizer, WordIndexTokenizer)
+    (encoding,) = tokenizer.encode(["The dog,sleeps;  under THE tree!"], max_length=10)
+    assert encoding.ids.tolist() == [2, 3, 4, 1, 2, 1]
+    assert encoding.offsets[2].tolist() == [8, 14]
+    (cut,) = tokenizer.encode(["the dog the dog"], max_length=3)
+    assert cut.ids.tolist() == [2, 3, 2]
+
+
+def test_keras_tokenizer_json_uses_its_own_lower_filters_oov_and_num_words(tmp_path):
+    # The layout of keras' Tokenizer.to_json(): word_index is a JSON string inside the JSON.
+    config = {
+        "num_words": 4, "filters": "!,", "lower": False, "split": " ", "char_level": False, "oov_token": "<unk>",
+        "document_count": 1, "word_index": json.dumps({"<unk>": 1, "Dog": 2, "cat": 3, "bird": 4}),
+    }
+    path = tmp_path / "keras_tokenizer.json"
+    path.write_text(json.dumps({"class_name": "Tokenizer", "config": config}))
+    (encoding,) = load_tokenizer(path).encode(["Dog,dog cat bird!"], max_length=10)
+    assert encoding.ids.tolist() == [2, 1, 3, 1]  # "dog" is not lower-cased to "Dog"; bird >= num_words
+
+
+def test_text_vectorization_vocabulary_strips_punctuation(tmp_path):
+    path = tmp_path / "vocabulary.txt"
+    path.write_text("\n".join(["", "[UNK]", "the", "dont", "dog"]) + "\n")
+    (encoding,) = load_tokenizer(path).encode(["The dog -- don't, Cat"], max_length=10)
+    assert encoding.ids.tolist() == [2, 4, 3, 1]
+    (words,) = load_tokenizer(path).encode_words([["--", "dog"]], max_length=10)
+    assert words.ids.tolist() == [1, 4]  # one slot per word, even punctuation
+
+
+def test_tokenizer_errors(tmp_path, tokenizer_json):
+    with pytest.raises(ConfigError, match="preprocessing.lowercase is for word-index vocabularies; tokenizer.json is a tokenizer.json"):
+        load_tokenizer(tokenizer_json, lowercase=False)
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_text("\n[UNK]\nthe\n")
+    with pytest.raises(ConfigError, match=r"preprocessing.oov_token '<OOV>' is not in the vocabulary of vocabulary.txt"):
+        load_tokenizer(vocabulary, oov_token="<OOV>")
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"hello": "world"}))
+    with pytest.raises(ConfigError, match="odd.json: unknown JSON layout"):
+        load_tokenizer(odd)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigError, match="broken.json: not valid JSON"):
+        load_tokenizer(broken)
+    fake = tmp_path / "fake.json"
+    fake.write_text(json.dumps({"model": {"type": "Nonsense"}, "added_tokens": []}))
+    with pytest.raises(ConfigError, match="fake.json: not a valid tokenizer.json"):
+        load_tokenizer(fake)
+    keras = tmp_path / "chars.json"
+    keras.write_text(json.dumps({"class_name": "Tokenizer", "config": {"char_level": True, "word_index": "{}"}}))
+    with pytest.raises(ConfigError, match="a character-level Keras Tokenizer is not supported"):
+        load_tokenizer(keras)

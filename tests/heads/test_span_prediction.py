@@ -1,0 +1,83 @@
+"""Span prediction head on hand-made windows of start/end logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from predict.config import load_config
+from predict.data.collate import Batch
+from predict.errors import ConfigError
+from predict.heads.span_prediction import SpanPredictionHead
+from predict.runners.base import TensorSpec
+from tests.conftest import write_config
+
+CONTEXT = "Ann lives in New York now"
+# Token character offsets: [CLS] q [SEP] | Ann lives in New York now | [SEP]; -1 outside the context.
+OFFSETS = [(-1, -1), (-1, -1), (-1, -1), (0, 3), (4, 9), (10, 12), (13, 16), (17, 21), (22, 25), (-1, -1)]
+
+
+def _head(tmp_path, outputs=("start_logits", "end_logits"), **head):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    frame = pd.DataFrame({"question": ["Where?", "Who?"], "context": [CONTEXT, "x"], "answer": ["New York", ""]})
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    (tmp_path / "model.onnx").write_bytes(b"")
+    config = write_config(
+        tmp_path / "task.yaml",
+        {
+            "problem_type": "text_span_prediction",
+            "model": "model.onnx",
+            "data": {"dataframe": "rows.csv", "question_column": "question", "context_column": "context", "label_columns": ["answer"]},
+            "preprocessing": {"tokenizer": "tokenizer.json"},
+            "head": head,
+        },
+    )
+    specs = tuple(TensorSpec(name=name, shape=(None, None), dtype=np.dtype(np.float32)) for name in outputs)
+    return SpanPredictionHead.build(load_config(config), outputs=specs, dataframe=frame), frame
+
+
+def test_best_spans_across_windows_are_exact_substrings(tmp_path):
+    head, frame = _head(tmp_path, number_of_predicted_answers=3, max_answer_length=3)
+    start = np.full((3, 10), -5.0, dtype=np.float32)
+    end = np.full((3, 10), -5.0, dtype=np.float32)
+    start[0, 6], end[0, 7] = 4.0, 4.0  # window 0 of row 0: "New York", score 8
+    start[1, 6], end[1, 6] = 5.0, 2.0  # window 1 of row 0: "New", score 7
+    start[1, 0], end[1, 0] = 50.0, 50.0  # [CLS] is outside the context: never an answer
+    start[1, 8], end[1, 3] = 30.0, 30.0  # end before start: invalid, and each alone scores low
+    start[1, 3], end[1, 8] = -100.0, -100.0
+    offsets = np.array([OFFSETS, OFFSETS, [(-1, -1)] * 10], dtype=np.int32)  # row 1: no context token at all
+    context = {
+        "offsets": offsets,
+        "window_rows": np.array([0, 0, 1]),
+        "contexts": np.array([CONTEXT, "x"], dtype=object),
+    }
+    predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(2), {}, [], context))
+    assert list(predictions["predictions"]) == ["New York", ""]
+    assert predictions["top_k"][0][:2] == ["New York", "New"]
+    assert all(answer in CONTEXT for answer in predictions["top_k"][0])
+    assert predictions["top_k"][1] == ["", "", ""]
+    columns = head.prediction_columns(predictions)
+    assert list(columns) == ["pred_answer", "pred_answer_top_1", "pred_answer_top_2", "pred_answer_top_3"]
+    assert head.metrics(predictions) == {"Jaccard": 1.0, "ExactMatch": 1.0}
+    raw = head.raw_predictions(predictions, frame)
+    assert list(raw) == ["question", "context", "predictions", "predicted_answer_top_k"]
+
+
+def test_max_answer_length_limits_spans(tmp_path):
+    head, _ = _head(tmp_path, max_answer_length=1)
+    start = np.zeros((1, 10), dtype=np.float32)
+    end = np.zeros((1, 10), dtype=np.float32)
+    start[0, 6], end[0, 7] = 9.0, 9.0
+    context = {"offsets": np.array([OFFSETS], dtype=np.int32), "window_rows": np.array([0]), "contexts": np.array([CONTEXT], dtype=object)}
+    predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(1), {}, [], context))
+    assert len(predictions["predictions"][0].split()) == 1
+
+
+def test_output_names_must_be_found(tmp_path):
+    with pytest.raises(ConfigError, match=r"head.start_output is missing: model model.onnx outputs \(a, b\) have 0 name\(s\) containing 'start'"):
+        _head(tmp_path, outputs=("a", "b"))
+    with pytest.raises(ConfigError, match="head.end_output: model model.onnx has no output 'stop'"):
+        _head(tmp_path, end_output="stop")
+    with pytest.raises(ConfigError, match=r"head.max_answer_length must be >= 1 \(got 0\)"):
+        _head(tmp_path, max_answer_length=0)

@@ -62,3 +62,49 @@ def _as_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
 def keep_as_is(batch: Batch) -> Batch:
     """DataLoader collate function: items are already whole batches."""
     return batch
+
+
+# A loader that feeds one row as several model inputs (audio chunks) puts every row's pieces next to
+# each other in `inputs` and sets `context[CHUNK_COUNTS]`: int64[B], the number of pieces of each row.
+CHUNK_COUNTS = "chunk_counts"
+
+
+def average_chunks(outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+    """Model outputs per piece to outputs per row: the mean over each row's pieces.
+
+    A no-op for batches without `context[CHUNK_COUNTS]`, so the pipeline can call it on every batch
+    and heads always receive one output per row.
+
+    Args:
+        outputs: output name to float[P, ...], P = the number of pieces fed.
+        batch: the batch that was fed.
+
+    Returns:
+        output name to float[B, ...], in the outputs' own dtype.
+    """
+    counts = batch.context.get(CHUNK_COUNTS)
+    if counts is None:
+        return outputs
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    averaged = {}
+    for name, values in outputs.items():
+        sums = np.add.reduceat(values.astype(np.float64), starts, axis=0)
+        shape = (len(counts),) + (1,) * (values.ndim - 1)
+        averaged[name] = (sums / counts.reshape(shape)).astype(values.dtype)
+    return averaged
+
+
+def batch_loader(dataset: torch.utils.data.Dataset, *, num_workers: int, first_batch: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over a dataset whose item i is batch i, in order, from `first_batch` on.
+
+    `num_workers` processes build batches ahead of the model; starting later than batch 0 is how a
+    resumed run skips the rows its checkpoint already holds, without decoding them.
+    """
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,  # items are whole batches already
+        sampler=range(first_batch, len(dataset)),
+        num_workers=num_workers,
+        collate_fn=keep_as_is,
+        prefetch_factor=2 if num_workers else None,
+    )

@@ -16,7 +16,8 @@ import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
 from predict.config import Interpolation, PreprocessingConfig, TaskConfig
-from predict.data.collate import Batch, keep_as_is, to_shared
+from predict.data.collate import Batch, batch_loader, to_shared
+from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.errors import ConfigError, one_line
 from predict.runners.base import TensorSpec
 
@@ -117,8 +118,10 @@ class ImageBatches(torch.utils.data.Dataset):
         preprocessing: PreprocessingConfig,
         batch_size: int,
         column: str,
+        allow_outside: bool = False,
     ) -> None:
         self.paths = list(paths)
+        self.allow_outside = allow_outside
         self.data_folder = data_folder
         self.image_input = image_input
         self.batch_size = batch_size
@@ -139,15 +142,13 @@ class ImageBatches(torch.utils.data.Dataset):
         for slot, row in enumerate(range(start, stop)):
             try:
                 pixels[slot] = self._decode(self.paths[row])
-            except _UnreadableImage as error:
+            except UnreadableRow as error:
                 errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
         batch = Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors, {})
         return to_shared(batch)
 
     def _decode(self, value: str) -> np.ndarray:
-        if not isinstance(value, str) or not value.strip():
-            raise _UnreadableImage("empty path")
-        path = self.data_folder / value
+        path = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)
         spec = self.image_input
         try:
             with Image.open(path) as image:
@@ -156,9 +157,9 @@ class ImageBatches(torch.utils.data.Dataset):
                     image = image.resize((spec.width, spec.height), self.resample)
                 array = np.asarray(image)
         except FileNotFoundError:
-            raise _UnreadableImage(f"file not found: {path}") from None
+            raise UnreadableRow(f"file not found: {path}") from None
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
-            raise _UnreadableImage(f"not a readable image: {one_line(error)}") from None
+            raise UnreadableRow(f"not a readable image: {one_line(error)}") from None
         return array.reshape(spec.height, spec.width, spec.channels)
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
@@ -194,20 +195,9 @@ def build_image_loader(
         preprocessing=task.preprocessing,
         batch_size=task.runtime.batch_size,
         column=task.data.image_column,
+        allow_outside=task.data.allow_outside_folder,
     )
-    workers = task.runtime.num_workers
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,  # items are whole batches already
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=keep_as_is,
-        prefetch_factor=2 if workers else None,
-    )
-
-
-class _UnreadableImage(Exception):
-    pass
+    return batch_loader(dataset, num_workers=task.runtime.num_workers)
 
 
 def _show_shape(shape: Sequence[int | None]) -> str:

@@ -16,6 +16,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     temp = Path(name)
+    # mkstemp creates 0600 files; give the result the mode any new file gets (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    temp.chmod(0o666 & ~umask)
     try:
         yield temp
         os.replace(temp, target)

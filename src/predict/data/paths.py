@@ -1,0 +1,28 @@
+"""File paths named by dataframe cells, resolved under the data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UnreadableRow(Exception):
+    """A row's input cannot be read; the message says why (the loader adds row and column)."""
+
+
+def resolve_data_path(data_folder: Path, value: object, *, allow_outside: bool) -> Path:
+    """The file a cell names, relative to `data_folder`.
+
+    A path that leaves the folder (`../x`, `/etc/x`, a symlink out) is refused unless `allow_outside`,
+    so a dataframe from elsewhere cannot make the tool read arbitrary files.
+
+    Raises:
+        UnreadableRow: the cell is empty, or the path leaves the folder.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise UnreadableRow("empty path")
+    path = data_folder / value
+    if not allow_outside:
+        root = data_folder.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise UnreadableRow(f"path leaves data_folder {root} (set data.allow_outside_folder: true to allow it)")
+    return path

@@ -1,0 +1,163 @@
+"""Resumable runs: finished batches are saved in chunks, with a manifest that says which are complete.
+
+Layout, in the output folder: `.{split}.partial/manifest.json` and `chunk_00000.npz`, ... A chunk file is
+written (atomically) before the manifest names it, so after a crash or SIGKILL the manifest lists only
+whole chunks; a chunk file it does not list is ignored and rewritten.
+
+The manifest's `key` identifies what was being scored (config, model and dataframe hashes, rows,
+batch size); `--resume` refuses a partial run whose key differs, because its chunks would then
+describe other predictions. Chunks are NumPy `.npz` files read with `allow_pickle=False`: a
+resumed run never unpickles a file it did not write itself. Object arrays (strings, ragged lists)
+are stored as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from predict.errors import ConfigError
+from predict.writers._atomic import atomic_path
+
+MANIFEST_VERSION = 1
+_JSON_SUFFIX = "::json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chunk:
+    """Predictions of the rows [start, stop).
+
+    Attributes:
+        predictions: head output name to array, first axis = stop - start rows.
+        valid: bool[stop - start], False for rows that failed to load (`data.on_error: skip`).
+        errors: (row, message) of the failed rows.
+    """
+
+    start: int
+    stop: int
+    predictions: dict[str, np.ndarray]
+    valid: np.ndarray
+    errors: list[tuple[int, str]]
+
+
+class Checkpoint:
+    """The partial state of one split's run in one output folder."""
+
+    def __init__(self, folder: Path, key: dict[str, Any]) -> None:
+        self.folder = folder
+        self.key = key
+        self.chunks: list[dict[str, Any]] = []
+
+    @classmethod
+    def open(cls, output_dir: Path, split: str, key: dict[str, Any], *, resume: bool) -> Checkpoint:
+        """Start a fresh checkpoint, or pick up a partial one when `resume` is set.
+
+        Raises:
+            ConfigError: `resume` is set and the partial run scored something else (its key differs).
+        """
+        folder = output_dir / f".{split}.partial"
+        checkpoint = cls(folder, key)
+        manifest_path = folder / "manifest.json"
+        if resume and manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            changed = sorted(name for name in {*key, *manifest.get("key", {})} if manifest["key"].get(name) != key.get(name))
+            if manifest.get("version") != MANIFEST_VERSION or changed:
+                raise ConfigError(
+                    f"--resume: the partial run in {output_dir} scored something else "
+                    f"(changed: {', '.join(changed) or 'format version'}); run again with --overwrite to start over"
+                )
+            checkpoint.chunks = manifest["chunks"]
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        return checkpoint
+
+    @property
+    def rows_done(self) -> int:
+        """Rows covered by complete chunks, counted from the first row."""
+        return self.chunks[-1]["stop"] if self.chunks else 0
+
+    def load(self) -> list[Chunk]:
+        """Read the complete chunks back, in row order."""
+        loaded = []
+        for entry in self.chunks:
+            arrays = load_arrays(self.folder / entry["file"])
+            valid = arrays.pop("__valid__")
+            errors = [(int(row), str(message)) for row, message in json.loads(str(arrays.pop("__errors__" + _JSON_SUFFIX)))]
+            loaded.append(Chunk(start=entry["start"], stop=entry["stop"], predictions=arrays, valid=valid, errors=errors))
+        return loaded
+
+    def save(self, chunk: Chunk) -> None:
+        """Write a chunk, then the manifest that names it."""
+        if chunk.start != self.rows_done:
+            raise ValueError(f"chunk starts at row {chunk.start}, expected {self.rows_done}")
+        name = f"chunk_{len(self.chunks):05d}.npz"
+        arrays = {**chunk.predictions, "__valid__": chunk.valid}
+        arrays["__errors__" + _JSON_SUFFIX] = np.array(json.dumps([[row, message] for row, message in chunk.errors]))
+        save_arrays(self.folder / name, arrays)
+        self.chunks.append({"file": name, "start": chunk.start, "stop": chunk.stop})
+        manifest = {"version": MANIFEST_VERSION, "key": self.key, "rows_done": self.rows_done, "chunks": self.chunks}
+        with atomic_path(self.folder / "manifest.json") as temp:
+            temp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+    def discard(self) -> None:
+        """Remove the partial state once the final files are written."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save arrays to an `.npz` that loads without pickle: object arrays become one JSON string each."""
+    entries = {}
+    for name, array in arrays.items():
+        if name.endswith(_JSON_SUFFIX):
+            entries[name] = array
+        elif array.dtype == object:
+            entries[name + _JSON_SUFFIX] = np.array(json.dumps([_to_json(item) for item in array]))
+        else:
+            entries[name] = array
+    with atomic_path(path) as temp, temp.open("wb") as handle:
+        np.savez(handle, **entries)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Load what `save_arrays` wrote; JSON entries come back as object arrays (or stay JSON for `__` keys)."""
+    arrays = {}
+    with np.load(path, allow_pickle=False) as archive:
+        for name in archive.files:
+            value = archive[name]
+            if name.endswith(_JSON_SUFFIX) and not name.startswith("__"):
+                items = [_from_json(item) for item in json.loads(str(value))]
+                array = np.empty(len(items), dtype=object)
+                for index, item in enumerate(items):  # one by one: equal-length lists must stay lists
+                    array[index] = item
+                arrays[name.removesuffix(_JSON_SUFFIX)] = array
+            else:
+                arrays[name] = value
+    return arrays
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        items = _to_json(value.tolist()) if value.dtype == object else value.tolist()
+        return {"__ndarray__": items, "dtype": str(value.dtype), "shape": list(value.shape)}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _to_json(item) for key, item in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict) and "__ndarray__" in value:
+        return np.array(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"])
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _from_json(item) for key, item in value.items()}
+    return value

@@ -1,0 +1,78 @@
+"""Checkpoint chunks round-trip exactly, without pickle, and refuse to resume another run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from predict.errors import ConfigError
+from predict.writers.checkpoint import Checkpoint, Chunk, load_arrays, save_arrays
+
+KEY = {"config": "abc", "model": "def", "rows": 10}
+
+
+def test_arrays_round_trip_without_pickle(tmp_path):
+    ragged = np.empty(3, dtype=object)
+    ragged[:] = [["B-PER", "O"], [], ["O", "O"]]
+    per_word = np.empty(2, dtype=object)
+    per_word[0] = np.arange(6, dtype=np.float32).reshape(3, 2)
+    per_word[1] = np.zeros((0, 2), np.float32)
+    arrays = {
+        "predictions": np.array([[0.25, np.nan]], np.float32),
+        "ids": np.arange(3, dtype=np.int64),
+        "texts": np.array(["a", "ü", ""], dtype=object),
+        "tags": ragged,
+        "probabilities": per_word,
+    }
+    save_arrays(tmp_path / "x.npz", arrays)
+    loaded = load_arrays(tmp_path / "x.npz")
+    assert loaded["predictions"].dtype == np.float32
+    assert_array_equal(loaded["predictions"], arrays["predictions"])
+    assert_array_equal(loaded["ids"], arrays["ids"])
+    assert list(loaded["texts"]) == ["a", "ü", ""]
+    assert list(loaded["tags"]) == [["B-PER", "O"], [], ["O", "O"]]
+    assert loaded["probabilities"][0].dtype == np.float32 and loaded["probabilities"][0].shape == (3, 2)
+    assert loaded["probabilities"][1].shape == (0, 2)
+    with np.load(tmp_path / "x.npz", allow_pickle=False) as archive:  # loadable with pickle off
+        assert all(archive[name].dtype != object for name in archive.files)
+
+
+def chunk(start, stop, errors=()):
+    rows = stop - start
+    valid = np.ones(rows, bool)
+    for row, _ in errors:
+        valid[row - start] = False
+    return Chunk(start=start, stop=stop, predictions={"p": np.arange(start, stop, dtype=np.float32)}, valid=valid, errors=list(errors))
+
+
+def test_resume_reads_complete_chunks(tmp_path):
+    checkpoint = Checkpoint.open(tmp_path, "validation", KEY, resume=False)
+    checkpoint.save(chunk(0, 4))
+    checkpoint.save(chunk(4, 8, errors=[(5, "row 5: file not found")]))
+    # A chunk file the manifest does not name (killed before the manifest was written) is ignored.
+    (tmp_path / ".validation.partial" / "chunk_00002.npz").write_bytes(b"half a file")
+    resumed = Checkpoint.open(tmp_path, "validation", KEY, resume=True)
+    assert resumed.rows_done == 8
+    chunks = resumed.load()
+    assert [(c.start, c.stop) for c in chunks] == [(0, 4), (4, 8)]
+    assert_array_equal(np.concatenate([c.predictions["p"] for c in chunks]), np.arange(8))
+    assert chunks[1].errors == [(5, "row 5: file not found")] and list(chunks[1].valid) == [True, False, True, True]
+    resumed.save(chunk(8, 10))
+    assert json.loads((tmp_path / ".validation.partial" / "manifest.json").read_text())["rows_done"] == 10
+    resumed.discard()
+    assert not (tmp_path / ".validation.partial").exists()
+
+
+def test_resume_refuses_another_run(tmp_path):
+    Checkpoint.open(tmp_path, "test", KEY, resume=False).save(chunk(0, 4))
+    with pytest.raises(ConfigError, match=r"--resume: the partial run in .* scored something else \(changed: model\); run again with --overwrite"):
+        Checkpoint.open(tmp_path, "test", {**KEY, "model": "other"}, resume=True)
+
+
+def test_without_resume_a_partial_run_is_dropped(tmp_path):
+    Checkpoint.open(tmp_path, "test", KEY, resume=False).save(chunk(0, 4))
+    assert Checkpoint.open(tmp_path, "test", KEY, resume=False).rows_done == 0
+    assert not (tmp_path / ".test.partial" / "manifest.json").exists()

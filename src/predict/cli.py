@@ -1,4 +1,5 @@
-"""Command line: `predict --config task.yaml`, `predict convert model.h5 -o model.onnx`.
+"""Command line: `predict --config task.yaml`, `predict convert model.h5 -o model.onnx`,
+`predict show RUN_DIR`, `predict report RUN_DIR`.
 
 Every error a user can cause is a `PredictError`: printed as `error: ...` (one line per problem),
 exit code 2, no traceback unless `--debug`.
@@ -19,7 +20,7 @@ from predict.errors import PredictError
 if TYPE_CHECKING:
     from predict.pipeline import RunSummary
 
-_COMMANDS = ("run", "convert")
+_COMMANDS = ("run", "convert", "show", "report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,7 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed vs Keras (default: 1e-4)")
     convert.set_defaults(handler=_convert)
 
-    for command in (run, convert):
+    show = commands.add_parser("show", help="print a run's predictions next to the actual values, and its metrics")
+    show.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the folder a run wrote (output.dir)")
+    show.add_argument("--split", choices=("validation", "test"), help="default: validation when the folder has it")
+    show.add_argument("--rows", type=_count, default=20, help="rows to print, 0 for all (default: 20)")
+    show.add_argument("--worst", action="store_true", help="worst predictions first (needs labels)")
+    show.set_defaults(handler=_show)
+
+    report = commands.add_parser("report", help="write a self-contained report.html of a run: plots, samples, metrics")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the folder a run wrote (output.dir)")
+    report.add_argument("--split", choices=("validation", "test"), help="default: every split in the folder")
+    report.add_argument("-o", "--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
+    report.add_argument("--samples", type=_count, default=12, help="sample inputs per split (default: 12)")
+    report.set_defaults(handler=_report)
+
+    for command in (run, convert, show, report):
         command.add_argument("--debug", action="store_true", help="show the traceback of errors")
     return parser
 
@@ -98,6 +113,32 @@ def _convert(options: argparse.Namespace) -> int:
     report = convert_keras_to_onnx(options.model, output, opset=options.opset, atol=options.atol)
     print(format_report(report))
     return 0
+
+
+def _show(options: argparse.Namespace) -> int:
+    from predict.view.show import show
+
+    show(options.run_dir, split=options.split, rows=options.rows, worst=options.worst)
+    return 0
+
+
+def _report(options: argparse.Namespace) -> int:
+    from predict.view.page import write_report
+
+    path = write_report(options.run_dir, split=options.split, output=options.output, samples=options.samples)
+    print(f"wrote {path}")
+    return 0
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {value})")
+    return value
 
 
 def format_summary(summary: RunSummary) -> str:

@@ -63,6 +63,27 @@ class Interpolation(StrEnum):
     LANCZOS = "lanczos"
 
 
+class PaddingSide(StrEnum):
+    """Where padding tokens go: `right` (tokenizers, TextVectorization) or `left` (Keras `pad_sequences` default)."""
+
+    RIGHT = "right"
+    LEFT = "left"
+
+
+class AudioFeatures(StrEnum):
+    """What an audio model takes: the `waveform` itself, or its `log_mel` spectrogram (see predict.data.audio)."""
+
+    WAVEFORM = "waveform"
+    LOG_MEL = "log_mel"
+
+
+class OnError(StrEnum):
+    """What a row that cannot be read does: stop the run (`raise`) or leave the row out (`skip`)."""
+
+    RAISE = "raise"
+    SKIP = "skip"
+
+
 class Backend(StrEnum):
     """The runtime that executes the model."""
 
@@ -89,7 +110,13 @@ class DataConfig:
     split: Split = Split.VALIDATION
     data_folder: Path | None = None  # default: the dataframe's folder
     image_column: str | None = None
+    text_column: str | None = None
+    question_column: str | None = None  # span prediction: the question and context columns (no text_column)
+    context_column: str | None = None
+    audio_column: str | None = None  # audio file paths (WAV, FLAC, OGG), relative to data_folder
     label_columns: tuple[str, ...] = ()
+    on_error: OnError = OnError.RAISE  # skip: leave unreadable rows out, list them in {split}_errors.csv
+    allow_outside_folder: bool = False  # accept file paths that leave data_folder (`../`, absolute)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +127,22 @@ class PreprocessingConfig:
     mean: tuple[float, ...] = (0.0,)  # one value applies to every channel
     std: tuple[float, ...] = (255.0,)
     interpolation: Interpolation = Interpolation.BILINEAR
+    # Text (see predict.data.tokenizer): a Hugging Face tokenizer.json, a Keras Tokenizer JSON / word
+    # index JSON, or a TextVectorization vocabulary .txt (one token per line, line i = id i).
+    tokenizer: Path | None = None
+    max_length: int | None = None  # tokens per sequence; default: the model's static sequence length
+    lowercase: bool | None = None  # word-index vocabularies only (default true); tokenizer.json normalizes itself
+    oov_token: str | None = None  # word-index vocabularies: the out-of-vocabulary token (default: the file's own)
+    padding_side: PaddingSide = PaddingSide.RIGHT
+    doc_stride: int = 128  # span prediction: tokens shared by consecutive windows over a long context
+    # Audio (see predict.data.audio): files are read mono and resampled to `sample_rate`, cut into
+    # chunks of `inference_chunk_seconds` (default: the model's static length), features per chunk.
+    sample_rate: int | None = None  # Hz the model was trained at; required for audio
+    audio_features: AudioFeatures = AudioFeatures.LOG_MEL
+    mel_frequency_bins: int = 128  # log_mel: mel bands (librosa n_mels)
+    window_size: int = 2048  # log_mel: STFT window and FFT length in samples (librosa n_fft)
+    hop_size: int = 512  # log_mel: samples between frames (librosa hop_length)
+    inference_chunk_seconds: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -293,7 +336,15 @@ def _check_task(task: TaskConfig) -> list[str]:
         errors.append(f"data.data_folder is not a folder: {data.data_folder}")
 
     column_key = f"{task.problem_type.modality}_column"
-    if getattr(data, column_key, None) is None:
+    if task.problem_type.modality == "text":
+        errors.extend(_check_text(task))
+    if task.problem_type.modality == "audio":
+        errors.extend(_check_audio(task))
+    head_check = getattr(task.head, "check", None)
+    if head_check is not None:  # a head's own ranges, e.g. head.top_k_similar >= 1
+        errors.extend(head_check())
+    # Span prediction reads data.question_column and data.context_column instead (see _check_text).
+    if task.problem_type is not ProblemType.TEXT_SPAN_PREDICTION and getattr(data, column_key, None) is None:
         errors.append(f"data.{column_key} is missing (needed for {task.problem_type})")
     if not data.label_columns:
         errors.append("data.label_columns is missing: name the label column(s) the model predicts")
@@ -316,9 +367,56 @@ def _check_task(task: TaskConfig) -> list[str]:
     return errors
 
 
+def _check_audio(task: TaskConfig) -> list[str]:
+    """Sample rate, spectrogram and chunk settings: the keys every audio problem type needs."""
+    errors = []
+    preprocessing = task.preprocessing
+    if preprocessing.sample_rate is None:
+        errors.append(f"preprocessing.sample_rate is missing: the sample rate (Hz) the model was trained at ({task.problem_type})")
+    elif preprocessing.sample_rate < 1:
+        errors.append(f"preprocessing.sample_rate must be >= 1 (got {preprocessing.sample_rate})")
+    for key, minimum in (("mel_frequency_bins", 1), ("window_size", 2), ("hop_size", 1)):
+        value = getattr(preprocessing, key)
+        if value < minimum:
+            errors.append(f"preprocessing.{key} must be >= {minimum} (got {value})")
+    seconds = preprocessing.inference_chunk_seconds
+    if seconds is not None and seconds <= 0:
+        errors.append(f"preprocessing.inference_chunk_seconds must be > 0 (got {seconds})")
+    elif seconds is not None and preprocessing.sample_rate and round(seconds * preprocessing.sample_rate) < 1:
+        errors.append(
+            f"preprocessing.inference_chunk_seconds {seconds} is shorter than one sample at {preprocessing.sample_rate} Hz"
+        )
+    return errors
+
+
+def _check_text(task: TaskConfig) -> list[str]:
+    """Tokenizer and text columns: the keys every text problem type needs."""
+    errors = []
+    preprocessing = task.preprocessing
+    if preprocessing.tokenizer is None:
+        errors.append(f"preprocessing.tokenizer is missing: a text model needs the tokenizer it was trained with ({task.problem_type})")
+    elif not preprocessing.tokenizer.is_file():
+        errors.append(f"preprocessing.tokenizer file not found: {preprocessing.tokenizer}")
+    if preprocessing.max_length is not None and preprocessing.max_length < 1:
+        errors.append(f"preprocessing.max_length must be >= 1 (got {preprocessing.max_length})")
+    if preprocessing.doc_stride < 0:
+        errors.append(f"preprocessing.doc_stride must be >= 0 (got {preprocessing.doc_stride})")
+    if task.problem_type is ProblemType.TEXT_SPAN_PREDICTION:
+        for key in ("question_column", "context_column"):
+            if getattr(task.data, key) is None:
+                errors.append(f"data.{key} is missing (needed for {task.problem_type})")
+        if len(task.data.label_columns) > 1:
+            errors.append(f"data.label_columns: span prediction takes one answer column (got {list(task.data.label_columns)})")
+    return errors
+
+
 def _check_columns(task: TaskConfig, columns: list[str], column_key: str) -> list[str]:
     errors = []
     data = task.data
+    for key in ("question_column", "context_column"):
+        name = getattr(data, key, None)
+        if name is not None and name not in columns:
+            errors.append(_missing_column(f"data.{key}", name, columns, data.dataframe))
     input_column = getattr(data, column_key, None)
     if input_column is not None and input_column not in columns:
         errors.append(_missing_column(f"data.{column_key}", input_column, columns, data.dataframe))

@@ -7,6 +7,7 @@ and every file is written atomically, the zip last.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -19,9 +20,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from predict.config import TaskConfig
-from predict.data.collate import from_shared
+from predict.data.audio import build_audio_loader
+from predict.data.collate import average_chunks, from_shared
 from predict.data.dataframe import read_dataframe
 from predict.data.image import build_image_loader
+from predict.data.text import build_text_loader
 from predict.errors import InputError
 from predict.heads import HEADS
 from predict.heads.base import Head
@@ -32,7 +35,7 @@ from predict.writers.archive import write_archive
 from predict.writers.csv import write_predictions_csv
 from predict.writers.pickle import write_raw_predictions
 
-_LOADERS = {"image": build_image_loader}
+_LOADERS = {"text": build_text_loader, "image": build_image_loader, "audio": build_audio_loader}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +102,8 @@ def run_task(task: TaskConfig, *, progress: bool = True) -> RunSummary:
                 more = f" (and {len(batch.errors) - 1} more in rows {row}..{batch.row_ids[-1]})" if len(batch.errors) > 1 else ""
                 raise InputError(f"{task.data.dataframe.name}: {message}{more}")
             tick = time.perf_counter()
-            outputs = runner.run(batch.inputs)
+            # A row fed as several chunks (long audio) gets the mean of its chunks' outputs.
+            outputs = average_chunks(runner.run(batch.inputs), batch)
             stages["inference"] += time.perf_counter() - tick
             tick = time.perf_counter()
             chunks.append(head.postprocess(outputs, batch))
@@ -173,6 +177,10 @@ def _report(summary: RunSummary, task: TaskConfig) -> dict[str, Any]:
         "config": str(task.source),
         "problem_type": summary.problem_type,
         "split": summary.split,
+        # What `predict show` / `predict report` need to pair predictions with labels and inputs.
+        "input_column": task.input_column,
+        "label_columns": list(task.data.label_columns),
+        "data_folder": str(task.data.data_folder or task.data.dataframe.parent),
         "rows": summary.rows,
         "seconds": round(summary.seconds, 4),
         "scoring_seconds": round(summary.scoring_seconds, 4),
@@ -184,7 +192,19 @@ def _report(summary: RunSummary, task: TaskConfig) -> dict[str, Any]:
         "metrics": summary.metrics,
         "notes": summary.notes,
         "files": {name: str(path) for name, path in summary.files.items()},
+        "task": _plain(task),  # the config as run, `--set` overrides included
     }
+
+
+def _plain(value: Any) -> Any:
+    """A config dataclass as JSON-ready dicts, lists and strings."""
+    if dataclasses.is_dataclass(value):
+        return {item.name: _plain(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -8,9 +8,19 @@ which lists the available ones.
 from predict.config import ProblemType
 from predict.heads.base import Head
 from predict.heads.classification import ClassificationHead
+from predict.heads.metric_learning import MetricLearningHead
 from predict.heads.regression import RegressionHead
+from predict.heads.span_prediction import SpanPredictionHead
+from predict.heads.token_classification import TokenClassificationHead
 
 HEADS: dict[ProblemType, type[Head]] = {
     ProblemType.IMAGE_CLASSIFICATION: ClassificationHead,
     ProblemType.IMAGE_REGRESSION: RegressionHead,
+    ProblemType.IMAGE_METRIC_LEARNING: MetricLearningHead,
+    ProblemType.AUDIO_REGRESSION: RegressionHead,
+    ProblemType.AUDIO_CLASSIFICATION: ClassificationHead,
+    ProblemType.TEXT_CLASSIFICATION: ClassificationHead,
+    ProblemType.TEXT_REGRESSION: RegressionHead,
+    ProblemType.TEXT_TOKEN_CLASSIFICATION: TokenClassificationHead,
+    ProblemType.TEXT_SPAN_PREDICTION: SpanPredictionHead,
 }

@@ -113,3 +113,37 @@ def _finite(result: dict[str, float], notes: list[str]) -> dict[str, float]:
         else:
             notes.append(f"{name} left out: undefined for these labels")
     return kept
+
+
+def retrieval_mean_average_precision(labels: np.ndarray, neighbours: np.ndarray, *, notes: list[str]) -> dict[str, float]:
+    """`mAP` at K of a nearest-neighbour ranking, where rows with the same label are relevant.
+
+    For query row i with ranked neighbours r_1..r_K (never i itself), rel_j = [label(r_j) == label(i)],
+    P@j = (rel_1 + ... + rel_j) / j, and R_i = the number of *other* rows labelled like i. Then
+    AP@K(i) = (sum_j P@j * rel_j) / min(K, R_i), which is 1 exactly when the first min(K, R_i)
+    neighbours are all relevant. mAP = the mean of AP@K over the queries with R_i >= 1; a query
+    whose label no other row shares has nothing to find and is left out (with a note).
+
+    Args:
+        labels: [N] class labels (any comparable values).
+        neighbours: int[N, K] row indices, best first.
+        notes: receives a line when queries or the whole metric are left out.
+
+    Returns:
+        {"mAP": value}, or {} when no query has a relevant row or K is 0.
+    """
+    labels = np.asarray(labels)
+    rows, k = neighbours.shape
+    _, label_ids, label_counts = np.unique(labels, return_inverse=True, return_counts=True)
+    label_ids = label_ids.reshape(-1)
+    relevant_total = label_counts[label_ids] - 1
+    usable = relevant_total > 0
+    if k == 0 or not usable.any():
+        notes.append("mAP left out: no row has another row with its label within reach (or top_k_similar is 0)")
+        return {}
+    if not usable.all():
+        notes.append(f"mAP: {int((~usable).sum())} of {rows} row(s) have a label no other row shares and are left out")
+    relevant = label_ids[neighbours] == label_ids[:, None]
+    precision_at = np.cumsum(relevant, axis=1) / np.arange(1, k + 1)
+    average_precision = (precision_at * relevant).sum(axis=1)[usable] / np.minimum(k, relevant_total[usable])
+    return {"mAP": float(average_precision.mean())}

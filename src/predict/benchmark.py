@@ -1,0 +1,211 @@
+"""`predict benchmark`: the whole pipeline against raw onnxruntime and Keras, measured in one run.
+
+For each batch size: warm-up runs, then `iterations` full runs of the pipeline (decode, inference,
+post-processing, writing), and the medians of their throughput and stage times; latency percentiles
+over every batch of every run; peak RSS. Baselines on the same model and the same pre-processed rows:
+- raw: `InferenceSession.run` over arrays already in memory (the ceiling for the pipeline);
+- keras: `model.predict` on the `.h5`, when the task's model is one and TensorFlow is installed
+  (timed in a child process, so TensorFlow never shares this process's cores or memory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from predict.config import TaskConfig
+from predict.data.collate import from_shared
+from predict.data.dataframe import read_dataframe
+from predict.errors import ConfigError
+from predict.model_file import KERAS_SUFFIXES
+from predict.runners.ort import OrtRunner
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchSizeResult:
+    """Medians for one batch size."""
+
+    batch_size: int
+    rows: int
+    rows_per_second: float
+    latency_ms: dict[str, float]  # p50, p90, p99 of one batch through load, inference and post-processing
+    stage_seconds: dict[str, float]
+    peak_rss_mb: float
+    raw_rows_per_second: float
+    keras_rows_per_second: float | None
+
+    @property
+    def ratio_to_raw(self) -> float:
+        """Pipeline throughput over raw `session.run` throughput (1.0 = no overhead at all)."""
+        return self.rows_per_second / self.raw_rows_per_second
+
+    @property
+    def ratio_to_keras(self) -> float | None:
+        """Pipeline throughput over Keras `predict` throughput."""
+        return self.rows_per_second / self.keras_rows_per_second if self.keras_rows_per_second else None
+
+
+def run_benchmark(
+    task: TaskConfig, *, batch_sizes: list[int], warmup: int, iterations: int
+) -> tuple[list[BatchSizeResult], dict[str, Any]]:
+    """Measure every batch size; return the results and the facts of the run (provider, model, machine).
+
+    Raises:
+        ConfigError: a batch size below 1 or no iterations.
+    """
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError(f"--batch-sizes must be positive integers (got {batch_sizes})")
+    if iterations < 1 or warmup < 0:
+        raise ConfigError(f"--iterations must be >= 1 and --warmup >= 0 (got {iterations}, {warmup})")
+    from predict.pipeline import run_task
+
+    results = []
+    facts: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="predict-benchmark-") as scratch:
+        for batch_size in batch_sizes:
+            sized = _with(task, batch_size=batch_size, output_dir=Path(scratch) / "run")
+            summaries = []
+            for iteration in range(warmup + iterations):
+                summary = run_task(sized, progress=False, overwrite=True)
+                if iteration >= warmup:
+                    summaries.append(summary)
+            peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            facts.update(provider=summaries[-1].provider, rows=summaries[-1].rows, onnx_model=str(summaries[-1].model.path))
+            inputs = _preprocessed_inputs(sized, summaries[-1].model.path)
+            raw = _raw_rows_per_second(sized, summaries[-1].model.path, inputs, warmup=warmup, iterations=iterations)
+            keras = _keras_rows_per_second(sized, inputs, scratch, warmup=warmup, iterations=iterations)
+            batch_seconds = [seconds for summary in summaries for seconds in summary.batch_seconds]
+            results.append(
+                BatchSizeResult(
+                    batch_size=batch_size,
+                    rows=summaries[-1].rows,
+                    rows_per_second=statistics.median(summary.rows_per_second for summary in summaries),
+                    latency_ms={
+                        name: float(np.percentile(batch_seconds, q) * 1000) for name, q in (("p50", 50), ("p90", 90), ("p99", 99))
+                    },
+                    stage_seconds={
+                        stage: statistics.median(summary.stage_seconds[stage] for summary in summaries)
+                        for stage in summaries[-1].stage_seconds
+                    },
+                    peak_rss_mb=peak_rss_mb,
+                    raw_rows_per_second=raw,
+                    keras_rows_per_second=keras,
+                )
+            )
+    facts.update(
+        config=str(task.source),
+        model=str(task.model),
+        warmup=warmup,
+        iterations=iterations,
+        num_workers=task.runtime.num_workers,
+        threads=task.runtime.threads,
+        python=sys.version.split()[0],
+        onnxruntime=importlib.import_module("onnxruntime").__version__,
+    )
+    return results, facts
+
+
+def format_markdown(results: list[BatchSizeResult], facts: dict[str, Any]) -> str:
+    """The results as a Markdown table with the ratios, plus the facts of the run."""
+    lines = [
+        f"`{facts['config']}`: {facts['rows']} rows, provider **{facts['provider']}**, "
+        f"{facts['iterations']} iterations after {facts['warmup']} warm-up, medians; "
+        f"num_workers {facts['num_workers']}, onnxruntime {facts['onnxruntime']}",
+        "",
+        "| batch | rows/s | raw session.run rows/s | ratio to raw | Keras predict rows/s | ratio to Keras "
+        "| latency p50 / p90 / p99 ms | load / inference / post / write s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        keras = f"{result.keras_rows_per_second:.1f}" if result.keras_rows_per_second else "n/a"
+        keras_ratio = f"{result.ratio_to_keras:.2f}x" if result.ratio_to_keras else "n/a"
+        latency = " / ".join(f"{result.latency_ms[name]:.1f}" for name in ("p50", "p90", "p99"))
+        stages = " / ".join(f"{seconds:.2f}" for seconds in result.stage_seconds.values())
+        lines.append(
+            f"| {result.batch_size} | {result.rows_per_second:.1f} | {result.raw_rows_per_second:.1f} "
+            f"| {result.ratio_to_raw:.2f}x | {keras} | {keras_ratio} | {latency} | {stages} | {result.peak_rss_mb:.0f} |"
+        )
+    if facts["provider"] != "CUDAExecutionProvider":
+        lines += ["", f"Note: ran on {facts['provider']}; no CUDA provider was used."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(folder: Path, results: list[BatchSizeResult], facts: dict[str, Any]) -> tuple[Path, Path]:
+    """Write `benchmark.json` and `benchmark.md` into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "facts": facts,
+        "results": [
+            {**dataclasses.asdict(result), "ratio_to_raw": result.ratio_to_raw, "ratio_to_keras": result.ratio_to_keras}
+            for result in results
+        ],
+    }
+    json_path, markdown_path = folder / "benchmark.json", folder / "benchmark.md"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    markdown_path.write_text(format_markdown(results, facts), encoding="utf-8")
+    return json_path, markdown_path
+
+
+def _with(task: TaskConfig, *, batch_size: int, output_dir: Path) -> TaskConfig:
+    runtime = dataclasses.replace(task.runtime, batch_size=batch_size)
+    output = dataclasses.replace(task.output, dir=output_dir)
+    return dataclasses.replace(task, runtime=runtime, output=output)
+
+
+def _preprocessed_inputs(task: TaskConfig, onnx_path: Path) -> list[dict[str, np.ndarray]]:
+    """Every batch's model inputs, decoded once and kept in memory."""
+    from predict.pipeline import build_loader
+
+    runner = OrtRunner(onnx_path, device=task.runtime.device, threads=task.runtime.threads)
+    dataframe = read_dataframe(task.data.dataframe)
+    batches = []
+    for batch in build_loader(task, dataframe, runner.inputs, first_batch=0):
+        batch = from_shared(batch)
+        batches.append({name: array.copy() for name, array in batch.inputs.items()})
+    return batches
+
+
+def _raw_rows_per_second(
+    task: TaskConfig, onnx_path: Path, inputs: list[dict[str, np.ndarray]], *, warmup: int, iterations: int
+) -> float:
+    runner = OrtRunner(onnx_path, device=task.runtime.device, threads=task.runtime.threads)
+    rows = sum(len(next(iter(feeds.values()))) for feeds in inputs)
+    seconds = []
+    for iteration in range(warmup + iterations):
+        tick = time.perf_counter()
+        for feeds in inputs:
+            runner.session.run(None, feeds)
+        if iteration >= warmup:
+            seconds.append(time.perf_counter() - tick)
+    return rows / statistics.median(seconds)
+
+
+def _keras_rows_per_second(
+    task: TaskConfig, inputs: list[dict[str, np.ndarray]], scratch: str, *, warmup: int, iterations: int
+) -> float | None:
+    if task.model.suffix.lower() not in KERAS_SUFFIXES or importlib.util.find_spec("tensorflow") is None:
+        return None
+    arrays_path = Path(scratch) / "keras_inputs.npz"
+    names = list(inputs[0])
+    np.savez(arrays_path, **{f"{index:02d}": np.concatenate([feeds[name] for feeds in inputs]) for index, name in enumerate(names)})
+    command = [
+        sys.executable, "-m", "converters.keras_baseline", str(task.model), "--inputs", str(arrays_path),
+        "--batch-size", str(task.runtime.batch_size), "--warmup", str(warmup), "--iterations", str(iterations),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise ConfigError(f"Keras baseline failed: {completed.stderr.strip().splitlines()[-1:]}")
+    measured = json.loads(completed.stdout.strip().splitlines()[-1])
+    return measured["rows"] / statistics.median(measured["seconds"])

@@ -1,0 +1,375 @@
+"""Audio: read with soundfile, mono, resample, cut into chunks, then waveform or log-mel features in torch.
+
+Reading matches `librosa.load(path, sr=sample_rate, mono=True)`, which most audio models were
+trained with: soundfile decodes WAV, FLAC and OGG to float32, channels are averaged, and a file at
+another rate is resampled with soxr at librosa's default quality (`soxr_hq`), then cut or
+zero-padded to `ceil(length * ratio)` samples as librosa does.
+
+Chunks. The model sees fixed-length chunks of `C` samples (`preprocessing.inference_chunk_seconds`,
+or by default the model's own static time length). A clip of `L <= C` samples is one chunk,
+zero-padded at the end. A longer clip gives `ceil(L / C)` chunks starting at 0, C, 2C, ...; the
+last one is aligned to the clip's end (it overlaps the one before), so no chunk of a long clip
+holds padding that would pull its average towards silence.
+
+Rows and chunks. The loader puts all chunks of a batch's rows into one model input, each row's
+chunks next to each other, and `context["chunk_counts"]` (int64[B]) says how many belong to each
+row. The pipeline runs the model once per batch and `predict.data.collate.average_chunks` takes
+the mean of each row's chunk outputs (the raw model outputs, e.g. logits) before the head, so
+heads are the image ones, unchanged: they see one output per row. `runtime.batch_size` counts rows.
+
+Features (`preprocessing.audio_features`):
+- `waveform`: the chunk's samples. Model input (batch, samples), (batch, samples, 1) or (batch, 1, samples).
+- `log_mel` (librosa's definitions): power spectrogram `|STFT|^2` with a periodic Hann window of
+  `window_size` samples (= FFT length), `hop_size`, centred frames with zero padding (librosa's
+  `center=True, pad_mode="constant"`); a Slaney-style mel filterbank of `mel_frequency_bins` bands
+  from 0 Hz to sample_rate / 2 with Slaney area normalisation (`librosa.filters.mel` defaults);
+  then `10 * log10(max(mel, 1e-10))` (`librosa.power_to_db(ref=1.0, amin=1e-10, top_db=None)`).
+  A chunk of C samples has `1 + C // hop_size` frames. Model input: two axes (mels, frames) or
+  (frames, mels), found by which one has `mel_frequency_bins` entries, with an optional channel
+  axis of size 1 first or last: (batch, 1, mels, frames), (batch, frames, mels, 1), ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile
+import soxr
+import torch
+import torch.utils.data
+
+from predict.config import AudioFeatures, PreprocessingConfig, TaskConfig
+from predict.data.collate import CHUNK_COUNTS, Batch, keep_as_is, to_shared
+from predict.errors import ConfigError, one_line
+from predict.runners.base import TensorSpec
+
+_FLOAT_DTYPES = (np.float32, np.float16, np.float64)
+_AMIN = 1e-10  # librosa.power_to_db's floor: -100 dB for silence
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioInput:
+    """How one model input takes audio.
+
+    Attributes:
+        name: the input's name in the graph.
+        features: waveform or log_mel.
+        chunk_samples: C, samples per chunk at `sample_rate`.
+        axes: the order of the non-batch axes, from `time` (samples or frames), `mels` and `channel`.
+        dtype: the float dtype the model takes.
+    """
+
+    name: str
+    features: AudioFeatures
+    chunk_samples: int
+    axes: tuple[str, ...]
+    dtype: np.dtype
+
+
+def audio_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, model_name: str) -> AudioInput:
+    """Read the layout and chunk length off a model input, and check them against the config.
+
+    Raises:
+        ConfigError: the input's shape fits neither feature layout, its static length disagrees
+            with `preprocessing.inference_chunk_seconds`, or neither gives a chunk length.
+    """
+    if np.dtype(spec.dtype).type not in _FLOAT_DTYPES:
+        raise ConfigError(f"model {model_name}: input '{spec.name}' takes {np.dtype(spec.dtype).name}; audio models need float")
+    dims = list(spec.shape[1:])
+    features = preprocessing.audio_features
+    shown = _show_shape(spec.shape)
+    wanted_axes = 1 if features is AudioFeatures.WAVEFORM else 2
+    axes: list[str | None] = [None] * len(dims)
+    if len(dims) == wanted_axes + 1:  # a channel axis of size 1, first or last
+        if dims[-1] == 1:
+            axes[-1] = "channel"
+        elif dims[0] == 1:
+            axes[0] = "channel"
+    open_axes = [i for i, axis in enumerate(axes) if axis is None]
+    if len(open_axes) != wanted_axes:
+        layouts = (
+            "(batch, samples), (batch, samples, 1) or (batch, 1, samples)"
+            if features is AudioFeatures.WAVEFORM
+            else "(batch, mels, frames) or (batch, frames, mels), optionally with a channel axis of size 1 first or last"
+        )
+        raise ConfigError(
+            f"model {model_name}: input '{spec.name}' has shape {shown}; preprocessing.audio_features: {features} "
+            f"needs {layouts}"
+        )
+    if features is AudioFeatures.WAVEFORM:
+        axes[open_axes[0]] = "time"
+    else:
+        mels = preprocessing.mel_frequency_bins
+        first, second = (dims[i] for i in open_axes)
+        if first == mels and second != mels:
+            axes[open_axes[0]], axes[open_axes[1]] = "mels", "time"
+        elif second == mels and first != mels:
+            axes[open_axes[0]], axes[open_axes[1]] = "time", "mels"
+        elif first == second == mels:
+            raise ConfigError(
+                f"model {model_name}: input '{spec.name}' has shape {shown}: both axes have {mels} entries, so the mel "
+                "axis is ambiguous; choose preprocessing.inference_chunk_seconds so the frame count differs from "
+                "preprocessing.mel_frequency_bins"
+            )
+        else:
+            raise ConfigError(
+                f"model {model_name}: input '{spec.name}' has shape {shown}, but no axis has "
+                f"preprocessing.mel_frequency_bins = {mels} entries; set it to the model's mel bands"
+            )
+    model_length = dims[axes.index("time")]
+    chunk_samples = _chunk_samples(preprocessing, model_length, features=features, model_name=model_name, shown=shown)
+    return AudioInput(
+        name=spec.name, features=features, chunk_samples=chunk_samples, axes=tuple(axes), dtype=np.dtype(spec.dtype)
+    )
+
+
+def _chunk_samples(
+    preprocessing: PreprocessingConfig, model_length: int | None, *, features: AudioFeatures, model_name: str, shown: str
+) -> int:
+    """C from the config, or from the model's static time axis; both must agree when both are given."""
+    hop = preprocessing.hop_size
+    unit = "samples" if features is AudioFeatures.WAVEFORM else "frames"
+    seconds = preprocessing.inference_chunk_seconds
+    if seconds is None:
+        if model_length is None:
+            raise ConfigError(
+                f"preprocessing.inference_chunk_seconds is missing and model {model_name} takes any number of {unit} "
+                f"{shown}: set it to the clip length the model was trained on"
+            )
+        return model_length if features is AudioFeatures.WAVEFORM else (model_length - 1) * hop
+    chunk = round(seconds * preprocessing.sample_rate)
+    length = chunk if features is AudioFeatures.WAVEFORM else 1 + chunk // hop
+    if model_length is not None and length != model_length:
+        if features is AudioFeatures.WAVEFORM:
+            fits = f"{model_length / preprocessing.sample_rate:g}"
+        else:
+            fits = f"{(model_length - 1) * hop / preprocessing.sample_rate:g}"
+        raise ConfigError(
+            f"preprocessing.inference_chunk_seconds {seconds:g} gives {length} {unit} per chunk but model {model_name} "
+            f"takes {model_length} {shown}; set it to {fits} (or leave it out to use the model's length)"
+        )
+    return chunk
+
+
+def read_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """One file as `librosa.load(path, sr=sample_rate, mono=True)` would return it.
+
+    Returns:
+        float32[L] mono samples at `sample_rate`.
+
+    Raises:
+        soundfile.LibsndfileError, RuntimeError: the file cannot be decoded.
+    """
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1, dtype=np.float32)
+    if rate == sample_rate:
+        return mono
+    resampled = soxr.resample(mono, rate, sample_rate, quality="soxr_hq")
+    length = math.ceil(len(mono) * sample_rate / rate)
+    if len(resampled) >= length:
+        return np.ascontiguousarray(resampled[:length], dtype=np.float32)
+    return np.pad(resampled, (0, length - len(resampled))).astype(np.float32)
+
+
+def split_chunks(samples: np.ndarray, chunk_samples: int) -> np.ndarray:
+    """Cut a clip into chunks (see the module docstring): float32[L] to float32[ceil(L / C) or 1, C]."""
+    length = len(samples)
+    if length <= chunk_samples:
+        chunk = np.zeros((1, chunk_samples), dtype=np.float32)
+        chunk[0, :length] = samples
+        return chunk
+    starts = list(range(0, length - chunk_samples, chunk_samples)) + [length - chunk_samples]
+    return np.stack([samples[start : start + chunk_samples] for start in starts])
+
+
+def mel_filterbank(sample_rate: int, fft_size: int, mel_bins: int) -> np.ndarray:
+    """`librosa.filters.mel(sr=sample_rate, n_fft=fft_size, n_mels=mel_bins)` (Slaney scale and norm, 0 Hz to Nyquist).
+
+    Returns:
+        float32[mel_bins, fft_size // 2 + 1] triangular filters, each scaled to unit area (2 / bandwidth).
+    """
+    fft_frequencies = np.fft.rfftfreq(fft_size, d=1.0 / sample_rate)
+    mel_edges = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), mel_bins + 2)
+    hz_edges = _mel_to_hz(mel_edges)
+    widths = np.diff(hz_edges)
+    ramps = hz_edges[:, None] - fft_frequencies[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (hz_edges[2:] - hz_edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+# Slaney's auditory-toolbox mel scale (librosa's default, htk=False): linear below 1 kHz, log above.
+_MEL_LINEAR_HZ = 200.0 / 3
+_MEL_BREAK_HZ = 1000.0
+_MEL_BREAK = _MEL_BREAK_HZ / _MEL_LINEAR_HZ
+_MEL_LOG_STEP = math.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float | np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / _MEL_LINEAR_HZ
+    logarithmic = _MEL_BREAK + np.log(np.maximum(hz, _MEL_BREAK_HZ) / _MEL_BREAK_HZ) / _MEL_LOG_STEP
+    return np.where(hz >= _MEL_BREAK_HZ, logarithmic, linear)
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    linear = mels * _MEL_LINEAR_HZ
+    logarithmic = _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (np.maximum(mels, _MEL_BREAK) - _MEL_BREAK))
+    return np.where(mels >= _MEL_BREAK, logarithmic, linear)
+
+
+class LogMel:
+    """Log-mel spectrograms in torch, librosa's definitions (see the module docstring)."""
+
+    def __init__(self, *, sample_rate: int, window_size: int, hop_size: int, mel_bins: int) -> None:
+        self.window_size = window_size
+        self.hop_size = hop_size
+        self.window = torch.hann_window(window_size, periodic=True, dtype=torch.float64)
+        self.filterbank = torch.from_numpy(mel_filterbank(sample_rate, window_size, mel_bins).astype(np.float64))
+
+    def __call__(self, chunks: np.ndarray) -> np.ndarray:
+        """float32[N, C] samples to float32[N, mel_bins, 1 + C // hop_size] decibels.
+
+        Computed in float64 (as cheap as float32 at these sizes) so it matches librosa to well under 1e-4 dB.
+        """
+        spectrum = torch.stft(
+            torch.from_numpy(chunks).to(torch.float64),
+            n_fft=self.window_size,
+            hop_length=self.hop_size,
+            win_length=self.window_size,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+        power = spectrum.real.square() + spectrum.imag.square()
+        mel = torch.matmul(self.filterbank, power)
+        return (10.0 * torch.log10(torch.clamp(mel, min=_AMIN))).to(torch.float32).numpy()
+
+
+class AudioBatches(torch.utils.data.Dataset):
+    """Item i is batch i: consecutive rows, each read, chunked and turned into features.
+
+    A worker builds a whole batch, so one message crosses processes per batch, not per clip.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        *,
+        data_folder: Path,
+        audio_input: AudioInput,
+        preprocessing: PreprocessingConfig,
+        batch_size: int,
+        column: str,
+    ) -> None:
+        self.paths = list(paths)
+        self.data_folder = data_folder
+        self.audio_input = audio_input
+        self.sample_rate = preprocessing.sample_rate
+        self.batch_size = batch_size
+        self.column = column
+        self.log_mel = None
+        if audio_input.features is AudioFeatures.LOG_MEL:
+            self.log_mel = LogMel(
+                sample_rate=preprocessing.sample_rate,
+                window_size=preprocessing.window_size,
+                hop_size=preprocessing.hop_size,
+                mel_bins=preprocessing.mel_frequency_bins,
+            )
+
+    def __len__(self) -> int:
+        return -(-len(self.paths) // self.batch_size)
+
+    def __getitem__(self, index: int) -> Batch:
+        start = index * self.batch_size
+        stop = min(start + self.batch_size, len(self.paths))
+        spec = self.audio_input
+        pieces, errors = [], []
+        for row in range(start, stop):
+            try:
+                pieces.append(split_chunks(self._read(self.paths[row]), spec.chunk_samples))
+            except _UnreadableAudio as error:
+                errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
+                pieces.append(np.zeros((1, spec.chunk_samples), dtype=np.float32))
+        counts = np.array([len(piece) for piece in pieces], dtype=np.int64)
+        features = self._features(np.concatenate(pieces))
+        batch = Batch(np.arange(start, stop, dtype=np.int64), {spec.name: features}, errors, {CHUNK_COUNTS: counts})
+        return to_shared(batch)
+
+    def _read(self, value: str) -> np.ndarray:
+        if not isinstance(value, str) or not value.strip():
+            raise _UnreadableAudio("empty path")
+        path = self.data_folder / value
+        if not path.is_file():
+            raise _UnreadableAudio(f"file not found: {path}")
+        try:
+            samples = read_audio(path, self.sample_rate)
+        except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
+            raise _UnreadableAudio(f"not a readable audio file (WAV, FLAC, OGG): {one_line(error)}") from None
+        if samples.size == 0:
+            raise _UnreadableAudio("the file holds no samples")
+        if not np.isfinite(samples).all():
+            raise _UnreadableAudio("the file holds NaN or inf samples")
+        return samples
+
+    def _features(self, chunks: np.ndarray) -> np.ndarray:
+        """float32[N, C] chunks to the model's layout and dtype."""
+        spec = self.audio_input
+        if self.log_mel is None:
+            values, order = chunks, ("time",)
+        else:
+            values, order = self.log_mel(chunks), ("mels", "time")
+        wanted = [axis for axis in spec.axes if axis != "channel"]
+        if list(order) != wanted:
+            values = values.transpose(0, *(1 + order.index(axis) for axis in wanted))
+        if "channel" in spec.axes:
+            values = np.expand_dims(values, 1 + spec.axes.index("channel"))
+        return np.ascontiguousarray(values, dtype=spec.dtype)
+
+
+def build_audio_loader(
+    task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
+) -> torch.utils.data.DataLoader:
+    """Batches of the audio column in row order; `runtime.num_workers` processes decode ahead of the model.
+
+    Raises:
+        ConfigError: the model does not take exactly one audio input that fits `preprocessing`.
+    """
+    model_name = task.model.name
+    if len(model_inputs) != 1:
+        names = ", ".join(spec.name for spec in model_inputs)
+        raise ConfigError(f"model {model_name} has {len(model_inputs)} inputs ({names}); an audio model takes one")
+    dataset = AudioBatches(
+        dataframe[task.data.audio_column].tolist(),
+        data_folder=task.data.data_folder or task.data.dataframe.parent,
+        audio_input=audio_input_from(model_inputs[0], task.preprocessing, model_name=model_name),
+        preprocessing=task.preprocessing,
+        batch_size=task.runtime.batch_size,
+        column=task.data.audio_column,
+    )
+    workers = task.runtime.num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,  # items are whole batches already
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=keep_as_is,
+        prefetch_factor=2 if workers else None,
+    )
+
+
+class _UnreadableAudio(Exception):
+    pass
+
+
+def _show_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("?" if dim is None else str(dim) for dim in shape) + ")"

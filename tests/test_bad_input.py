@@ -152,3 +152,56 @@ def test_debug_shows_the_traceback(make_task, torch_models, copied):
 
     with pytest.raises(ConfigError):
         main(["--config", str(config), "--quiet", "--debug", "--set", "runtime.batch_size=0"])
+
+
+def test_skip_leaves_bad_rows_out_and_keeps_alignment(capsys, make_task, torch_models, copied, image_folder):
+    import json
+    import pickle
+
+    import numpy as np
+
+    (copied / "img_05.png").unlink()
+    (copied / "img_11.png").write_bytes(b"garbage")
+    config = task_on(make_task, torch_models["logits3"][1], copied)
+    assert main(["--config", str(config), "--set", "data.on_error=skip"]) == 0
+    assert "2 row(s) could not be read and were left out" in capsys.readouterr().out
+    out = config.parent / "out"
+    errors = pd.read_csv(out / "validation_errors.csv")
+    assert list(errors["row"]) == [5, 11]
+    assert "file not found" in errors["error"][0] and "not a readable image" in errors["error"][1]
+    csv = pd.read_csv(out / "validation_predictions.csv", dtype=str, keep_default_na=False)
+    assert len(csv) == 20 and list(csv["id"]) == [f"{i:03d}" for i in range(20)]
+    assert csv.loc[5, "pred_label"] == "" and csv.loc[5, "pred_label_cat"] == "" and csv.loc[6, "pred_label"] != ""
+    with open(out / "validation_raw_predictions.pkl", "rb") as handle:
+        raw = pickle.load(handle)
+    assert np.isnan(raw["predictions"][[5, 11]]).all() and not np.isnan(raw["predictions"][[0, 6]]).any()
+    report = json.loads((out / "validation_report.json").read_text())
+    assert report["skipped_rows"] == 2
+    # Metrics use the 18 rows that were read: accuracy is a multiple of 1/18.
+    accuracy = json.loads((out / "validation_metrics.json").read_text())["Accuracy"]
+    assert round(accuracy * 18, 6) == round(accuracy * 18)
+
+    # Fixing the data and running again replaces the files and removes the stale error list.
+    shutil.copy(image_folder / "img_05.png", copied / "img_05.png")
+    shutil.copy(image_folder / "img_11.png", copied / "img_11.png")
+    assert main(["--config", str(config), "--quiet", "--overwrite", "--set", "data.on_error=skip"]) == 0
+    assert not (out / "validation_errors.csv").exists()
+
+
+def test_paths_may_not_leave_the_data_folder(capsys, make_task, torch_models, copied):
+    frame = pd.read_csv(copied / "labels.csv", dtype=str, keep_default_na=False)
+    shutil.copy(copied / "img_03.png", copied.parent / "outside.png")
+    frame.loc[3, "image_path"] = "../outside.png"
+    frame.loc[4, "image_path"] = str(copied.parent / "outside.png")
+    frame.to_csv(copied / "labels.csv", index=False)
+    config = task_on(make_task, torch_models["logits3"][1], copied)
+    fails_with(capsys, config, r"row 3, image_path '../outside.png': path leaves data_folder .* data.allow_outside_folder: true")
+    assert main(["--config", str(config), "--quiet", "--set", "data.allow_outside_folder=true"]) == 0
+
+
+def test_nul_byte_in_a_path(capsys, make_task, torch_models, copied):
+    frame = pd.read_csv(copied / "labels.csv", dtype=str, keep_default_na=False)
+    frame.loc[2, "image_path"] = "img\x0002.png"
+    frame.to_csv(copied / "labels.csv", index=False)
+    config = task_on(make_task, torch_models["logits3"][1], copied)
+    fails_with(capsys, config, r"row 2, image_path 'img\\x0002.png': not a valid path: it contains a NUL character")

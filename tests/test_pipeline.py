@@ -149,7 +149,7 @@ def test_keras_h5_converts_once_and_matches_keras_predict(make_task, keras_model
     )
     assert_allclose(raw["predictions"], reference, rtol=1e-4, atol=1e-5)
 
-    assert main(["--config", str(config)]) == 0  # second run: the cached ONNX, no conversion
+    assert main(["--config", str(config), "--overwrite"]) == 0  # second run: the cached ONNX, no conversion
     assert "using the cached conversion" in capsys.readouterr().out
     assert len(list((tmp_path / "out" / "onnx_cache").glob("*.onnx"))) == 1
 
@@ -166,3 +166,12 @@ def test_keras_functional_regressor(make_task, keras_models, image_folder, tmp_p
     )
     assert_allclose(raw["predictions"], reference, rtol=1e-4, atol=1e-5)
     assert list(csv.columns[-2:]) == ["pred_brightness", "pred_is_bright"]
+
+
+def test_npz_copy_of_the_raw_predictions_loads_without_pickle(make_task, torch_models, tmp_path):
+    _, model = torch_models["logits3"]
+    assert run_cli(make_task(model), "--set", "output.write_npz=true") == 0
+    _, raw = read_outputs(tmp_path / "out")
+    with np.load(tmp_path / "out" / "validation_raw_predictions.npz", allow_pickle=False) as archive:
+        assert_allclose(archive["predictions"], raw["predictions"])
+        assert list(archive["labels"]) == list(raw["labels"])

@@ -20,7 +20,7 @@ from predict.errors import PredictError
 if TYPE_CHECKING:
     from predict.pipeline import RunSummary
 
-_COMMANDS = ("run", "convert", "show", "report")
+_COMMANDS = ("run", "convert", "show", "report", "benchmark")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set runtime.batch_size=64 (repeatable)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace this split's existing prediction files")
     run.set_defaults(handler=_run)
 
     convert = commands.add_parser("convert", help="convert a Keras .h5 model to ONNX and check parity with Keras")
@@ -90,7 +92,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--samples", type=_count, default=12, help="sample inputs per split (default: 12)")
     report.set_defaults(handler=_report)
 
-    for command in (run, convert, show, report):
+    benchmark = commands.add_parser(
+        "benchmark", help="measure throughput and latency against raw onnxruntime (and Keras for .h5 models)"
+    )
+    benchmark.add_argument("--config", required=True, type=Path, help="task YAML")
+    benchmark.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    benchmark.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 32, 128], help="comma separated (default: 1,8,32,128)")
+    benchmark.add_argument("--warmup", type=int, default=1, help="untimed runs per batch size (default: 1)")
+    benchmark.add_argument("--iterations", type=int, default=3, help="timed runs per batch size; medians are reported (default: 3)")
+    benchmark.add_argument("-o", "--output", type=Path, help="folder for benchmark.json and benchmark.md (default: output.dir/benchmark)")
+    benchmark.set_defaults(handler=_benchmark)
+
+    for command in (run, convert, show, report, benchmark):
         command.add_argument("--debug", action="store_true", help="show the traceback of errors")
     return parser
 
@@ -100,9 +113,30 @@ def _run(options: argparse.Namespace) -> int:
     from predict.pipeline import run_task
 
     task = load_config(options.config, options.overrides)
-    summary = run_task(task, progress=not options.quiet)
+    summary = run_task(task, progress=not options.quiet, resume=options.resume, overwrite=options.overwrite)
     if not options.quiet:
         print(format_summary(summary))
+    return 0
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 1,8,32 (got {text!r})") from None
+
+
+def _benchmark(options: argparse.Namespace) -> int:
+    from predict.benchmark import format_markdown, run_benchmark, write_results
+    from predict.config import load_config
+
+    task = load_config(options.config, options.overrides)
+    results, facts = run_benchmark(
+        task, batch_sizes=options.batch_sizes, warmup=options.warmup, iterations=options.iterations
+    )
+    json_path, markdown_path = write_results(options.output or task.output_dir / "benchmark", results, facts)
+    print(format_markdown(results, facts))
+    print(f"wrote {json_path} and {markdown_path}")
     return 0
 
 

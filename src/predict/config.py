@@ -161,6 +161,8 @@ class OutputConfig:
     """Where the prediction files go."""
 
     dir: Path | None = None  # default: runs/<config file stem> beside the config
+    checkpoint_rows: int = 4096  # rows per checkpoint chunk (rounded up to whole batches), for --resume
+    write_npz: bool = False  # also write {split}_raw_predictions.npz: the raw arrays, loadable without pickle
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -317,6 +319,8 @@ def _check_task(task: TaskConfig) -> list[str]:
         errors.append(f"runtime.batch_size must be >= 1 (got {runtime.batch_size})")
     if runtime.num_workers < 0:
         errors.append(f"runtime.num_workers must be >= 0 (got {runtime.num_workers})")
+    if task.output.checkpoint_rows < 1:
+        errors.append(f"output.checkpoint_rows must be >= 1 (got {task.output.checkpoint_rows})")
     if runtime.threads < 0:
         errors.append(f"runtime.threads must be >= 0 (got {runtime.threads})")
     if preprocessing.image_size is not None and min(preprocessing.image_size) < 1:

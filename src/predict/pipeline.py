@@ -1,13 +1,16 @@
 """The one place that knows every stage: dataframe, model, loader, runner, head, writers, report.
 
 Stages and their timers: `load` (waiting for the next decoded batch), `inference` (the runner),
-`postprocess` (the head) and `write` (the files). Nothing is written until every batch succeeded,
-and every file is written atomically, the zip last.
+`postprocess` (the head) and `write` (checkpoints and files). Every `output.checkpoint_rows` rows the
+finished predictions are saved as a checkpoint chunk, so `--resume` continues a killed run where it
+stopped and writes the same files an uninterrupted run would. The prediction files are written only
+once every row is done, each atomically, the zip last.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -19,19 +22,20 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from predict.config import TaskConfig
+from predict.config import OnError, TaskConfig
 from predict.data.audio import build_audio_loader
-from predict.data.collate import average_chunks, from_shared
+from predict.data.collate import Batch, average_chunks, batch_loader, from_shared
 from predict.data.dataframe import read_dataframe
 from predict.data.image import build_image_loader
 from predict.data.text import build_text_loader
-from predict.errors import InputError
+from predict.errors import ConfigError, InputError
 from predict.heads import HEADS
 from predict.heads.base import Head
-from predict.model_file import ResolvedModel, resolve_onnx_model
+from predict.model_file import ResolvedModel, file_sha256, resolve_onnx_model
 from predict.runners.ort import OrtRunner
 from predict.writers._atomic import atomic_path
 from predict.writers.archive import write_archive
+from predict.writers.checkpoint import Checkpoint, Chunk, save_arrays
 from predict.writers.csv import write_predictions_csv
 from predict.writers.pickle import write_raw_predictions
 
@@ -52,6 +56,8 @@ class RunSummary:
     metrics: dict[str, float]
     notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    skipped_rows: int = 0
+    batch_seconds: list[float] = field(default_factory=list)  # per batch: load wait, inference, post-processing
 
     @property
     def scoring_seconds(self) -> float:
@@ -64,12 +70,14 @@ class RunSummary:
         return self.rows / self.scoring_seconds if self.scoring_seconds > 0 else math.inf
 
 
-def run_task(task: TaskConfig, *, progress: bool = True) -> RunSummary:
+def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, overwrite: bool = False) -> RunSummary:
     """Score the task's dataframe and write its prediction files.
 
     Args:
         task: a validated config from `load_config`.
         progress: show a progress bar (on a terminal).
+        resume: continue a killed run from its last complete checkpoint chunk.
+        overwrite: replace this split's prediction files if the output folder already has them.
 
     Returns:
         The run's summary; the files are in `task.output_dir`.
@@ -80,15 +88,24 @@ def run_task(task: TaskConfig, *, progress: bool = True) -> RunSummary:
     started = time.perf_counter()
     split = task.data.split.value
     output_dir = task.output_dir
+    _check_output_dir(output_dir, split, resume=resume, overwrite=overwrite)
     dataframe = read_dataframe(task.data.dataframe)
     model = resolve_onnx_model(task.model, cache_dir=output_dir / "onnx_cache")
     runner = OrtRunner(model.path, device=task.runtime.device, threads=task.runtime.threads)
     head = HEADS[task.problem_type].build(task, outputs=runner.outputs, dataframe=dataframe)
-    loader = _LOADERS[task.problem_type.modality](task, dataframe, runner.inputs)
+    checkpoint = Checkpoint.open(output_dir, split, run_key(task, model.path), resume=resume)
+    chunks = checkpoint.load()
+    resumed_from = checkpoint.rows_done
+    batch_size = task.runtime.batch_size
+    # Chunks end on batch boundaries, so a resumed run feeds the model exactly the batches it would have.
+    loader = build_loader(task, dataframe, runner.inputs, first_batch=checkpoint.rows_done // batch_size)
+    skip = task.data.on_error is OnError.SKIP
+    chunk_batches = max(1, -(-task.output.checkpoint_rows // batch_size))
 
     stages = dict.fromkeys(("load", "inference", "postprocess", "write"), 0.0)
-    chunks: list[dict[str, np.ndarray]] = []
-    with tqdm(total=len(dataframe), unit="row", desc=split, disable=None if progress else True) as bar:
+    batch_seconds: list[float] = []
+    pending: list[Chunk] = []
+    with tqdm(total=len(dataframe), initial=checkpoint.rows_done, unit="row", desc=split, disable=None if progress else True) as bar:
         batches = iter(loader)
         while True:
             tick = time.perf_counter()
@@ -97,28 +114,46 @@ def run_task(task: TaskConfig, *, progress: bool = True) -> RunSummary:
             if batch is None:
                 break
             batch = from_shared(batch)
-            if batch.errors:
+            if batch.errors and not skip:
                 row, message = batch.errors[0]
                 more = f" (and {len(batch.errors) - 1} more in rows {row}..{batch.row_ids[-1]})" if len(batch.errors) > 1 else ""
-                raise InputError(f"{task.data.dataframe.name}: {message}{more}")
-            tick = time.perf_counter()
+                raise InputError(f"{task.data.dataframe.name}: {message}{more} (data.on_error: skip leaves such rows out)")
+            inference_started = time.perf_counter()
             # A row fed as several chunks (long audio) gets the mean of its chunks' outputs.
             outputs = average_chunks(runner.run(batch.inputs), batch)
-            stages["inference"] += time.perf_counter() - tick
-            tick = time.perf_counter()
-            chunks.append(head.postprocess(outputs, batch))
-            stages["postprocess"] += time.perf_counter() - tick
+            stages["inference"] += time.perf_counter() - inference_started
+            postprocess_started = time.perf_counter()
+            predictions = head.postprocess(outputs, batch)
+            stages["postprocess"] += time.perf_counter() - postprocess_started
+            batch_seconds.append(time.perf_counter() - tick)
+            pending.append(_chunk_of(batch, predictions))
+            if len(pending) == chunk_batches:
+                tick = time.perf_counter()
+                chunks.append(_merge_chunks(pending))
+                checkpoint.save(chunks[-1])
+                pending = []
+                stages["write"] += time.perf_counter() - tick
             bar.update(len(batch.row_ids))
+    if pending:
+        chunks.append(_merge_chunks(pending))
 
-    predictions = head.finalize({key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]})
-    metrics = head.metrics(predictions)
+    whole = _merge_chunks(chunks)
+    valid = whole.valid
+    predictions = head.finalize(_blank_rows(whole.predictions, valid))
+    metrics = head.metrics(predictions) if valid.all() else _metrics_of_valid_rows(head, predictions, valid)
     notes = [*model_notes(model), *runner.notes, *head.notes]
+    if resumed_from:
+        notes.append(f"resumed at row {resumed_from}: rows before it came from the checkpoint")
+    if whole.errors:
+        notes.append(f"{len(whole.errors)} row(s) could not be read and were left out: see {split}_errors.csv")
     if not metrics and not set(task.data.label_columns) <= set(dataframe.columns):
         notes.append("no metrics: the dataframe has no label columns")
 
     tick = time.perf_counter()
-    files = _write_files(output_dir, split, dataframe, head, predictions, metrics)
-    stages["write"] = time.perf_counter() - tick
+    files = _write_files(output_dir, split, dataframe, head, predictions, metrics, valid=valid, task=task)
+    _write_errors(output_dir / f"{split}_errors.csv", whole.errors, files)
+    checkpoint.discard()
+    stages["write"] += time.perf_counter() - tick
     summary = RunSummary(
         problem_type=task.problem_type.value,
         split=split,
@@ -130,11 +165,94 @@ def run_task(task: TaskConfig, *, progress: bool = True) -> RunSummary:
         metrics=metrics,
         notes=notes,
         files=files,
+        skipped_rows=len(whole.errors),
+        batch_seconds=batch_seconds,
     )
     report_path = output_dir / f"{split}_report.json"
     _write_json(report_path, _report(summary, task))
     files["report"] = report_path
     return summary
+
+
+def build_loader(task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple, *, first_batch: int) -> Any:
+    """The modality's batch loader, starting at batch `first_batch`."""
+    loader = _LOADERS[task.problem_type.modality](task, dataframe, model_inputs)
+    if first_batch == 0:
+        return loader
+    return batch_loader(loader.dataset, num_workers=task.runtime.num_workers, first_batch=first_batch)
+
+
+def run_key(task: TaskConfig, onnx_path: Path) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the config as it affects predictions, and file hashes."""
+    settings = _plain(task)
+    settings.pop("output", None)
+    settings.pop("source", None)
+    settings["runtime"].pop("num_workers", None)  # decoding processes change speed, not results
+    return {
+        "config": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "model": file_sha256(onnx_path)[:16],
+        "dataframe": file_sha256(task.data.dataframe)[:16],
+    }
+
+
+def _check_output_dir(output_dir: Path, split: str, *, resume: bool, overwrite: bool) -> None:
+    existing = [name for name in (f"{split}_predictions.csv", f"{split}_predictions.zip") if (output_dir / name).exists()]
+    partial = (output_dir / f".{split}.partial").exists()
+    if resume or overwrite:
+        return
+    if existing:
+        raise ConfigError(
+            f"output.dir {output_dir} already has {split} predictions ({', '.join(existing)}); "
+            "pass --overwrite to replace them, or set another output.dir"
+        )
+    if partial:
+        raise ConfigError(
+            f"output.dir {output_dir} holds an interrupted {split} run; pass --resume to continue it or --overwrite to start over"
+        )
+
+
+def _chunk_of(batch: Batch, predictions: dict[str, np.ndarray]) -> Chunk:
+    start, stop = int(batch.row_ids[0]), int(batch.row_ids[-1]) + 1
+    valid = np.ones(stop - start, dtype=bool)
+    for row, _ in batch.errors:
+        valid[row - start] = False
+    return Chunk(start=start, stop=stop, predictions=predictions, valid=valid, errors=list(batch.errors))
+
+
+def _merge_chunks(chunks: list[Chunk]) -> Chunk:
+    keys = chunks[0].predictions
+    return Chunk(
+        start=chunks[0].start,
+        stop=chunks[-1].stop,
+        predictions={key: _concatenate([chunk.predictions[key] for chunk in chunks]) for key in keys},
+        valid=np.concatenate([chunk.valid for chunk in chunks]),
+        errors=[error for chunk in chunks for error in chunk.errors],
+    )
+
+
+def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
+    if arrays[0].dtype != object:
+        return np.concatenate(arrays)
+    # Object arrays of equal-length lists must not be turned into 2-D arrays on the way.
+    return _object_array([item for array in arrays for item in array])
+
+
+def _blank_rows(predictions: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows that could not be read get NaN in every float prediction (their inputs were zeros)."""
+    if valid.all():
+        return predictions
+    blanked = {}
+    for key, values in predictions.items():
+        if values.dtype.kind == "f":
+            values = values.copy()
+            values[~valid] = np.nan
+        blanked[key] = values
+    return blanked
+
+
+def _metrics_of_valid_rows(head: Head, predictions: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
+    """Metrics on the rows that were read: the head scores a copy of itself restricted to them."""
+    return head.restricted_to(valid).metrics({key: values[valid] for key, values in predictions.items()})
 
 
 def model_notes(model: ResolvedModel) -> list[str]:
@@ -153,13 +271,23 @@ def _write_files(
     head: Head,
     predictions: dict[str, np.ndarray],
     metrics: dict[str, float],
+    *,
+    valid: np.ndarray,
+    task: TaskConfig,
 ) -> dict[str, Path]:
     csv_path = output_dir / f"{split}_predictions.csv"
     pkl_path = output_dir / f"{split}_raw_predictions.pkl"
     metrics_path = output_dir / f"{split}_metrics.json"
-    write_predictions_csv(csv_path, dataframe, head.prediction_columns(predictions))
-    write_raw_predictions(pkl_path, head.raw_predictions(predictions, dataframe))
+    write_predictions_csv(csv_path, dataframe, head.prediction_columns(predictions), blank_rows=~valid)
+    raw = head.raw_predictions(predictions, dataframe)
+    write_raw_predictions(pkl_path, raw)
     files = {"csv": csv_path, "pkl": pkl_path}
+    npz_path = output_dir / f"{split}_raw_predictions.npz"
+    if task.output.write_npz:
+        save_arrays(npz_path, {key: np.asarray(value) if not isinstance(value, list) else _object_array(value) for key, value in raw.items()})
+        files["npz"] = npz_path
+    else:
+        npz_path.unlink(missing_ok=True)
     if metrics:
         _write_json(metrics_path, metrics)
         files["metrics"] = metrics_path
@@ -172,6 +300,24 @@ def _write_files(
     return files
 
 
+def _object_array(values: list) -> np.ndarray:
+    """A 1-D object array holding `values` as they are (lists stay lists, even of equal length)."""
+    array = np.empty(len(values), dtype=object)
+    for index, value in enumerate(values):
+        array[index] = value
+    return array
+
+
+def _write_errors(path: Path, errors: list[tuple[int, str]], files: dict[str, Path]) -> None:
+    """`{split}_errors.csv`: each row left out and why; removed when there are none (it would be stale)."""
+    if not errors:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_path(path) as temp:
+        pd.DataFrame({"row": [row for row, _ in errors], "error": [message for _, message in errors]}).to_csv(temp, index=False)
+    files["errors"] = path
+
+
 def _report(summary: RunSummary, task: TaskConfig) -> dict[str, Any]:
     return {
         "config": str(task.source),
@@ -182,6 +328,7 @@ def _report(summary: RunSummary, task: TaskConfig) -> dict[str, Any]:
         "label_columns": list(task.data.label_columns),
         "data_folder": str(task.data.data_folder or task.data.dataframe.parent),
         "rows": summary.rows,
+        "skipped_rows": summary.skipped_rows,
         "seconds": round(summary.seconds, 4),
         "scoring_seconds": round(summary.scoring_seconds, 4),
         "rows_per_second": round(summary.rows_per_second, 2),

@@ -20,6 +20,8 @@ def resolve_data_path(data_folder: Path, value: object, *, allow_outside: bool) 
     """
     if not isinstance(value, str) or not value.strip():
         raise UnreadableRow("empty path")
+    if "\x00" in value:
+        raise UnreadableRow("not a valid path: it contains a NUL character")
     path = data_folder / value
     if not allow_outside:
         root = data_folder.resolve()

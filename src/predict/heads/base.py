@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -25,6 +26,8 @@ class Head(ABC):
     """
 
     Config: ClassVar[type]
+    # Attributes holding one label per dataframe row (read in `build`), subset by `restricted_to`.
+    row_attributes: ClassVar[tuple[str, ...]] = ("labels",)
     notes: list[str]
 
     @classmethod
@@ -56,6 +59,18 @@ class Head(ABC):
     @abstractmethod
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         """Metrics under their H2O names, against the labels read in `build`; empty without labels."""
+
+
+    def restricted_to(self, rows: np.ndarray) -> Head:
+        """A copy whose per-row labels keep only `rows` (bool[n]): metrics of the rows that were read."""
+        restricted = copy.copy(self)
+        for name in self.row_attributes:
+            values = getattr(self, name)
+            if isinstance(values, np.ndarray):
+                setattr(restricted, name, values[rows])
+            elif values is not None:
+                setattr(restricted, name, [value for value, keep in zip(values, rows) if keep])
+        return restricted
 
 
 def select_output(outputs: tuple[TensorSpec, ...], name: str | None, *, model_name: str) -> TensorSpec:

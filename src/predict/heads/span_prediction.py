@@ -46,6 +46,7 @@ class SpanPredictionHead(Head):
     """The best answer spans of each question, and Jaccard / exact match."""
 
     Config = Config
+    row_attributes = ("answers",)
 
     def __init__(
         self,

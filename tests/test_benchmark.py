@@ -1,0 +1,44 @@
+"""`predict benchmark` runs end to end (2 iterations) so it cannot rot; it asserts no timings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from predict.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_onnx_model(tmp_path, capsys):
+    config = ROOT / "configs" / "image_regression.yaml"
+    args = ["benchmark", "--config", str(config), "--batch-sizes", "4,16", "--warmup", "0", "--iterations", "2"]
+    assert main([*args, "-o", str(tmp_path), "--set", f"output.dir={tmp_path / 'run'}"]) == 0
+    printed = capsys.readouterr().out
+    assert "| batch | rows/s | raw session.run rows/s | ratio to raw |" in printed
+    payload = json.loads((tmp_path / "benchmark.json").read_text())
+    assert [result["batch_size"] for result in payload["results"]] == [4, 16]
+    for result in payload["results"]:
+        assert result["rows"] == 96 and result["rows_per_second"] > 0 and result["raw_rows_per_second"] > 0
+        assert result["keras_rows_per_second"] is None  # an .onnx model has no Keras baseline
+        assert set(result["latency_ms"]) == {"p50", "p90", "p99"}
+        assert set(result["stage_seconds"]) == {"load", "inference", "postprocess", "write"}
+    assert payload["facts"]["provider"] == "CPUExecutionProvider"
+    assert (tmp_path / "benchmark.md").read_text().startswith("`")
+
+
+def test_benchmark_keras_baseline(tmp_path):
+    pytest.importorskip("tensorflow")
+    config = ROOT / "configs" / "image_classification.yaml"
+    args = ["benchmark", "--config", str(config), "--batch-sizes", "32", "--warmup", "0", "--iterations", "1"]
+    assert main([*args, "-o", str(tmp_path), "--set", f"output.dir={tmp_path / 'run'}"]) == 0
+    result = json.loads((tmp_path / "benchmark.json").read_text())["results"][0]
+    assert result["keras_rows_per_second"] > 0 and result["ratio_to_keras"] > 0
+
+
+def test_benchmark_rejects_bad_batch_sizes(tmp_path, capsys):
+    config = ROOT / "configs" / "image_regression.yaml"
+    assert main(["benchmark", "--config", str(config), "--batch-sizes", "0,8", "-o", str(tmp_path)]) == 2
+    assert "error: --batch-sizes must be positive integers (got [0, 8])" in capsys.readouterr().err

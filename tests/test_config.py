@@ -89,7 +89,13 @@ def test_enum_typo_gets_a_suggestion(tmp_path, valid):
 
 
 def test_problem_type_without_head_lists_available(tmp_path, valid):
-    valid["problem_type"] = "image_object_detection"
+    from predict.heads import HEADS
+
+    # Whichever type has no head yet (types get heads as issues land).
+    missing = [problem_type for problem_type in ProblemType if problem_type not in HEADS]
+    if not missing:
+        pytest.skip("every problem type has a head")
+    valid["problem_type"] = missing[0].value
     with pytest.raises(ConfigError, match=r"has no head in this version; available: image_classification, image_regression"):
         load(tmp_path, valid)
 

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 
 from predict.config import TaskConfig
 from predict.data.collate import from_shared
 from predict.data.dataframe import read_dataframe
 from predict.errors import ConfigError
 from predict.model_file import KERAS_SUFFIXES
+from predict.runners.backend import load_runner
 from predict.runners.ort import OrtRunner
 
 
@@ -168,7 +170,7 @@ def _preprocessed_inputs(task: TaskConfig, onnx_path: Path) -> list[dict[str, np
     """Every batch's model inputs, decoded once and kept in memory."""
     from predict.pipeline import build_loader
 
-    runner = OrtRunner(onnx_path, device=task.runtime.device, threads=task.runtime.threads)
+    runner = load_runner(task, onnx_path)  # runtime.backend: an OrtRunner or a TorchRunner
     dataframe = read_dataframe(task.data.dataframe)
     batches = []
     for batch in build_loader(task, dataframe, runner.inputs, first_batch=0):
@@ -180,13 +182,22 @@ def _preprocessed_inputs(task: TaskConfig, onnx_path: Path) -> list[dict[str, np
 def _raw_rows_per_second(
     task: TaskConfig, onnx_path: Path, inputs: list[dict[str, np.ndarray]], *, warmup: int, iterations: int
 ) -> float:
-    runner = OrtRunner(onnx_path, device=task.runtime.device, threads=task.runtime.threads)
+    runner = load_runner(task, onnx_path)
+    if isinstance(runner, OrtRunner):
+        # A session with onnxruntime's own defaults (only the thread count shared): the ceiling is
+        # measured without the pipeline's tuning, so the tuning cannot flatter the ratio.
+        options = onnxruntime.SessionOptions()
+        if task.runtime.threads:
+            options.intra_op_num_threads = task.runtime.threads
+        run = onnxruntime.InferenceSession(str(onnx_path), options, providers=runner.session.get_providers()).run
+    else:  # torch: the runner itself (tensor conversion and all)
+        run = lambda _, feeds: runner.run(feeds)  # noqa: E731
     rows = sum(len(next(iter(feeds.values()))) for feeds in inputs)
     seconds = []
     for iteration in range(warmup + iterations):
         tick = time.perf_counter()
         for feeds in inputs:
-            runner.session.run(None, feeds)
+            run(None, feeds)
         if iteration >= warmup:
             seconds.append(time.perf_counter() - tick)
     return rows / statistics.median(seconds)

@@ -63,6 +63,13 @@ class Interpolation(StrEnum):
     LANCZOS = "lanczos"
 
 
+class ResizeMode(StrEnum):
+    """How an image becomes the model's size: stretch it (`resize`) or keep its aspect ratio and pad (`letterbox`)."""
+
+    RESIZE = "resize"
+    LETTERBOX = "letterbox"  # scaled to fit, centred, padded with gray 114 (Ultralytics' letterbox)
+
+
 class PaddingSide(StrEnum):
     """Where padding tokens go: `right` (tokenizers, TextVectorization) or `left` (Keras `pad_sequences` default)."""
 
@@ -84,10 +91,33 @@ class OnError(StrEnum):
     SKIP = "skip"
 
 
+class Precision(StrEnum):
+    """Arithmetic of the onnxruntime graph; fp16 is checked against fp32 on the first batch."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+class Toggle(StrEnum):
+    """On, off, or `auto`: on where it helps (IO binding: on CUDA)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 class Backend(StrEnum):
     """The runtime that executes the model."""
 
     ONNXRUNTIME = "onnxruntime"
+    TORCH = "torch"  # TorchScript (.pt), torch.export (.pt2), Keras .h5 through Keras 3 on torch (predict.runners.torch)
+
+
+class Engine(StrEnum):
+    """What drives the batches: this process (`local`) or Ray Data over a local or remote cluster (`ray`)."""
+
+    LOCAL = "local"
+    RAY = "ray"
 
 
 class Device(StrEnum):
@@ -127,6 +157,7 @@ class PreprocessingConfig:
     mean: tuple[float, ...] = (0.0,)  # one value applies to every channel
     std: tuple[float, ...] = (255.0,)
     interpolation: Interpolation = Interpolation.BILINEAR
+    resize_mode: ResizeMode = ResizeMode.RESIZE  # detection/segmentation map boxes and masks back the same way
     # Text (see predict.data.tokenizer): a Hugging Face tokenizer.json, a Keras Tokenizer JSON / word
     # index JSON, or a TextVectorization vocabulary .txt (one token per line, line i = id i).
     tokenizer: Path | None = None
@@ -154,6 +185,12 @@ class RuntimeConfig:
     batch_size: int = 32
     num_workers: int = 2  # decoding processes; 0 decodes in the main process
     threads: int = 0  # onnxruntime intra-op threads; 0 lets onnxruntime pick (one per physical core)
+    precision: Precision = Precision.FP32  # onnxruntime: fp16 halves memory traffic on CUDA
+    io_binding: Toggle = Toggle.AUTO  # onnxruntime: bind inputs/outputs by pointer (auto: on CUDA)
+    engine: Engine = Engine.LOCAL  # ray: Ray Data (pip install 'predict[ray]'), see predict.engines.ray
+    ray_actors: int = 0  # ray engine: most model replicas; 0 = one per GPU, or half the cluster's CPUs
+    # torch backend, TorchScript: one "name: dtype[d0, d1, ...]" per forward() input, ? = any size
+    input_spec: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +200,8 @@ class OutputConfig:
     dir: Path | None = None  # default: runs/<config file stem> beside the config
     checkpoint_rows: int = 4096  # rows per checkpoint chunk (rounded up to whole batches), for --resume
     write_npz: bool = False  # also write {split}_raw_predictions.npz: the raw arrays, loadable without pickle
+    # Masks bigger than this stay in {split}_{key}.npy beside the pkl, which names the file (see pipeline._place_disk_arrays).
+    pkl_array_limit_mb: int = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,6 +358,8 @@ def _check_task(task: TaskConfig) -> list[str]:
         errors.append(f"runtime.batch_size must be >= 1 (got {runtime.batch_size})")
     if runtime.num_workers < 0:
         errors.append(f"runtime.num_workers must be >= 0 (got {runtime.num_workers})")
+    if task.output.pkl_array_limit_mb < 0:
+        errors.append(f"output.pkl_array_limit_mb must be >= 0 (got {task.output.pkl_array_limit_mb})")
     if task.output.checkpoint_rows < 1:
         errors.append(f"output.checkpoint_rows must be >= 1 (got {task.output.checkpoint_rows})")
     if runtime.threads < 0:
@@ -334,8 +375,12 @@ def _check_task(task: TaskConfig) -> list[str]:
 
     if not task.model.is_file():
         errors.append(f"model file not found: {task.model}")
-    elif task.model.suffix.lower() not in MODEL_SUFFIXES:
+    elif runtime.backend is not Backend.TORCH and task.model.suffix.lower() not in MODEL_SUFFIXES:
         errors.append(f"model must be one of {', '.join(MODEL_SUFFIXES)} (got '{task.model.name}')")
+    if task.model.is_file():
+        from predict.runners.torch_spec import check_runtime
+
+        errors.extend(check_runtime(task))  # backend and model file, runtime.input_spec, runtime.engine
     if data.data_folder is not None and not data.data_folder.is_dir():
         errors.append(f"data.data_folder is not a folder: {data.data_folder}")
 

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from predict.config import OnError, TaskConfig
+from predict.config import Engine, OnError, ProblemType, TaskConfig
 from predict.data.audio import build_audio_loader
 from predict.data.collate import Batch, average_chunks, batch_loader, from_shared
 from predict.data.dataframe import read_dataframe
@@ -31,13 +32,15 @@ from predict.data.text import build_text_loader
 from predict.errors import ConfigError, InputError
 from predict.heads import HEADS
 from predict.heads.base import Head
-from predict.model_file import ResolvedModel, file_sha256, resolve_onnx_model
-from predict.runners.ort import OrtRunner
+from predict.model_file import ResolvedModel, file_sha256
+from predict.runners.generation import build_generation_runner
+from predict.runners.backend import load_runner, resolve_model
 from predict.writers._atomic import atomic_path
 from predict.writers.archive import write_archive
 from predict.writers.checkpoint import Checkpoint, Chunk, save_arrays
 from predict.writers.csv import write_predictions_csv
 from predict.writers.pickle import write_raw_predictions
+from predict.writers.row_arrays import DiskRows
 
 _LOADERS = {"text": build_text_loader, "image": build_image_loader, "audio": build_audio_loader}
 
@@ -90,15 +93,30 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     output_dir = task.output_dir
     _check_output_dir(output_dir, split, resume=resume, overwrite=overwrite)
     dataframe = read_dataframe(task.data.dataframe)
-    model = resolve_onnx_model(task.model, cache_dir=output_dir / "onnx_cache")
-    runner = OrtRunner(model.path, device=task.runtime.device, threads=task.runtime.threads)
+    model = resolve_model(task, output_dir=output_dir)  # runtime.backend: the .onnx, a .pt/.pt2, or a converted .h5
+    if task.problem_type is ProblemType.TEXT_SEQUENCE_TO_SEQUENCE:  # an encoder/decoder pair, many decoder calls per batch
+        runner = build_generation_runner(task, model.path, cache_dir=output_dir / "onnx_cache")
+    else:
+        runner = load_runner(task, model.path)
     head = HEADS[task.problem_type].build(task, outputs=runner.outputs, dataframe=dataframe)
-    checkpoint = Checkpoint.open(output_dir, split, run_key(task, model.path), resume=resume)
+    checkpoint = Checkpoint.open(output_dir, split, run_key(task), resume=resume)
     chunks = checkpoint.load()
     resumed_from = checkpoint.rows_done
+    # Big per-row arrays (masks) go to disk batch by batch; see predict.writers.row_arrays.
+    disk_rows = DiskRows(checkpoint.folder, len(dataframe))
     batch_size = task.runtime.batch_size
     # Chunks end on batch boundaries, so a resumed run feeds the model exactly the batches it would have.
-    loader = build_loader(task, dataframe, runner.inputs, first_batch=checkpoint.rows_done // batch_size)
+    loader = build_loader(
+        task,
+        dataframe,
+        runner.inputs,
+        first_batch=checkpoint.rows_done // batch_size,
+        pin_memory=runner.provider == "CUDAExecutionProvider",
+    )
+    if task.runtime.engine is Engine.RAY:  # decoding and inference on Ray; the head, checkpoints and files stay here
+        from predict.engines.ray import ray_batches
+
+        loader, runner = ray_batches(task, loader.dataset, model=model, runner=runner, first_batch=checkpoint.rows_done // batch_size)
     skip = task.data.on_error is OnError.SKIP
     chunk_batches = max(1, -(-task.output.checkpoint_rows // batch_size))
 
@@ -126,7 +144,8 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
             predictions = head.postprocess(outputs, batch)
             stages["postprocess"] += time.perf_counter() - postprocess_started
             batch_seconds.append(time.perf_counter() - tick)
-            pending.append(_chunk_of(batch, predictions))
+            chunk = _chunk_of(batch, predictions)
+            pending.append(dataclasses.replace(chunk, predictions=disk_rows.take(predictions, start=chunk.start, valid=chunk.valid)))
             if len(pending) == chunk_batches:
                 tick = time.perf_counter()
                 chunks.append(_merge_chunks(pending))
@@ -139,7 +158,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
 
     whole = _merge_chunks(chunks)
     valid = whole.valid
-    predictions = head.finalize(_blank_rows(whole.predictions, valid))
+    predictions = head.finalize({**_blank_rows(whole.predictions, valid), **disk_rows.close()})
     metrics = head.metrics(predictions) if valid.all() else _metrics_of_valid_rows(head, predictions, valid)
     notes = [*model_notes(model), *runner.notes, *head.notes]
     if resumed_from:
@@ -174,25 +193,42 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     return summary
 
 
-def build_loader(task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple, *, first_batch: int) -> Any:
-    """The modality's batch loader, starting at batch `first_batch`."""
+def build_loader(
+    task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple, *, first_batch: int, pin_memory: bool = False
+) -> Any:
+    """The modality's batch loader, starting at batch `first_batch`; `pin_memory` when the model runs on CUDA."""
     loader = _LOADERS[task.problem_type.modality](task, dataframe, model_inputs)
-    if first_batch == 0:
+    if first_batch == 0 and not pin_memory:
         return loader
-    return batch_loader(loader.dataset, num_workers=task.runtime.num_workers, first_batch=first_batch)
+    return batch_loader(loader.dataset, num_workers=task.runtime.num_workers, first_batch=first_batch, pin_memory=pin_memory)
 
 
-def run_key(task: TaskConfig, onnx_path: Path) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the config as it affects predictions, and file hashes."""
+def run_key(task: TaskConfig) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the config as it affects predictions, and the
+    content hash of every file it names (model, decoder, tokenizer, dataframe, ...)."""
     settings = _plain(task)
     settings.pop("output", None)
     settings.pop("source", None)
     settings["runtime"].pop("num_workers", None)  # decoding processes change speed, not results
-    return {
-        "config": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16],
-        "model": file_sha256(onnx_path)[:16],
-        "dataframe": file_sha256(task.data.dataframe)[:16],
-    }
+    for key in ("engine", "ray_actors"):  # so do the engine and its actors: a local run resumes on Ray
+        settings["runtime"].pop(key, None)
+    key = {"config": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]}
+    for name, path in _named_files(task):
+        key[name] = file_sha256(path)[:16]
+    return key
+
+
+def _named_files(value: Any, prefix: str = "") -> list[tuple[str, Path]]:
+    """(key, path) of every existing file a config names, found by walking its dataclasses."""
+    if dataclasses.is_dataclass(value):
+        found = []
+        for item in dataclasses.fields(value):
+            if item.name not in ("source", "output"):
+                found += _named_files(getattr(value, item.name), f"{prefix}{item.name}.")
+        return found
+    if isinstance(value, Path) and value.is_file():
+        return [(prefix.rstrip("."), value)]
+    return []
 
 
 def _check_output_dir(output_dir: Path, split: str, *, resume: bool, overwrite: bool) -> None:
@@ -252,7 +288,10 @@ def _blank_rows(predictions: dict[str, np.ndarray], valid: np.ndarray) -> dict[s
 
 def _metrics_of_valid_rows(head: Head, predictions: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
     """Metrics on the rows that were read: the head scores a copy of itself restricted to them."""
-    return head.restricted_to(valid).metrics({key: values[valid] for key, values in predictions.items()})
+    # Arrays on disk (np.memmap) are not subset: that would read them whole. Heads compute what their
+    # metrics need from such arrays in `postprocess`.
+    subset = {key: values[valid] for key, values in predictions.items() if not isinstance(values, np.memmap)}
+    return head.restricted_to(valid).metrics(subset)
 
 
 def model_notes(model: ResolvedModel) -> list[str]:
@@ -278,10 +317,11 @@ def _write_files(
     csv_path = output_dir / f"{split}_predictions.csv"
     pkl_path = output_dir / f"{split}_raw_predictions.pkl"
     metrics_path = output_dir / f"{split}_metrics.json"
-    write_predictions_csv(csv_path, dataframe, head.prediction_columns(predictions), blank_rows=~valid)
-    raw = head.raw_predictions(predictions, dataframe)
+    table, columns, blank_rows = head.csv_table(dataframe, predictions, valid=valid)
+    write_predictions_csv(csv_path, table, columns, blank_rows=blank_rows)
+    raw, array_files = _place_disk_arrays(head.raw_predictions(predictions, dataframe), output_dir, split, task=task)
     write_raw_predictions(pkl_path, raw)
-    files = {"csv": csv_path, "pkl": pkl_path}
+    files = {"csv": csv_path, "pkl": pkl_path, **{f"npy_{path.stem}": path for path in array_files}}
     npz_path = output_dir / f"{split}_raw_predictions.npz"
     if task.output.write_npz:
         save_arrays(npz_path, {key: np.asarray(value) if not isinstance(value, list) else _object_array(value) for key, value in raw.items()})
@@ -295,9 +335,44 @@ def _write_files(
         # A metrics file from an earlier run would describe other predictions: it must not stay.
         metrics_path.unlink(missing_ok=True)
     zip_path = output_dir / f"{split}_predictions.zip"
-    write_archive(zip_path, [csv_path, pkl_path])
+    write_archive(zip_path, [csv_path, pkl_path, *array_files])
     files["zip"] = zip_path
     return files
+
+
+def _place_disk_arrays(raw: dict[str, Any], output_dir: Path, split: str, *, task: TaskConfig) -> tuple[dict[str, Any], list[Path]]:
+    """Arrays on disk (see predict.writers.row_arrays) in the pkl: the array itself, or the name of its `.npy`.
+
+    Up to `output.pkl_array_limit_mb` an array is pickled as usual (H2O's layout). A bigger one is
+    moved beside the pkl as `{split}_{key}.npy`, and the pkl's `key` holds that file name: load it
+    with `np.load(folder / raw[key], mmap_mode="r")`. Pickling it would need it whole in memory.
+
+    Returns:
+        The dict to pickle, and the `.npy` files it refers to.
+    """
+    placed, array_files = dict(raw), []
+    for key, value in raw.items():
+        if not isinstance(value, np.memmap):
+            continue
+        target = output_dir / f"{split}_{key}.npy"
+        if value.nbytes <= task.output.pkl_array_limit_mb * 2**20 or not _is_whole_npy(value):
+            placed[key] = np.array(value)
+            target.unlink(missing_ok=True)  # a file from an earlier, bigger run would be stale
+            continue
+        os.replace(value.filename, target)
+        placed[key] = target.name
+        array_files.append(target)
+    return placed, array_files
+
+
+def _is_whole_npy(value: np.memmap) -> bool:
+    """Whether a memory map is all of its `.npy` file (not a view of part of it), so the file can stand for it."""
+    if value.filename is None or not value.flags.c_contiguous:
+        return False
+    with open(value.filename, "rb") as handle:
+        np.lib.format.read_magic(handle)
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+        return (shape, fortran_order, dtype, handle.tell()) == (value.shape, False, value.dtype, value.offset)
 
 
 def _object_array(values: list) -> np.ndarray:

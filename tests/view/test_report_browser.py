@@ -134,3 +134,18 @@ def test_regression_example_report_loads_cleanly_and_screenshots(regression_exam
         assert image.size == (1280, 900)
         # A rendered page has text, plots and thumbnails: far more than a blank page's few colours.
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 500
+
+
+def test_example_reports_load_cleanly(example_runs, tmp_path):
+    """One page per problem type viewed since classification and regression: no console error, no
+    broken picture, and the type's samples rendered."""
+    from tests.view.conftest import EXAMPLES
+
+    for name in EXAMPLES:
+        page = tmp_path / f"{name}.html"
+        assert main(["report", str(example_runs(name)), "-o", str(page), "--samples", "4"]) == 0
+        dom, console = open_in_chromium(page, tmp_path)
+        assert console == [], name
+        images = page.read_text(encoding="utf-8").count("<img ")
+        assert probe_counts(dom) == (images, 0), name
+        assert dom.count('<figure class="sample') == 4, name

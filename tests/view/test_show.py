@@ -143,13 +143,14 @@ def copy_run(source, destination):
 def test_problem_type_without_view_lists_supported(classification_run, tmp_path, capsys):
     run = copy_run(classification_run, tmp_path / "run")
     report = json.loads((run / "validation_report.json").read_text())
-    report["problem_type"] = "text_span_prediction"
+    report["problem_type"] = "image_object_detection"
     (run / "validation_report.json").write_text(json.dumps(report))
     code, _, err = show(capsys, run)
     assert code == 2
     supported = ", ".join(sorted(problem_type.value for problem_type in VIEWS))
-    assert f"viewing text_span_prediction predictions is not supported yet; supported problem types: {supported}" in err
-    assert "image_classification, image_regression" in supported
+    assert f"viewing image_object_detection predictions is not supported yet; supported problem types: {supported}" in err
+    assert "image_classification, image_metric_learning, image_regression" in supported
+    assert "object_detection" not in supported and "segmentation" not in supported
 
 
 @pytest.mark.parametrize(

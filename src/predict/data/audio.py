@@ -44,9 +44,10 @@ import torch
 import torch.utils.data
 
 from predict.config import AudioFeatures, PreprocessingConfig, TaskConfig
-from predict.data.collate import CHUNK_COUNTS, Batch, keep_as_is, to_shared
+from predict.data.collate import Batch, CHUNK_COUNTS, batch_loader, to_shared
+from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.errors import ConfigError, one_line
-from predict.runners.base import TensorSpec
+from predict.runners.base import TensorSpec, format_shape
 
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 _AMIN = 1e-10  # librosa.power_to_db's floor: -100 dB for silence
@@ -82,7 +83,7 @@ def audio_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
         raise ConfigError(f"model {model_name}: input '{spec.name}' takes {np.dtype(spec.dtype).name}; audio models need float")
     dims = list(spec.shape[1:])
     features = preprocessing.audio_features
-    shown = _show_shape(spec.shape)
+    shown = format_shape(spec.shape)
     wanted_axes = 1 if features is AudioFeatures.WAVEFORM else 2
     axes: list[str | None] = [None] * len(dims)
     if len(dims) == wanted_axes + 1:  # a channel axis of size 1, first or last
@@ -270,9 +271,11 @@ class AudioBatches(torch.utils.data.Dataset):
         preprocessing: PreprocessingConfig,
         batch_size: int,
         column: str,
+        allow_outside: bool = False,
     ) -> None:
         self.paths = list(paths)
         self.data_folder = data_folder
+        self.allow_outside = allow_outside
         self.audio_input = audio_input
         self.sample_rate = preprocessing.sample_rate
         self.batch_size = batch_size
@@ -297,7 +300,7 @@ class AudioBatches(torch.utils.data.Dataset):
         for row in range(start, stop):
             try:
                 pieces.append(split_chunks(self._read(self.paths[row]), spec.chunk_samples))
-            except _UnreadableAudio as error:
+            except UnreadableRow as error:
                 errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
                 pieces.append(np.zeros((1, spec.chunk_samples), dtype=np.float32))
         counts = np.array([len(piece) for piece in pieces], dtype=np.int64)
@@ -306,19 +309,17 @@ class AudioBatches(torch.utils.data.Dataset):
         return to_shared(batch)
 
     def _read(self, value: str) -> np.ndarray:
-        if not isinstance(value, str) or not value.strip():
-            raise _UnreadableAudio("empty path")
-        path = self.data_folder / value
+        path = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)
         if not path.is_file():
-            raise _UnreadableAudio(f"file not found: {path}")
+            raise UnreadableRow(f"file not found: {path}")
         try:
             samples = read_audio(path, self.sample_rate)
         except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
-            raise _UnreadableAudio(f"not a readable audio file (WAV, FLAC, OGG): {one_line(error)}") from None
+            raise UnreadableRow(f"not a readable audio file (WAV, FLAC, OGG): {one_line(error)}") from None
         if samples.size == 0:
-            raise _UnreadableAudio("the file holds no samples")
+            raise UnreadableRow("the file holds no samples")
         if not np.isfinite(samples).all():
-            raise _UnreadableAudio("the file holds NaN or inf samples")
+            raise UnreadableRow("the file holds NaN or inf samples")
         return samples
 
     def _features(self, chunks: np.ndarray) -> np.ndarray:
@@ -355,21 +356,6 @@ def build_audio_loader(
         preprocessing=task.preprocessing,
         batch_size=task.runtime.batch_size,
         column=task.data.audio_column,
+        allow_outside=task.data.allow_outside_folder,
     )
-    workers = task.runtime.num_workers
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,  # items are whole batches already
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=keep_as_is,
-        prefetch_factor=2 if workers else None,
-    )
-
-
-class _UnreadableAudio(Exception):
-    pass
-
-
-def _show_shape(shape: Sequence[int | None]) -> str:
-    return "(" + ", ".join("?" if dim is None else str(dim) for dim in shape) + ")"
+    return batch_loader(dataset, num_workers=task.runtime.num_workers)

@@ -94,11 +94,14 @@ def average_chunks(outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np
     return averaged
 
 
-def batch_loader(dataset: torch.utils.data.Dataset, *, num_workers: int, first_batch: int = 0) -> torch.utils.data.DataLoader:
+def batch_loader(
+    dataset: torch.utils.data.Dataset, *, num_workers: int, first_batch: int = 0, pin_memory: bool = False
+) -> torch.utils.data.DataLoader:
     """A DataLoader over a dataset whose item i is batch i, in order, from `first_batch` on.
 
     `num_workers` processes build batches ahead of the model; starting later than batch 0 is how a
-    resumed run skips the rows its checkpoint already holds, without decoding them.
+    resumed run skips the rows its checkpoint already holds, without decoding them. `pin_memory`
+    (for CUDA) page-locks each batch so the host-to-device copy is a direct DMA.
     """
     return torch.utils.data.DataLoader(
         dataset,
@@ -107,4 +110,5 @@ def batch_loader(dataset: torch.utils.data.Dataset, *, num_workers: int, first_b
         num_workers=num_workers,
         collate_fn=keep_as_is,
         prefetch_factor=2 if num_workers else None,
+        pin_memory=pin_memory,
     )

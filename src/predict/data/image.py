@@ -15,11 +15,11 @@ import pandas as pd
 import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
-from predict.config import Interpolation, PreprocessingConfig, TaskConfig
+from predict.config import Interpolation, PreprocessingConfig, ResizeMode, TaskConfig
 from predict.data.collate import Batch, batch_loader, to_shared
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.errors import ConfigError, one_line
-from predict.runners.base import TensorSpec
+from predict.runners.base import TensorSpec, format_shape
 
 _RESAMPLE = {
     Interpolation.NEAREST: Image.Resampling.NEAREST,
@@ -29,6 +29,23 @@ _RESAMPLE = {
     Interpolation.LANCZOS: Image.Resampling.LANCZOS,
 }
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
+# Batch.context keys every image batch carries: int64[B, 2] (height, width) of each decoded image
+# before resizing ((0, 0) for rows that could not be read), and of the model input.
+ORIGINAL_SIZES = "original_sizes"
+INPUT_SIZES = "input_sizes"
+LETTERBOX_FILL = 114  # the gray Ultralytics pads with
+
+
+def letterbox_geometry(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int, int, int]:
+    """Where a letterboxed image lands in the model input: (new_height, new_width, top, left).
+
+    The image is scaled by min(target_height / height, target_width / width), keeping its aspect
+    ratio, and centred; the loader pads the rest and heads use the same numbers to map back.
+    """
+    scale = min(target_height / height, target_width / width)
+    new_height = min(target_height, max(1, round(height * scale)))
+    new_width = min(target_width, max(1, round(width * scale)))
+    return new_height, new_width, (target_height - new_height) // 2, (target_width - new_width) // 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +77,7 @@ def image_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
     """
     if len(spec.shape) != 4:
         raise ConfigError(
-            f"model {model_name}: input '{spec.name}' has shape {_show_shape(spec.shape)}; "
+            f"model {model_name}: input '{spec.name}' has shape {format_shape(spec.shape)}; "
             "an image model takes 4 axes (batch, height, width, channels) or (batch, channels, height, width)"
         )
     if np.dtype(spec.dtype).type not in _FLOAT_DTYPES:
@@ -72,7 +89,7 @@ def image_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
         channels_first, channels, size = True, axis1, (axis2, axis3)
     else:
         raise ConfigError(
-            f"model {model_name}: input '{spec.name}' has shape {_show_shape(spec.shape)}; "
+            f"model {model_name}: input '{spec.name}' has shape {format_shape(spec.shape)}; "
             "cannot find a channel axis of size 1 or 3 (first or last after the batch)"
         )
     configured = preprocessing.image_size
@@ -81,13 +98,13 @@ def image_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
             if model_size is not None and model_size != wanted:
                 raise ConfigError(
                     f"preprocessing.image_size is {list(configured)} (height, width) but model {model_name} "
-                    f"takes {_show_shape(size)}; set image_size: [{size[0]}, {size[1]}]"
+                    f"takes {format_shape(size)}; set image_size: [{size[0]}, {size[1]}]"
                 )
         size = configured
     if None in size:
         raise ConfigError(
             f"preprocessing.image_size is missing and model {model_name} has a dynamic image size "
-            f"{_show_shape(spec.shape)}: set it to the (height, width) the model was trained on"
+            f"{format_shape(spec.shape)}: set it to the (height, width) the model was trained on"
         )
     for key in ("mean", "std"):
         values = getattr(preprocessing, key)
@@ -127,6 +144,7 @@ class ImageBatches(torch.utils.data.Dataset):
         self.batch_size = batch_size
         self.column = column
         self.resample = _RESAMPLE[preprocessing.interpolation]
+        self.letterbox = preprocessing.resize_mode is ResizeMode.LETTERBOX
         self.mean = np.asarray(preprocessing.mean, dtype=np.float32)
         self.scale = 1.0 / np.asarray(preprocessing.std, dtype=np.float32)
 
@@ -138,29 +156,44 @@ class ImageBatches(torch.utils.data.Dataset):
         stop = min(start + self.batch_size, len(self.paths))
         spec = self.image_input
         pixels = np.zeros((stop - start, spec.height, spec.width, spec.channels), dtype=np.uint8)
+        original_sizes = np.zeros((stop - start, 2), dtype=np.int64)
         errors = []
         for slot, row in enumerate(range(start, stop)):
             try:
-                pixels[slot] = self._decode(self.paths[row])
+                pixels[slot], original_sizes[slot] = self._decode(self.paths[row])
             except UnreadableRow as error:
                 errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
-        batch = Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors, {})
+        input_sizes = np.tile(np.array([spec.height, spec.width], dtype=np.int64), (stop - start, 1))
+        context = {ORIGINAL_SIZES: original_sizes, INPUT_SIZES: input_sizes}
+        batch = Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors, context)
         return to_shared(batch)
 
-    def _decode(self, value: str) -> np.ndarray:
+    def _decode(self, value: str) -> tuple[np.ndarray, tuple[int, int]]:
+        """uint8[H, W, C] pixels at the model's size, and the image's own (height, width)."""
         path = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)
         spec = self.image_input
         try:
             with Image.open(path) as image:
                 image = image.convert("RGB" if spec.channels == 3 else "L")
-                if image.size != (spec.width, spec.height):
+                original_size = (image.height, image.width)
+                if self.letterbox and image.size != (spec.width, spec.height):
+                    image = self._letterbox(image)
+                elif image.size != (spec.width, spec.height):
                     image = image.resize((spec.width, spec.height), self.resample)
                 array = np.asarray(image)
         except FileNotFoundError:
             raise UnreadableRow(f"file not found: {path}") from None
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
             raise UnreadableRow(f"not a readable image: {one_line(error)}") from None
-        return array.reshape(spec.height, spec.width, spec.channels)
+        return array.reshape(spec.height, spec.width, spec.channels), original_size
+
+    def _letterbox(self, image: Image.Image) -> Image.Image:
+        spec = self.image_input
+        new_height, new_width, top, left = letterbox_geometry(image.height, image.width, spec.height, spec.width)
+        fill = (LETTERBOX_FILL,) * 3 if image.mode == "RGB" else LETTERBOX_FILL
+        canvas = Image.new(image.mode, (spec.width, spec.height), fill)
+        canvas.paste(image.resize((new_width, new_height), self.resample), (left, top))
+        return canvas
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
         # One float allocation: subtract straight into the model's layout, then scale in place.
@@ -199,6 +232,3 @@ def build_image_loader(
     )
     return batch_loader(dataset, num_workers=task.runtime.num_workers)
 
-
-def _show_shape(shape: Sequence[int | None]) -> str:
-    return "(" + ", ".join("?" if dim is None else str(dim) for dim in shape) + ")"

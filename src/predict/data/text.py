@@ -29,7 +29,7 @@ import pandas as pd
 import torch.utils.data
 
 from predict.config import PaddingSide, ProblemType, TaskConfig
-from predict.data.collate import Batch, keep_as_is, to_shared
+from predict.data.collate import Batch, batch_loader, to_shared
 from predict.data.tokenizer import Encoding, TextTokenizer, load_tokenizer
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
@@ -276,12 +276,4 @@ def build_text_loader(
         padding_side=preprocessing.padding_side,
         doc_stride=preprocessing.doc_stride,
     )
-    workers = task.runtime.num_workers
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,  # items are whole batches already
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=keep_as_is,
-        prefetch_factor=2 if workers else None,
-    )
+    return batch_loader(dataset, num_workers=task.runtime.num_workers)

@@ -179,3 +179,93 @@ def _topk_values(keys: np.ndarray) -> np.ndarray:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+# Box formats, named as torchvision names them (plus `yxyx`, the TF object-detection API's order).
+BOX_FORMATS = ("xyxy", "xywh", "cxcywh", "yxyx")
+
+
+def box_convert(boxes: np.ndarray, in_fmt: str, out_fmt: str) -> np.ndarray:
+    """Convert boxes between formats (as `torchvision.ops.box_convert`, plus `yxyx`).
+
+    Args:
+        boxes: float[..., 4] in `in_fmt`.
+        in_fmt, out_fmt: one of `BOX_FORMATS`.
+
+    Returns:
+        float32[..., 4] in `out_fmt`.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    a, b, c, d = (boxes[..., i] for i in range(4))
+    if in_fmt == "xyxy":
+        x1, y1, x2, y2 = a, b, c, d
+    elif in_fmt == "yxyx":
+        y1, x1, y2, x2 = a, b, c, d
+    elif in_fmt == "xywh":
+        x1, y1, x2, y2 = a, b, a + c, b + d
+    elif in_fmt == "cxcywh":
+        x1, y1, x2, y2 = a - c / 2, b - d / 2, a + c / 2, b + d / 2
+    else:
+        raise ValueError(f"unknown box format {in_fmt!r}; expected one of {', '.join(BOX_FORMATS)}")
+    if out_fmt == "xyxy":
+        out = (x1, y1, x2, y2)
+    elif out_fmt == "yxyx":
+        out = (y1, x1, y2, x2)
+    elif out_fmt == "xywh":
+        out = (x1, y1, x2 - x1, y2 - y1)
+    elif out_fmt == "cxcywh":
+        out = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+    else:
+        raise ValueError(f"unknown box format {out_fmt!r}; expected one of {', '.join(BOX_FORMATS)}")
+    return np.stack(out, axis=-1).astype(np.float32, copy=False)
+
+
+def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes: float[N, 4] and float[M, 4] to float32[N, M] (0 for empty boxes)."""
+    first = np.asarray(first, dtype=np.float32)
+    second = np.asarray(second, dtype=np.float32)
+    area_first = np.clip(first[:, 2] - first[:, 0], 0, None) * np.clip(first[:, 3] - first[:, 1], 0, None)
+    area_second = np.clip(second[:, 2] - second[:, 0], 0, None) * np.clip(second[:, 3] - second[:, 1], 0, None)
+    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
+    bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
+    overlap = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    union = area_first[:, None] + area_second[None, :] - overlap
+    return np.where(union > 0, overlap / np.where(union > 0, union, 1), 0).astype(np.float32)
+
+
+# NMS looks at the most confident candidates only: its IoU matrix is candidates^2 float32
+# (4 MB at 1000), and a detector rarely has more than a few hundred boxes above a useful threshold.
+NMS_MAX_CANDIDATES = 1000
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, classes: np.ndarray | None = None) -> np.ndarray:
+    """Greedy non-maximum suppression, class-wise when `classes` is given (as `torchvision.ops.batched_nms`).
+
+    A box is dropped when it overlaps a more confident kept box of the same class by IoU >
+    `iou_threshold`. Class-wise suppression shifts each class's boxes by its own offset so boxes of
+    different classes never overlap (torchvision's `batched_nms` trick). Only the
+    `NMS_MAX_CANDIDATES` most confident boxes are considered.
+
+    Args:
+        boxes: float[N, 4] xyxy.
+        scores: float[N].
+        iou_threshold: IoU above which the less confident box is dropped.
+        classes: int[N] class index per box, or None for class-agnostic NMS.
+
+    Returns:
+        int64[K] indices of the kept boxes, most confident first (ties: lower index first).
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")[:NMS_MAX_CANDIDATES]
+    if order.size == 0:
+        return order.astype(np.int64)
+    candidates = boxes[order]
+    if classes is not None:
+        span = float(np.abs(candidates).max()) * 2 + 1
+        candidates = candidates + (np.asarray(classes)[order].astype(np.float32) * span)[:, None]
+    overlaps = box_iou(candidates, candidates)
+    keep = np.ones(order.size, dtype=bool)
+    for index in range(order.size):
+        if keep[index]:
+            keep[index + 1 :] &= overlaps[index, index + 1 :] <= iou_threshold
+    return order[keep].astype(np.int64)

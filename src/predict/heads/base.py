@@ -56,6 +56,17 @@ class Head(ABC):
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
         """The dict pickled into `{split}_raw_predictions.pkl`, keys exactly as FORMATS.md names them."""
 
+    def csv_table(
+        self, dataframe: pd.DataFrame, predictions: dict[str, np.ndarray], *, valid: np.ndarray
+    ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
+        """The CSV's input part, its prediction columns and its rows left blank (bool), one CSV row each.
+
+        By default the input dataframe as it is, `prediction_columns`, and the rows that were not
+        read. Heads whose CSV repeats rows (semantic segmentation: one per class) or replaces label
+        columns by predictions of the same name (detection) override it.
+        """
+        return dataframe, self.prediction_columns(predictions), ~valid
+
     @abstractmethod
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         """Metrics under their H2O names, against the labels read in `build`; empty without labels."""

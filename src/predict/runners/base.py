@@ -41,3 +41,8 @@ class Runner(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch: input name to array in, output name to array out (first axis = rows)."""
         ...
+
+
+def format_shape(shape: tuple[int | None, ...]) -> str:
+    """A shape as users read it in messages: `(?, 3, 32, 32)`, `?` for a dynamic axis."""
+    return "(" + ", ".join("?" if dim is None else str(dim) for dim in shape) + ")"

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from predict.config import Device
+from predict.config import Device, Precision, Toggle
 from predict.errors import ConfigError, InputError, one_line
 from predict.runners.base import TensorSpec
 
@@ -35,6 +35,9 @@ _ORT_DTYPES = {
     "tensor(string)": np.object_,
 }
 # Ops that pass a value through unchanged in meaning: the producer of an output is looked up past them.
+# float16 outputs may differ from float32 by this fraction of the output's scale (or of 1, if smaller).
+FP16_TOLERANCE = 1e-2
+_FP16_BLOCKED_OPS = {"Resize", "Range", "RandomNormal", "RandomUniform", "NonMaxSuppression", "TopK"}
 _PASS_THROUGH_OPS = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast"}
 
 
@@ -47,18 +50,25 @@ class OrtRunner:
         notes: what a user should know (a fallback to the CPU, a fixed batch size).
     """
 
-    def __init__(self, model_path: Path, *, device: Device = Device.AUTO, threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        device: Device = Device.AUTO,
+        threads: int = 0,
+        precision: Precision = Precision.FP32,
+        io_binding: Toggle = Toggle.AUTO,
+    ) -> None:
         producers = _check_and_inspect(model_path)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Idle intra-op threads would spin on the cores the decoding workers need (docs/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: the provider choice is reported by us, once
         requested = self._requested_providers(device)
-        try:
-            self.session = onnxruntime.InferenceSession(str(model_path), options, providers=requested)
-        except Exception as error:  # onnxruntime raises its own untyped errors for bad graphs
-            raise ConfigError(f"model {model_path.name}: onnxruntime cannot load it: {one_line(error)}") from None
+        self.session = _session(str(model_path), options, requested, model_path.name)
         self.provider = self.session.get_providers()[0]
         self.notes: list[str] = []
         if requested[0] == CUDA and self.provider != CUDA:
@@ -81,6 +91,14 @@ class OrtRunner:
             self.notes.append(
                 f"{model_path.name} has a fixed batch size of {self.fixed_batch_size}: batches are cut and padded to it"
             )
+        # IO binding saves a host copy per input and output; it matters on CUDA, where it is on by default.
+        self.io_binding = io_binding is Toggle.ON or (io_binding is Toggle.AUTO and self.provider == CUDA)
+        self._reference: onnxruntime.InferenceSession | None = None
+        if precision is Precision.FP16:
+            # The float32 session stays only until the first batch has been compared with float16.
+            self._reference = self.session
+            self.session = _session(_float16_model(model_path), options, requested, model_path.name)
+            self.notes.append(f"{model_path.name} runs in float16 (inputs and outputs stay float32)")
 
     @staticmethod
     def _requested_providers(device: Device) -> list[str]:
@@ -116,9 +134,42 @@ class OrtRunner:
                     f"model input '{spec.name}' takes {np.dtype(spec.dtype).name}, got {feeds[spec.name].dtype.name}"
                 )
         rows = len(next(iter(feeds.values())))
-        if not self.fixed_batch_size or rows == self.fixed_batch_size:
-            return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))
-        return self._run_fixed_batches(feeds, rows)
+        if self.fixed_batch_size and rows != self.fixed_batch_size:
+            return self._run_fixed_batches(feeds, rows)
+        outputs = self._run_session(self.session, feeds)
+        if self._reference is not None:
+            self._check_float16(feeds, outputs)
+        return outputs
+
+    def _run_session(self, session: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.io_binding:
+            return dict(zip(self._output_names, session.run(self._output_names, feeds)))
+        binding = session.io_binding()
+        device = "cuda" if self.provider == CUDA else "cpu"
+        for name, array in feeds.items():
+            array = np.ascontiguousarray(array)
+            # Bound by pointer: onnxruntime copies straight from this buffer (pinned by the loader on CUDA).
+            binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+        for name in self._output_names:
+            binding.bind_output(name, device)
+        session.run_with_iobinding(binding)
+        return dict(zip(self._output_names, binding.copy_outputs_to_cpu()))
+
+    def _check_float16(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        """Compare the first float16 batch with float32; fail loudly rather than write drifted predictions."""
+        reference = self._run_session(self._reference, feeds)
+        self._reference = None
+        for name, expected in reference.items():
+            if expected.dtype.kind != "f":
+                continue
+            difference = float(np.max(np.abs(outputs[name].astype(np.float64) - expected), initial=0.0))
+            scale = float(np.max(np.abs(expected), initial=0.0))
+            if not np.isfinite(difference) or difference > FP16_TOLERANCE * max(scale, 1.0):
+                raise ConfigError(
+                    f"runtime.precision: fp16 moves output '{name}' by {difference:.3g} (max |float32| {scale:.3g}, "
+                    f"allowed {FP16_TOLERANCE:g} of it); use precision: fp32 for this model"
+                )
+            self.notes.append(f"float16 vs float32 on the first batch: output '{name}' max abs diff {difference:.2g}")
 
     def _run_fixed_batches(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         # A model exported with a static batch axis gets exactly that many rows: cut, and pad the last piece.
@@ -132,10 +183,35 @@ class OrtRunner:
                     padding = np.repeat(part[-1:], size - len(part), axis=0)
                     part = np.concatenate([part, padding])
                 chunk[name] = part
-            pieces.append(self.session.run(self._output_names, chunk))
+            pieces.append(list(self._run_session(self.session, chunk).values()))
         return {
             name: np.concatenate([piece[i] for piece in pieces])[:rows] for i, name in enumerate(self._output_names)
         }
+
+
+def _session(
+    model: str | bytes, options: onnxruntime.SessionOptions, providers: list[str], model_name: str
+) -> onnxruntime.InferenceSession:
+    try:
+        return onnxruntime.InferenceSession(model, options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own untyped errors for bad graphs
+        raise ConfigError(f"model {model_name}: onnxruntime cannot load it: {one_line(error)}") from None
+
+
+def _float16_model(model_path: Path) -> bytes:
+    """The graph with float16 weights and arithmetic; its inputs and outputs stay float32.
+
+    Ops known to break in float16 (onnxconverter-common#208, #272: Resize, range and random ops)
+    keep float32, on top of the converter's own block list.
+    """
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise ConfigError("runtime.precision: fp16 needs onnxconverter-common: pip install 'predict[gpu]'") from None
+    model = onnx.load(str(model_path))
+    blocked = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | _FP16_BLOCKED_OPS)
+    converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
+    return converted.SerializeToString()
 
 
 def _check_and_inspect(model_path: Path) -> dict[str, str]:

@@ -59,9 +59,37 @@ class View(ABC):
     worst_meaning: ClassVar[str]
     # Format specs of table columns that need other than 4 significant digits (e.g. probabilities).
     number_formats: ClassVar[dict[str, str]] = {}
+    # How the page lays out sample cards: "grid" of small cards (thumbnails, short texts), "wide", one
+    # card per line (sentences with tags, contexts, side-by-side texts), or "strips" (neighbour strips, two a line).
+    sample_layout: ClassVar[str] = "grid"
 
     def __init__(self, run: RunSplit) -> None:
         self.run = run
+
+    @property
+    def input_column(self) -> str | None:
+        """The column shown as the input of each row (`image_path`, `review`, ...), None when there is none."""
+        return self.run.input_column
+
+    @property
+    def sample_noun(self) -> str:
+        """What a sample is, for the page's heading: `images`, `clips` or `texts`."""
+        return {"image": "images", "audio": "clips"}.get(self.run.problem_type.modality, "texts")
+
+    def sample_html(self, row: int) -> str:
+        """The HTML card of row `row` on the page: the input (image or audio thumbnail, text snippet)
+        and `sample_label`'s predicted and actual values. Views with richer samples override it."""
+        from predict.view import _samples
+
+        value = str(self.run.predictions[self.input_column].iloc[row])
+        modality = self.run.problem_type.modality
+        if modality == "image":
+            body = _samples.image_thumbnail(self.run.data_folder, value)
+        elif modality == "audio":
+            body = _samples.audio_thumbnail(self.run.data_folder, value)
+        else:
+            return _samples.card(_samples.text_snippet(value), self.sample_label(row), heading=f"row {row}")
+        return _samples.card(body, self.sample_label(row), heading=f"row {row} &middot; {_samples.escape(value)}")
 
     def format_cell(self, column: str, value: object) -> str:
         """A table cell as text: numbers with the column's format (default 4 significant digits)."""

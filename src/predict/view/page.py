@@ -8,24 +8,17 @@ values (worst first when labelled), the worst rows as a table, stage timings, no
 
 from __future__ import annotations
 
-import base64
 import datetime
 import html
-import io
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image, UnidentifiedImageError
 
-from predict.view import view_for
+from predict.view import _samples, view_for
 from predict.view.base import View
 from predict.view.run import RunSplit, find_splits, load_run
 from predict.writers._atomic import atomic_path
-
-# Thumbnails are stored at most this many pixels on a side: enough to judge a prediction, small enough
-# that a page of samples stays well under a megabyte.
-_THUMBNAIL_SIDE = 192
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1280px;
@@ -48,6 +41,21 @@ figure.sample.right { border-color: #55a868; } figure.sample.wrong { border-colo
 figure.sample img { width: 100%; height: 134px; object-fit: contain; image-rendering: pixelated; display: block; }
 figure.sample figcaption { color: #1d2330; overflow-wrap: anywhere; }
 .missing { height: 134px; display: flex; align-items: center; justify-content: center; color: #c44e52; font-size: 0.8rem; }
+.samples.wide { grid-template-columns: 1fr; } .samples.strips { grid-template-columns: repeat(auto-fill, minmax(470px, 1fr)); } .samples.grid figure.sample blockquote { font-size: 0.9rem; }
+blockquote.snippet { margin: 0 0 6px; padding: 6px 8px; background: #f3f5f8; border-radius: 4px; white-space: pre-wrap; }
+.tokens { line-height: 2.1; } .token { padding: 1px 4px; border-radius: 4px; margin-right: 2px; }
+.token sub { font-size: 0.65rem; color: #5a6272; margin-left: 2px; }
+.token.mismatch { outline: 2px solid #c44e52; outline-offset: 1px; } .token.mismatch s { color: #c44e52; }
+mark.predicted { background: #ffe08a; padding: 0 2px; } mark.actual { background: none; border-bottom: 3px solid #55a868; }
+mark.predicted.actual { background: #c9ebc9; }
+.legend { color: #5a6272; font-size: 0.85rem; margin-bottom: 8px; } .legend span { margin-right: 12px; }
+.columns { display: grid; grid-template-columns: repeat(3, 1fr); gap: 10px; }
+.columns div.text { background: #f3f5f8; border-radius: 4px; padding: 6px 8px; } .columns .name { color: #5a6272; font-size: 0.8rem; }
+del.diff { background: #fdecea; text-decoration: none; border-bottom: 2px solid #c44e52; }
+.strip { display: flex; gap: 8px; align-items: flex-start; overflow-x: auto; }
+.strip figure { margin: 0; text-align: center; font-size: 0.8rem; border: 3px solid #d6dae1; border-radius: 6px; padding: 4px; min-width: 96px; }
+.strip figure.query { border-color: #4c72b0; } .strip figure.same { border-color: #55a868; } .strip figure.other { border-color: #c44e52; }
+.strip img { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated; display: block; margin: 0 auto; }
 pre { background: white; border: 1px solid #d6dae1; border-radius: 8px; padding: 12px; overflow-x: auto; font-size: 0.85rem; }
 """
 
@@ -125,9 +133,10 @@ def _split_section(run: RunSplit, view: View, *, samples: int, rows: int) -> str
             f'<img src="{_png_uri(plot.png)}" alt="{_e(plot.title)}"><figcaption>{_e(plot.caption)}</figcaption></figure>'
         )
     parts.append("</div>")
-    if samples and run.problem_type.modality == "image":
-        parts.append(f"<h3>Sample images ({_e(ranking)})</h3>")
-        parts.append(_image_samples(run, view, order[:samples]))
+    if samples:
+        parts.append(f"<h3>Sample {_e(view.sample_noun)} ({_e(ranking)})</h3>")
+        cards = "".join(view.sample_html(int(row)) for row in order[:samples])
+        parts.append(f'<div class="samples {view.sample_layout}">{cards}</div>')
     if rows:
         parts.append(f"<h3>Rows ({_e(ranking)})</h3>")
         parts.append(_rows_table(run, view, order[:rows]))
@@ -170,12 +179,12 @@ def _key_value_table(items, *, header: tuple[str, str], digits: int | None = Non
 
 def _rows_table(run: RunSplit, view: View, order: np.ndarray) -> str:
     values = view.table()
-    inputs = run.predictions.get(run.input_column)
-    head = "".join(f"<th>{_e(name)}</th>" for name in ["row", run.input_column, *values.columns])
+    inputs = run.predictions[view.input_column] if view.input_column in run.predictions.columns else None
+    head = "".join(f"<th>{_e(name)}</th>" for name in ["row", view.input_column or "input", *values.columns])
     body = []
     for row in (int(row) for row in order):
         correct = view.sample_label(row).correct
-        cells = [f'<td class="number">{row}</td>', f"<td>{_e('' if inputs is None else str(inputs.iloc[row]))}</td>"]
+        cells = [f'<td class="number">{row}</td>', f"<td>{_e('' if inputs is None else _samples.shorten(str(inputs.iloc[row])))}</td>"]
         for name in values.columns:
             value = values[name].iloc[row]
             align = ' class="number"' if isinstance(value, (float, np.floating)) else ""
@@ -185,38 +194,8 @@ def _rows_table(run: RunSplit, view: View, order: np.ndarray) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _image_samples(run: RunSplit, view: View, order: np.ndarray) -> str:
-    inputs = run.predictions[run.input_column]
-    figures = []
-    for row in (int(row) for row in order):
-        value = str(inputs.iloc[row])
-        label = view.sample_label(row)
-        state = {True: " right", False: " wrong", None: ""}[label.correct]
-        picture = _thumbnail(run.data_folder, value)
-        lines = [f"row {row} &middot; {_e(value)}", f"predicted: <strong>{_e(label.predicted)}</strong>"]
-        if label.actual is not None:
-            lines.append(f"actual: <strong>{_e(label.actual)}</strong>")
-        figures.append(f'<figure class="sample{state}">{picture}<figcaption>{"<br>".join(lines)}</figcaption></figure>')
-    return '<div class="samples">' + "".join(figures) + "</div>"
-
-
-def _thumbnail(data_folder: Path, value: str) -> str:
-    """An `<img>` of the input image, or a visible note where it cannot be read any more."""
-    path = Path(value) if Path(value).is_absolute() else data_folder / value
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-    except (OSError, UnidentifiedImageError) as error:
-        reason = "not found" if isinstance(error, FileNotFoundError) else "not readable"
-        return f'<div class="missing">image {reason}: {_e(str(path))}</div>'
-    return f'<img src="{_png_uri(buffer.getvalue())}" alt="{_e(value)}">'
-
-
 def _png_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return _samples.png_uri(png)
 
 
 def _e(text: str) -> str:

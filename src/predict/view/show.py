@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from predict.view import view_for
+from predict.view._samples import shorten
 from predict.view.base import View
 from predict.view.run import RunSplit, find_splits, load_run
 
@@ -67,14 +68,14 @@ def _table(run: RunSplit, values: pd.DataFrame, order: np.ndarray, view: View, *
     table = Table(caption=caption, caption_justify="left")
     table.add_column("row", justify="right", style="dim", no_wrap=True)
     # Paths can be long: folded onto several lines rather than cut with an ellipsis.
-    table.add_column(run.input_column, overflow="fold")
+    table.add_column(view.input_column or "input", overflow="fold")
     for name in values.columns:
         numeric = pd.api.types.is_numeric_dtype(values[name])
         table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
-    inputs = run.predictions[run.input_column] if run.input_column in run.predictions.columns else None
+    inputs = run.predictions[view.input_column] if view.input_column in run.predictions.columns else None
     for row in order:
         row = int(row)
-        cells = [str(row), "" if inputs is None else str(inputs.iloc[row])]
+        cells = [str(row), "" if inputs is None else shorten(str(inputs.iloc[row]))]
         cells.extend(view.format_cell(name, values[name].iloc[row]) for name in values.columns)
         correct = view.sample_label(row).correct
         table.add_row(*cells, style="red" if correct is False else None)

@@ -1,0 +1,140 @@
+"""Masks and boxes shared by the dense heads: RLE strings, and model-resolution maps and boxes back to each image.
+
+RLE (FORMATS.md "Semantic segmentation"): Kaggle-style `"start length start length ..."`, starts
+1-indexed, pixels numbered top to bottom, then left to right (column-major, as pycocotools numbers
+them) by default, or left to right, then top to bottom (row-major) on request. An empty mask is `""`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from predict.config import ResizeMode
+from predict.data.image import letterbox_geometry
+
+
+def encode_rle(mask: np.ndarray, *, column_major: bool = True) -> str:
+    """A binary mask as a Kaggle-style RLE string.
+
+    Args:
+        mask: bool[H, W] (any dtype; nonzero = on).
+        column_major: number pixels down the columns first (the Kaggle default), else along the rows.
+
+    Returns:
+        `"start length ..."` with 1-indexed starts; `""` when the mask is empty.
+    """
+    flat = np.asarray(mask).ravel(order="F" if column_major else "C") != 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], flat, [False])).astype(np.int8)))
+    if edges.size == 0:
+        return ""
+    starts, stops = edges[0::2], edges[1::2]
+    runs = np.empty(edges.size, dtype=np.int64)
+    runs[0::2] = starts + 1
+    runs[1::2] = stops - starts
+    return " ".join(map(str, runs.tolist()))
+
+
+def parse_rle(text: str) -> np.ndarray:
+    """The integers of an RLE string as int64[2K] (start, length, ...).
+
+    Raises:
+        ValueError: not whole numbers, an odd count, a start < 1 or a length < 1.
+    """
+    try:
+        runs = np.array(text.split(), dtype=np.int64)
+    except ValueError:
+        raise ValueError("expected space-separated whole numbers 'start length ...'") from None
+    if runs.size % 2:
+        raise ValueError(f"has {runs.size} numbers; expected pairs of start and length")
+    if runs.size and (runs[0::2].min() < 1 or runs[1::2].min() < 1):
+        raise ValueError("starts are 1-indexed and lengths >= 1")
+    return runs
+
+
+def decode_rle(text: str, shape: tuple[int, int], *, column_major: bool = True) -> np.ndarray:
+    """An RLE string back to a mask.
+
+    Args:
+        text: `"start length ..."` as `encode_rle` writes it.
+        shape: (height, width) of the image the mask belongs to.
+
+    Returns:
+        bool[height, width].
+
+    Raises:
+        ValueError: a malformed string, or a run past the last pixel.
+    """
+    runs = parse_rle(text)
+    height, width = int(shape[0]), int(shape[1])
+    flat = np.zeros(height * width + 1, dtype=np.int8)
+    if runs.size:
+        starts, lengths = runs[0::2] - 1, runs[1::2]
+        if int((starts + lengths).max()) > height * width:
+            raise ValueError(f"a run ends at pixel {int((starts + lengths).max())}, past the {height}x{width} image")
+        np.add.at(flat, starts, 1)
+        np.add.at(flat, starts + lengths, -1)
+    mask = np.cumsum(flat[:-1]) > 0
+    return mask.reshape((height, width), order="F" if column_major else "C")
+
+
+def to_original_size(
+    maps: np.ndarray, original_size: tuple[int, int], *, resize_mode: ResizeMode
+) -> np.ndarray:
+    """Model-resolution maps of one image back onto the image itself, bilinearly.
+
+    With letterbox pre-processing the padding is cut away first, so the maps line up with the
+    image exactly as the loader placed it (see `predict.data.image.letterbox_geometry`).
+
+    Args:
+        maps: float[C, H, W] at the model's input resolution.
+        original_size: (height, width) of the image.
+
+    Returns:
+        float32[C, height, width].
+    """
+    height, width = int(original_size[0]), int(original_size[1])
+    maps = np.asarray(maps, dtype=np.float32)
+    if resize_mode is ResizeMode.LETTERBOX:
+        new_height, new_width, top, left = letterbox_geometry(height, width, maps.shape[1], maps.shape[2])
+        maps = maps[:, top : top + new_height, left : left + new_width]
+    if maps.shape[1:] == (height, width):
+        return np.ascontiguousarray(maps)
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(np.ascontiguousarray(maps))[None], size=(height, width), mode="bilinear", align_corners=False
+    )
+    return resized[0].numpy()
+
+
+def coco_rle(mask: np.ndarray) -> dict:
+    """A mask as pycocotools' compressed RLE (for COCOeval), `counts` as bytes: bool[H, W] to dict."""
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+
+
+def boxes_to_original(
+    boxes: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int], *, resize_mode: ResizeMode, normalized: bool = False
+) -> np.ndarray:
+    """Boxes on the model input to pixels of the original image, undoing the loader's resize or letterbox.
+
+    Args:
+        boxes: float[K, 4] xyxy, in model-input pixels (or fractions of its size when `normalized`).
+        original_size, input_size: (height, width) of the image and of the model input.
+
+    Returns:
+        float32[K, 4] xyxy pixels of the image, clipped to it.
+    """
+    height, width = original_size
+    input_height, input_width = int(input_size[0]), int(input_size[1])
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if normalized:
+        boxes = boxes * np.array([input_width, input_height] * 2, dtype=np.float32)
+    if resize_mode is ResizeMode.LETTERBOX:
+        new_height, new_width, top, left = letterbox_geometry(height, width, input_height, input_width)
+        offset = np.array([left, top] * 2, dtype=np.float32)
+        scale = np.array([width / new_width, height / new_height] * 2, dtype=np.float32)
+    else:
+        offset = np.zeros(4, dtype=np.float32)
+        scale = np.array([width / input_width, height / input_height] * 2, dtype=np.float32)
+    return np.clip((boxes - offset) * scale, 0, np.array([width, height] * 2, dtype=np.float32))

@@ -1,0 +1,356 @@
+"""Instance segmentation head (image instance segmentation).
+
+Raw outputs, as `head.layout` names them:
+- `h2o`: H2O Hydrogen Torch's (batch, classes + 2, H, W) probabilities (or channels last): one map
+  per class, then instance borders and borders between instances. Per class, pixels with
+  probability >= `threshold` and no border (both border maps < `border_threshold`) are split into
+  connected components (scipy.ndimage.label); the class's border pixels then join the nearest
+  component they touch, and class regions without any core become instances of their own.
+  Confidence = the mean class probability over the instance.
+- `mask_rcnn`: `boxes` (batch, N, 4) xyxy (model-input pixels, or normalised), `scores` (batch, N),
+  `classes` (batch, N) and `masks` (batch, N, [1,] h, w) probabilities: full-image masks when
+  (h, w) is the model input's size (torchvision), else box-relative masks pasted into the box
+  (Mask R-CNN's 28 x 28). Instances with score >= `score_threshold` are kept; where two of one
+  class overlap, the more confident owns the pixel.
+Maps are resized to each image's size before thresholding (letterbox padding cut away first).
+Instances smaller than `min_instance_pixels` are dropped; ids run from 1 per class.
+
+Labels: one row per image; `data.label_columns` = [class name column, RLE column], one entry per
+instance (JSON lists in CSV); RLE as in semantic segmentation (`head.rle_order`).
+
+Writes (FORMATS.md "Instance segmentation"):
+- pkl: `raw_probabilities` float16 (n, classes + 2, H, W) (h2o layout only; like semantic `masks`,
+  it may be a `.npy` file name beside the pkl, see `predict.pipeline`), `instance_predictions` one
+  int32 (H0, W0, classes) array per image (a 4-D array when all images share a size, else an
+  object array), `confidences` list of `{class_name: {instance_id: confidence}}`, `class_names`,
+  `{image_column}`.
+- CSV: one row per image, input columns less the label columns, then `{class_name_column}`,
+  `instance_rle`, `confidence` as JSON lists, one entry per instance.
+Metrics: `mAP` on masks at IoU 0.5 and `mAP@0.5:0.95` (pycocotools COCOeval, iouType segm).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from predict.config import ResizeMode, TaskConfig
+from predict.data.collate import Batch
+from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES
+from predict.errors import ConfigError, InputError
+from predict.heads._masks import boxes_to_original, coco_rle, decode_rle, encode_rle, to_original_size
+from predict.heads.base import Head, column_values, select_output
+from predict.heads.semantic_segmentation import MaskActivation, RleOrder, activate, channel_axis, read_mask_labels
+from predict.report.coco_metrics import coco_map
+from predict.runners.base import TensorSpec
+
+
+class InstanceLayout(StrEnum):
+    """How the model hands out its instances (see the module docstring)."""
+
+    H2O = "h2o"
+    MASK_RCNN = "mask_rcnn"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """`head:` keys of instance segmentation."""
+
+    class_names: tuple[str, ...]  # class i of the model is class_names[i]
+    layout: InstanceLayout = InstanceLayout.H2O
+    activation: MaskActivation = MaskActivation.NONE  # h2o: sigmoid when the model gives logits
+    threshold: float = 0.5  # a pixel belongs to a class (h2o) or to an instance's mask (mask_rcnn)
+    border_threshold: float = 0.5  # h2o: a pixel is a border when either border map reaches it
+    score_threshold: float = 0.05  # mask_rcnn: less confident instances are dropped
+    min_instance_pixels: int = 1
+    channels_last: bool | None = None  # h2o: (batch, H, W, classes + 2); default: found from the class count
+    normalized_boxes: bool = False  # mask_rcnn: box coordinates are fractions of the model input size
+    first_class_id: int = 0  # mask_rcnn: the id of class_names[0]
+    rle_order: RleOrder = RleOrder.COLUMN_MAJOR
+    output_name: str | None = None  # h2o: which output, when the model has several
+    boxes_output: str = "boxes"  # mask_rcnn output names
+    scores_output: str = "scores"
+    classes_output: str = "classes"
+    masks_output: str = "masks"
+
+    def check(self) -> list[str]:
+        """Ranges of the keys above."""
+        errors = []
+        if not self.class_names:
+            errors.append("head.class_names must list the model's classes, in output order")
+        elif len(set(self.class_names)) != len(self.class_names):
+            errors.append(f"head.class_names has duplicates: {list(self.class_names)}")
+        for key in ("threshold", "border_threshold", "score_threshold"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                errors.append(f"head.{key} must be in [0, 1] (got {value})")
+        if self.min_instance_pixels < 1:
+            errors.append(f"head.min_instance_pixels must be >= 1 (got {self.min_instance_pixels})")
+        if self.activation is MaskActivation.SOFTMAX:
+            errors.append("head.activation: instance maps are independent per channel; use sigmoid or none")
+        return errors
+
+
+class InstanceSegmentationHead(Head):
+    """Instances per class at each image's size, their RLEs and confidences, and COCO mask mAP."""
+
+    Config = Config
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        output: str | None,
+        channels_last: bool,
+        resize_mode: ResizeMode,
+        class_column: str,
+        input_column: str,
+        labels: list[list[tuple[str, str]]] | None,
+        source_name: str,
+    ) -> None:
+        self.config = config
+        self.output = output
+        self.channels_last = channels_last
+        self.resize_mode = resize_mode
+        self.class_column = class_column
+        self.input_column = input_column
+        self.labels = labels
+        self.source_name = source_name
+        self.notes: list[str] = []
+
+    @classmethod
+    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> InstanceSegmentationHead:
+        config: Config = task.head
+        model_name = task.model.name
+        output, channels_last = None, False
+        if config.layout is InstanceLayout.H2O:
+            spec = select_output(outputs, config.output_name, model_name=model_name)
+            output = spec.name
+            channels_last = channel_axis(spec, len(config.class_names) + 2, config.channels_last, model_name=model_name)
+        else:
+            available = [spec.name for spec in outputs]
+            for key in ("boxes_output", "scores_output", "classes_output", "masks_output"):
+                if getattr(config, key) not in available:
+                    raise ConfigError(f"head.{key}: model {model_name} has no output '{getattr(config, key)}' (outputs: {', '.join(available)})")
+        if len(task.data.label_columns) != 2:
+            raise ConfigError(
+                f"data.label_columns: {task.problem_type} takes two columns, [class name column, RLE mask column] "
+                f"(got {list(task.data.label_columns)})"
+            )
+        class_column, mask_column = task.data.label_columns
+        labels = None
+        if class_column in dataframe.columns:
+            labels = read_mask_labels(dataframe, (class_column, mask_column), config.class_names, source=task.data.dataframe, unique=False)
+        return cls(
+            config=config,
+            output=output,
+            channels_last=channels_last,
+            resize_mode=task.preprocessing.resize_mode,
+            class_column=class_column,
+            input_column=task.input_column,
+            labels=labels,
+            source_name=task.data.dataframe.name,
+        )
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+        """Raw outputs to per-row instance lists; needs context `original_sizes` and `input_sizes`."""
+        rows = len(batch.row_ids)
+        sizes = batch.context[ORIGINAL_SIZES]
+        instances = np.empty(rows, dtype=object)  # per row: [[class index, id in class, confidence, rle], ...]
+        predictions: dict[str, np.ndarray] = {}
+        if self.config.layout is InstanceLayout.H2O:
+            maps = np.asarray(outputs[self.output], dtype=np.float32)
+            probabilities = activate(maps.transpose(0, 3, 1, 2) if self.channels_last else maps, self.config.activation)
+            predictions["raw_probabilities"] = probabilities.astype(np.float16)
+        for slot in range(rows):
+            size = (int(sizes[slot][0]), int(sizes[slot][1]))
+            if size[0] == 0:  # a row that could not be read
+                instances[slot] = []
+                continue
+            if self.config.layout is InstanceLayout.H2O:
+                labelled, confidences = self._h2o_instances(to_original_size(probabilities[slot], size, resize_mode=self.resize_mode))
+            else:
+                labelled, confidences = self._mask_rcnn_instances(outputs, slot, size, batch.context[INPUT_SIZES][slot])
+            instances[slot] = self._describe(labelled, confidences)
+        predictions["instances"] = instances
+        predictions["original_image_shapes"] = sizes.astype(np.int64)
+        return predictions
+
+    def _h2o_instances(self, probabilities: np.ndarray) -> tuple[np.ndarray, list[list[float]]]:
+        """float32[C + 2, h, w] to int32[h, w, C] instance ids and per class the confidences of ids 1..k."""
+        config = self.config
+        classes = len(config.class_names)
+        border = np.maximum(probabilities[classes], probabilities[classes + 1]) >= config.border_threshold
+        labelled = np.zeros((*probabilities.shape[1:], classes), dtype=np.int32)
+        confidences = []
+        for index in range(classes):
+            region = probabilities[index] >= config.threshold
+            cores, count = ndimage.label(region & ~border)
+            regions, region_count = ndimage.label(region)
+            if count:
+                # Border pixels join the nearest core of the same connected region.
+                nearest = ndimage.distance_transform_edt(cores == 0, return_distances=False, return_indices=True)
+                grown = cores[nearest[0], nearest[1]]
+                same_region = regions == regions[nearest[0], nearest[1]]
+                instance_map = np.where(region & same_region, grown, 0)
+            else:
+                instance_map = np.zeros_like(cores)
+            # Regions with no core at all (thin or tiny objects) are instances of their own.
+            orphans = np.setdiff1d(np.arange(1, region_count + 1), np.unique(regions[instance_map > 0]))
+            if orphans.size:
+                lookup = np.zeros(region_count + 1, dtype=np.int64)
+                lookup[orphans] = count + np.arange(1, orphans.size + 1)
+                instance_map = np.where(instance_map > 0, instance_map, lookup[regions])
+            labelled[..., index], class_confidences = self._relabel(instance_map, probabilities[index])
+            confidences.append(class_confidences)
+        return labelled, confidences
+
+    def _relabel(self, instance_map: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """Drop instances under `min_instance_pixels`, number the rest 1..k; their mean probabilities."""
+        ids, counts = np.unique(instance_map[instance_map > 0], return_counts=True)
+        kept = ids[counts >= self.config.min_instance_pixels]
+        lookup = np.zeros(int(instance_map.max()) + 1, dtype=np.int32)
+        lookup[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+        relabelled = lookup[instance_map]
+        means = ndimage.mean(probability, labels=relabelled, index=np.arange(1, kept.size + 1)) if kept.size else []
+        return relabelled, [float(value) for value in np.atleast_1d(means)]
+
+    def _mask_rcnn_instances(
+        self, outputs: dict[str, np.ndarray], slot: int, size: tuple[int, int], input_size: np.ndarray
+    ) -> tuple[np.ndarray, list[list[float]]]:
+        """One image's detections to int32[h, w, C] instance ids and per class the confidences of ids 1..k."""
+        config = self.config
+        classes = len(config.class_names)
+        scores = np.asarray(outputs[config.scores_output][slot], dtype=np.float32).reshape(-1)
+        class_ids = np.rint(np.asarray(outputs[config.classes_output][slot], dtype=np.float64)).astype(np.int64).reshape(-1) - config.first_class_id
+        boxes = boxes_to_original(
+            outputs[config.boxes_output][slot], size, tuple(input_size), resize_mode=self.resize_mode, normalized=config.normalized_boxes
+        )
+        masks = np.asarray(outputs[config.masks_output][slot], dtype=np.float32)
+        masks = masks.reshape(len(scores), *masks.shape[-2:])
+        full_image = masks.shape[1:] == (int(input_size[0]), int(input_size[1]))
+        owner = np.zeros((*size, classes), dtype=np.int64)  # index + 1 of the detection owning each pixel
+        order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= config.score_threshold and 0 <= class_ids[i] < classes]
+        for index in order:
+            if full_image:
+                mask = to_original_size(masks[index][None], size, resize_mode=self.resize_mode)[0] >= config.threshold
+            else:
+                mask = _paste(masks[index], boxes[index], size) >= config.threshold
+            channel = owner[..., class_ids[index]]
+            channel[mask & (channel == 0)] = index + 1  # the more confident instance keeps shared pixels
+        labelled = np.zeros(owner.shape, dtype=np.int32)
+        confidences = []
+        for class_index in range(classes):
+            detections = [i for i in order if class_ids[i] == class_index]
+            instance_map = np.zeros(size, dtype=np.int64)
+            for number, index in enumerate(detections, start=1):
+                instance_map[owner[..., class_index] == index + 1] = number
+            labelled[..., class_index], _ = self._relabel(instance_map, np.zeros(size, dtype=np.float32))
+            pixels = np.bincount(instance_map.ravel(), minlength=len(detections) + 1)[1:]
+            confidences.append([float(scores[i]) for i, count in zip(detections, pixels) if count >= config.min_instance_pixels])
+        return labelled, confidences
+
+    def _describe(self, labelled: np.ndarray, confidences: list[list[float]]) -> list[list]:
+        """[[class index, id, confidence, rle], ...] for every instance, class by class, ids ascending."""
+        column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
+        described = []
+        for class_index, class_confidences in enumerate(confidences):
+            for number, confidence in enumerate(class_confidences, start=1):
+                rle = encode_rle(labelled[..., class_index] == number, column_major=column_major)
+                described.append([class_index, number, round(confidence, 6), rle])
+        return described
+
+    def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+        names, rles, confidences = [], [], []
+        for instances in predictions["instances"]:
+            names.append(json.dumps([self.config.class_names[item[0]] for item in instances]))
+            rles.append(json.dumps([item[3] for item in instances]))
+            confidences.append(json.dumps([round(item[2], 4) for item in instances]))
+        return {self.class_column: names, "instance_rle": rles, "confidence": confidences}
+
+    def csv_table(
+        self, dataframe: pd.DataFrame, predictions: dict[str, np.ndarray], *, valid: np.ndarray
+    ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
+        """The instances take the place of the label columns (FORMATS.md)."""
+        columns = self.prediction_columns(predictions)
+        replaced = [column for column in (*columns, *self._label_columns()) if column in dataframe.columns]
+        return dataframe.drop(columns=replaced), columns, ~valid
+
+    def _label_columns(self) -> tuple[str, ...]:
+        return (self.class_column,)
+
+    def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
+        classes = len(self.config.class_names)
+        maps, confidences = [], []
+        for instances, size in zip(predictions["instances"], predictions["original_image_shapes"]):
+            labelled = np.zeros((int(size[0]), int(size[1]), classes), dtype=np.int32)
+            row_confidences: dict[str, dict[int, float]] = {name: {} for name in self.config.class_names}
+            for class_index, number, confidence, rle in instances:
+                labelled[..., class_index][decode_rle(rle, labelled.shape[:2], column_major=column_major)] = number
+                row_confidences[self.config.class_names[class_index]][int(number)] = float(confidence)
+            maps.append(labelled)
+            confidences.append(row_confidences)
+        if len({item.shape for item in maps}) == 1:
+            instance_predictions = np.stack(maps)
+        else:
+            instance_predictions = np.empty(len(maps), dtype=object)
+            for index, item in enumerate(maps):
+                instance_predictions[index] = item
+        raw: dict[str, Any] = {}
+        if "raw_probabilities" in predictions:
+            raw["raw_probabilities"] = predictions["raw_probabilities"]
+        raw.update(
+            {
+                "instance_predictions": instance_predictions,
+                "confidences": confidences,
+                "class_names": list(self.config.class_names),
+                self.input_column: column_values(dataframe, self.input_column),
+            }
+        )
+        return raw
+
+    def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        if self.labels is None:
+            return {}
+        column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
+        index = {name: i for i, name in enumerate(self.config.class_names)}
+        truths, detections = [], []
+        for row, (pairs, instances, size) in enumerate(zip(self.labels, predictions["instances"], predictions["original_image_shapes"])):
+            shape = (int(size[0]), int(size[1]))
+            objects = []
+            for name, rle in pairs:
+                try:
+                    mask = decode_rle(rle, shape, column_major=column_major)
+                except ValueError as error:
+                    raise InputError(f"{self.source_name}: row {row}, class {name!r}: RLE {error}") from None
+                objects.append({"category_id": index[name] + 1, "segmentation": coco_rle(mask)})
+            truths.append(objects)
+            detections.append(
+                [
+                    {"category_id": class_index + 1, "score": float(confidence), "segmentation": coco_rle(decode_rle(rle, shape, column_major=column_major))}
+                    for class_index, _, confidence, rle in instances
+                ]
+            )
+        return coco_map(truths, detections, classes=len(self.config.class_names), iou_type="segm", notes=self.notes)
+
+
+def _paste(mask: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A box-relative float[h, w] mask resized into its xyxy box on a float32[H, W] canvas of the image."""
+    canvas = np.zeros(size, dtype=np.float32)
+    x_min, y_min = int(np.floor(box[0])), int(np.floor(box[1]))
+    x_max, y_max = int(np.ceil(box[2])), int(np.ceil(box[3]))
+    if x_max <= x_min or y_max <= y_min:
+        return canvas
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None], size=(y_max - y_min, x_max - x_min), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    canvas[y_min:y_max, x_min:x_max] = resized
+    return canvas

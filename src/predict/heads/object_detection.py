@@ -1,0 +1,324 @@
+"""Object detection head (image object detection).
+
+Raw outputs, as `head.layout` names them:
+- `boxes_scores_classes`: already post-processed `boxes` (batch, N, 4), `scores` (batch, N) and
+  `classes` (batch, N) (TF object-detection API, torchvision-style exports); no NMS is applied again.
+- `yolo`: one output (batch, 4 + classes, anchors) (or (batch, anchors, 4 + classes)); each anchor
+  keeps its best class; class-wise NMS.
+- `ssd`: `boxes` (batch, anchors, 4) and `scores` (batch, anchors, classes [+ 1 background first]);
+  every (anchor, class) pair above `score_threshold` is a candidate; class-wise NMS.
+Boxes come in `head.box_format` (xyxy, xywh, cxcywh, yxyx), in pixels of the model input or
+normalised to [0, 1] (`head.normalized_boxes`), and are mapped back to each image's own pixels
+through the loader's resize or letterbox (`preprocessing.resize_mode`), then clipped to the image.
+
+Labels: one row per image; `data.label_columns` names the class-name column, and `x_min, y_min,
+x_max, y_max` hold the boxes in original-image pixels; all list-valued (JSON lists in CSV).
+
+Writes (FORMATS.md "Object detection"):
+- pkl: `boxes` float32 (n, 100, 4) xyxy pixels of the original image, `confidences` float32 (n, 100),
+  `classes` (n, 100) class names; the 100 most confident boxes after NMS, padded with zeros and "".
+  `{image_column}` (n,).
+- CSV: one row per image, the input columns less the label columns, then `x_min, y_min, x_max,
+  y_max, confidence, {class_name_column}` as JSON lists of the boxes whose confidence exceeds
+  `head.probability_threshold`.
+Metrics: `mAP` at IoU 0.5 and `mAP@0.5:0.95` (pycocotools COCOeval on all kept boxes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from predict.config import ResizeMode, TaskConfig
+from predict.data.collate import Batch
+from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES
+from predict.data.lists import list_columns
+from predict.errors import ConfigError, InputError
+from predict.heads import _ops
+from predict.heads._masks import boxes_to_original
+from predict.heads.base import Head, column_values
+from predict.report.coco_metrics import coco_map
+from predict.runners.base import TensorSpec
+
+MAX_BOXES = 100  # boxes per image in the pkl (FORMATS.md)
+BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
+
+
+class DetectionLayout(StrEnum):
+    """How the model hands out its detections (see the module docstring)."""
+
+    BOXES_SCORES_CLASSES = "boxes_scores_classes"
+    YOLO = "yolo"
+    SSD = "ssd"
+
+
+class BoxFormat(StrEnum):
+    """Box coordinates, named as torchvision names them (`yxyx`: the TF object-detection API)."""
+
+    XYXY = "xyxy"
+    XYWH = "xywh"
+    CXCYWH = "cxcywh"
+    YXYX = "yxyx"
+
+
+class ScoreActivation(StrEnum):
+    """What turns raw scores into confidences: nothing (already probabilities), sigmoid or softmax."""
+
+    NONE = "none"
+    SIGMOID = "sigmoid"
+    SOFTMAX = "softmax"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """`head:` keys of object detection."""
+
+    class_names: tuple[str, ...]  # class index i of the model is class_names[i]
+    layout: DetectionLayout = DetectionLayout.BOXES_SCORES_CLASSES
+    box_format: BoxFormat | None = None  # default: cxcywh for yolo, else xyxy
+    normalized_boxes: bool = False  # coordinates are fractions of the model input's width and height
+    first_class_id: int = 0  # boxes_scores_classes: the id of class_names[0] (1 for the TF detection API)
+    score_activation: ScoreActivation = ScoreActivation.NONE
+    background_class: bool = False  # ssd: score column 0 is "background" and is dropped
+    score_threshold: float = 0.001  # boxes below it are dropped before NMS
+    nms_iou_threshold: float = 0.5
+    probability_threshold: float = 0.5  # boxes above it are listed in the CSV
+    boxes_output: str | None = None  # output names; default: `boxes`/`scores`/`classes`, or the only output (yolo)
+    scores_output: str | None = None
+    classes_output: str | None = None
+
+    def check(self) -> list[str]:
+        """Ranges of the keys above."""
+        errors = []
+        if not self.class_names:
+            errors.append("head.class_names must list the model's classes, in output order")
+        elif len(set(self.class_names)) != len(self.class_names):
+            errors.append(f"head.class_names has duplicates: {list(self.class_names)}")
+        for key in ("score_threshold", "nms_iou_threshold", "probability_threshold"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                errors.append(f"head.{key} must be in [0, 1] (got {value})")
+        return errors
+
+
+class ObjectDetectionHead(Head):
+    """Boxes, confidences and classes per image, scaled back to the image, and COCO mAP."""
+
+    Config = Config
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        outputs: dict[str, str],
+        box_format: str,
+        resize_mode: ResizeMode,
+        class_column: str,
+        input_column: str,
+        labels: list[list[list]] | None,
+    ) -> None:
+        self.config = config
+        self.outputs = outputs
+        self.box_format = box_format
+        self.resize_mode = resize_mode
+        self.class_column = class_column
+        self.input_column = input_column
+        self.labels = labels
+        self.notes: list[str] = []
+
+    @classmethod
+    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> ObjectDetectionHead:
+        config: Config = task.head
+        model_name = task.model.name
+        if len(task.data.label_columns) != 1:
+            raise ConfigError(
+                "data.label_columns: object detection takes one column, the class names of each image's boxes "
+                f"(the boxes are in {', '.join(BOX_COLUMNS)}); got {list(task.data.label_columns)}"
+            )
+        class_column = task.data.label_columns[0]
+        names = {
+            DetectionLayout.BOXES_SCORES_CLASSES: {"boxes": config.boxes_output, "scores": config.scores_output, "classes": config.classes_output},
+            DetectionLayout.YOLO: {"predictions": config.boxes_output},
+            DetectionLayout.SSD: {"boxes": config.boxes_output, "scores": config.scores_output},
+        }[config.layout]
+        chosen = _pick_outputs(outputs, names, layout=config.layout, model_name=model_name)
+        box_format = (config.box_format or (BoxFormat.CXCYWH if config.layout is DetectionLayout.YOLO else BoxFormat.XYXY)).value
+        labels = None
+        if class_column in dataframe.columns:
+            missing = [column for column in BOX_COLUMNS if column not in dataframe.columns]
+            if missing:
+                raise ConfigError(f"data.dataframe {task.data.dataframe.name} has '{class_column}' but no box column(s) {', '.join(missing)}")
+            labels = _read_labels(dataframe, class_column, config.class_names, source=task.data.dataframe)
+        return cls(
+            config=config,
+            outputs=chosen,
+            box_format=box_format,
+            resize_mode=task.preprocessing.resize_mode,
+            class_column=class_column,
+            input_column=task.input_column,
+            labels=labels,
+        )
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+        """Raw outputs to (B, 100) padded boxes; needs context `original_sizes` and `input_sizes` (image loader)."""
+        rows = len(batch.row_ids)
+        boxes = np.zeros((rows, MAX_BOXES, 4), dtype=np.float32)
+        confidences = np.zeros((rows, MAX_BOXES), dtype=np.float32)
+        classes = np.full((rows, MAX_BOXES), -1, dtype=np.int64)
+        for slot in range(rows):
+            height, width = (int(value) for value in batch.context[ORIGINAL_SIZES][slot])
+            if height == 0:  # a row that could not be read
+                continue
+            candidate_boxes, scores, class_ids = self._candidates(outputs, slot)
+            keep = (scores >= self.config.score_threshold) & (class_ids >= 0) & (class_ids < len(self.config.class_names))
+            candidate_boxes, scores, class_ids = candidate_boxes[keep], scores[keep], class_ids[keep]
+            candidate_boxes = self._to_image(candidate_boxes, (height, width), batch.context[INPUT_SIZES][slot])
+            if self.config.layout is DetectionLayout.BOXES_SCORES_CLASSES:
+                order = np.argsort(-scores, kind="stable")
+            else:
+                order = _ops.nms(candidate_boxes, scores, self.config.nms_iou_threshold, classes=class_ids)
+            order = order[:MAX_BOXES]
+            boxes[slot, : order.size] = candidate_boxes[order]
+            confidences[slot, : order.size] = scores[order]
+            classes[slot, : order.size] = class_ids[order]
+        return {"boxes": boxes, "confidences": confidences, "class_ids": classes}
+
+    def _candidates(self, outputs: dict[str, np.ndarray], slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One image's boxes float32[K, 4] (model format), scores float32[K] and class ids int64[K]."""
+        config = self.config
+        if config.layout is DetectionLayout.BOXES_SCORES_CLASSES:
+            boxes = np.asarray(outputs[self.outputs["boxes"]][slot], dtype=np.float32).reshape(-1, 4)
+            scores = self._activate(np.asarray(outputs[self.outputs["scores"]][slot], dtype=np.float32).reshape(-1))
+            class_ids = np.rint(np.asarray(outputs[self.outputs["classes"]][slot], dtype=np.float64)).astype(np.int64).reshape(-1)
+            return boxes, scores, class_ids - config.first_class_id
+        if config.layout is DetectionLayout.YOLO:
+            raw = np.asarray(outputs[self.outputs["predictions"]][slot], dtype=np.float32)
+            if raw.shape[0] != 4 + len(config.class_names):  # (anchors, 4 + classes)
+                raw = raw.T
+            class_scores = self._activate(raw[4:].T)
+            class_ids = class_scores.argmax(axis=1)
+            return raw[:4].T, class_scores[np.arange(len(class_ids)), class_ids], class_ids.astype(np.int64)
+        boxes = np.asarray(outputs[self.outputs["boxes"]][slot], dtype=np.float32).reshape(-1, 4)
+        class_scores = self._activate(np.asarray(outputs[self.outputs["scores"]][slot], dtype=np.float32))
+        if config.background_class:
+            class_scores = class_scores[:, 1:]
+        anchors, class_ids = np.nonzero(class_scores >= config.score_threshold)
+        return boxes[anchors], class_scores[anchors, class_ids], class_ids.astype(np.int64)
+
+    def _activate(self, scores: np.ndarray) -> np.ndarray:
+        activation = self.config.score_activation
+        if activation is ScoreActivation.SIGMOID:
+            return _ops.sigmoid(scores)
+        if activation is ScoreActivation.SOFTMAX:
+            return _ops.softmax(scores, axis=-1)
+        return scores
+
+    def _to_image(self, boxes: np.ndarray, original_size: tuple[int, int], input_size: np.ndarray) -> np.ndarray:
+        """Model-input boxes float32[K, 4] (`box_format`) to xyxy pixels of the original image, clipped."""
+        boxes = _ops.box_convert(boxes, self.box_format, "xyxy")
+        return boxes_to_original(boxes, original_size, tuple(input_size), resize_mode=self.resize_mode, normalized=self.config.normalized_boxes)
+
+    def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+        shown = predictions["confidences"] > self.config.probability_threshold
+        shown &= predictions["class_ids"] >= 0
+        boxes = np.round(predictions["boxes"].astype(np.float64), 2)
+        columns: dict[str, list[str]] = {name: [] for name in (*BOX_COLUMNS, "confidence", self.class_column)}
+        for row in range(len(boxes)):
+            kept = np.flatnonzero(shown[row])
+            for j, name in enumerate(BOX_COLUMNS):
+                columns[name].append(json.dumps(boxes[row, kept, j].tolist()))
+            columns["confidence"].append(json.dumps(np.round(predictions["confidences"][row, kept].astype(np.float64), 4).tolist()))
+            columns[self.class_column].append(json.dumps([self.config.class_names[i] for i in predictions["class_ids"][row, kept]]))
+        return columns
+
+    def csv_table(
+        self, dataframe: pd.DataFrame, predictions: dict[str, np.ndarray], *, valid: np.ndarray
+    ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
+        """The predicted boxes take the place of the label columns of the same names (FORMATS.md)."""
+        replaced = [column for column in (*BOX_COLUMNS, "confidence", self.class_column) if column in dataframe.columns]
+        return dataframe.drop(columns=replaced), self.prediction_columns(predictions), ~valid
+
+    def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        names = np.array([*self.config.class_names, ""], dtype=object)
+        return {
+            "boxes": predictions["boxes"],
+            "confidences": predictions["confidences"],
+            "classes": names[predictions["class_ids"]],  # -1 (padding) picks the trailing ""
+            self.input_column: column_values(dataframe, self.input_column),
+        }
+
+    def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        if self.labels is None:
+            return {}
+        truths = [
+            [{"category_id": class_id + 1, "bbox": [x_min, y_min, x_max - x_min, y_max - y_min]} for x_min, y_min, x_max, y_max, class_id in row]
+            for row in self.labels
+        ]
+        detections = []
+        for boxes, scores, class_ids in zip(predictions["boxes"], predictions["confidences"], predictions["class_ids"]):
+            kept = np.flatnonzero(class_ids >= 0)
+            xywh = _ops.box_convert(boxes[kept], "xyxy", "xywh").astype(np.float64)
+            detections.append(
+                [
+                    {"category_id": int(class_ids[i]) + 1, "bbox": xywh[k].tolist(), "score": float(scores[i])}
+                    for k, i in enumerate(kept)
+                ]
+            )
+        return coco_map(truths, detections, classes=len(self.config.class_names), iou_type="bbox", notes=self.notes)
+
+
+def _pick_outputs(
+    outputs: tuple[TensorSpec, ...], wanted: dict[str, str | None], *, layout: DetectionLayout, model_name: str
+) -> dict[str, str]:
+    """Role (`boxes`, `scores`, ...) to output name: as configured, else the output named after the role."""
+    available = [spec.name for spec in outputs]
+    chosen = {}
+    for role, name in wanted.items():
+        if name is None:
+            if role == "predictions" and len(available) == 1:
+                name = available[0]
+            elif role in available:
+                name = role
+            else:
+                key = "boxes_output" if role == "predictions" else f"{role}_output"
+                raise ConfigError(
+                    f"head.{key} is missing: model {model_name} has no output named '{role}' for layout {layout} "
+                    f"(outputs: {', '.join(available)}); name the one to use"
+                )
+        elif name not in available:
+            key = "boxes_output" if role == "predictions" else f"{role}_output"
+            raise ConfigError(f"head.{key}: model {model_name} has no output '{name}' (outputs: {', '.join(available)})")
+        chosen[role] = name
+    return chosen
+
+
+def _read_labels(dataframe: pd.DataFrame, class_column: str, class_names: tuple[str, ...], *, source) -> list[list[list]]:
+    """Per row, its boxes as [x_min, y_min, x_max, y_max, class index] lists.
+
+    Raises:
+        InputError: a cell is not a list, lists of a row differ in length, a coordinate is not a
+            number, a box has x_max < x_min or y_max < y_min, or a class is not in `head.class_names`.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = []
+    for row, cells in enumerate(list_columns(dataframe, (*BOX_COLUMNS, class_column), source=source)):
+        objects = []
+        for *coordinates, name in zip(*cells):
+            try:
+                x_min, y_min, x_max, y_max = (float(value) for value in coordinates)
+            except (TypeError, ValueError):
+                raise InputError(f"{source.name}: row {row}: box coordinates must be numbers (got {coordinates})") from None
+            if not (x_max >= x_min and y_max >= y_min):
+                raise InputError(f"{source.name}: row {row}: box {coordinates} has x_max < x_min or y_max < y_min")
+            if str(name) not in index:
+                raise InputError(
+                    f"{source.name}: row {row}, column '{class_column}': class {name!r} is not in head.class_names ({', '.join(class_names)})"
+                )
+            objects.append([x_min, y_min, x_max, y_max, index[str(name)]])
+        labels.append(objects)
+    return labels

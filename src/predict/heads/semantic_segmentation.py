@@ -1,0 +1,315 @@
+"""Semantic segmentation head (image semantic segmentation).
+
+The model gives (batch, classes, H, W) or (batch, H, W, classes) logits or probabilities
+(`head.channels_last`, found from the class count when not set). `head.activation` turns them
+into probabilities: `sigmoid` (one mask per class, `prob >= head.threshold`), `softmax` (each pixel
+takes its most probable class) or `none` (already probabilities, thresholded). The probabilities
+are resized (bilinearly) to each image's own size before thresholding; with letterbox
+pre-processing the padding is cut away first.
+
+RLE (see `predict.heads._masks`): Kaggle-style `"start length ..."`, 1-indexed, column-major (top to
+bottom, then left to right) at the original image size, or row-major with `head.rle_order`; the
+same order is used to read the labels. An empty mask is `""`.
+
+Labels: one row per image; `data.label_columns` = [class name column, RLE column], both lists per
+image (JSON lists in CSV), one RLE per class present; a class not listed has an empty mask.
+
+Writes (FORMATS.md "Semantic segmentation"):
+- pkl: `masks` float16 (n, classes, H, W) probabilities at model resolution (float16 always, to
+  halve the biggest array; above `output.pkl_array_limit_mb` the pkl holds the name of the
+  `{split}_masks.npy` file beside it instead, see `predict.pipeline`), `original_image_shapes` int64
+  (n, 2) (height, width), `rle_predictions` (n, classes) strings, `class_names` list, `{image_column}`.
+- CSV: each input row repeated once per class, with `{class_name_column}` = the class, the true
+  `{rle_mask_column}` of that class (`""` if absent) and `pred_{rle_mask_column}`; without the
+  class column the class name goes first in `class_id`; without the RLE column the prediction
+  column is `pred_mask`.
+Metrics: `IoU` and `Dice`, pooled over all pixels of the split per class (`IoU_{class}`,
+`Dice_{class}`), and their mean over the classes that occur in the labels or predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from predict.config import ResizeMode, TaskConfig
+from predict.data.collate import Batch
+from predict.data.image import ORIGINAL_SIZES
+from predict.data.lists import list_columns
+from predict.errors import ConfigError, InputError
+from predict.heads import _ops
+from predict.heads._masks import decode_rle, encode_rle, parse_rle, to_original_size
+from predict.heads.base import Head, column_values, select_output
+from predict.runners.base import TensorSpec
+
+
+class MaskActivation(StrEnum):
+    """What turns the model's maps into probabilities."""
+
+    SIGMOID = "sigmoid"
+    SOFTMAX = "softmax"
+    NONE = "none"  # already probabilities
+
+
+class RleOrder(StrEnum):
+    """How RLE numbers pixels: down the columns first (Kaggle, pycocotools) or along the rows."""
+
+    COLUMN_MAJOR = "column_major"
+    ROW_MAJOR = "row_major"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """`head:` keys of semantic segmentation."""
+
+    class_names: tuple[str, ...]  # channel i of the model is class_names[i]
+    activation: MaskActivation = MaskActivation.SIGMOID
+    threshold: float = 0.5  # sigmoid / none: a pixel is in a class's mask when its probability >= threshold
+    channels_last: bool | None = None  # (batch, H, W, classes); default: found from the class count
+    rle_order: RleOrder = RleOrder.COLUMN_MAJOR
+    output_name: str | None = None  # which model output, when it has several
+
+    def check(self) -> list[str]:
+        """Ranges of the keys above."""
+        errors = []
+        if not self.class_names:
+            errors.append("head.class_names must list the model's classes, in channel order")
+        elif len(set(self.class_names)) != len(self.class_names):
+            errors.append(f"head.class_names has duplicates: {list(self.class_names)}")
+        if not 0.0 <= self.threshold <= 1.0:
+            errors.append(f"head.threshold must be in [0, 1] (got {self.threshold})")
+        return errors
+
+
+def channel_axis(spec: TensorSpec, classes: int, channels_last: bool | None, *, model_name: str) -> bool:
+    """Whether a 4-D map output is channels-last, from the config or the class count.
+
+    Raises:
+        ConfigError: the output is not 4-D, or no axis matches the class count.
+    """
+    if len(spec.shape) != 4:
+        raise ConfigError(
+            f"model {model_name}: output '{spec.name}' has {len(spec.shape)} axes; segmentation needs "
+            "(batch, classes, height, width) or (batch, height, width, classes)"
+        )
+    if channels_last is not None:
+        found = spec.shape[3] if channels_last else spec.shape[1]
+        if found is not None and found != classes:
+            raise ConfigError(f"head.class_names has {classes} classes but model {model_name} output '{spec.name}' has {found} channels")
+        return channels_last
+    if spec.shape[1] == classes:
+        return False
+    if spec.shape[3] == classes:
+        return True
+    raise ConfigError(
+        f"head.class_names has {classes} classes but model {model_name} output '{spec.name}' has shape "
+        f"({', '.join('?' if dim is None else str(dim) for dim in spec.shape)}); set head.channels_last if its channel axis is dynamic"
+    )
+
+
+class SemanticSegmentationHead(Head):
+    """Per-class masks at each image's size, as RLE, and IoU / Dice."""
+
+    Config = Config
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        output: str,
+        channels_last: bool,
+        resize_mode: ResizeMode,
+        class_column: str,
+        mask_column: str,
+        input_column: str,
+        labels: list[dict[str, str]] | None,
+        source_name: str,
+    ) -> None:
+        self.config = config
+        self.output = output
+        self.channels_last = channels_last
+        self.resize_mode = resize_mode
+        self.class_column = class_column
+        self.mask_column = mask_column
+        self.input_column = input_column
+        self.labels = labels
+        self.source_name = source_name
+        self.notes: list[str] = []
+
+    @classmethod
+    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> SemanticSegmentationHead:
+        config: Config = task.head
+        spec = select_output(outputs, config.output_name, model_name=task.model.name)
+        channels_last = channel_axis(spec, len(config.class_names), config.channels_last, model_name=task.model.name)
+        class_column, mask_column = _label_columns(task)
+        labels = None
+        if class_column in dataframe.columns:
+            labels = read_mask_labels(dataframe, (class_column, mask_column), config.class_names, source=task.data.dataframe, unique=True)
+            labels = [dict(row) for row in labels]
+        return cls(
+            config=config,
+            output=spec.name,
+            channels_last=channels_last,
+            resize_mode=task.preprocessing.resize_mode,
+            class_column=class_column,
+            mask_column=mask_column,
+            input_column=task.input_column,
+            labels=labels,
+            source_name=task.data.dataframe.name,
+        )
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+        """Maps to probabilities, masks at original size, RLEs and per-class pixel counts; needs context `original_sizes`."""
+        maps = np.asarray(outputs[self.output], dtype=np.float32)
+        if self.channels_last:
+            maps = maps.transpose(0, 3, 1, 2)
+        probabilities = activate(maps, self.config.activation)
+        classes = len(self.config.class_names)
+        rows = len(batch.row_ids)
+        sizes = batch.context[ORIGINAL_SIZES]
+        counts = {name: np.zeros((rows, classes), dtype=np.int64) for name in ("intersections", "predicted_pixels", "true_pixels")}
+        rles = np.empty(rows, dtype=object)
+        for slot, row in enumerate(batch.row_ids):
+            size = (int(sizes[slot][0]), int(sizes[slot][1]))
+            if size[0] == 0:  # a row that could not be read
+                rles[slot] = [""] * classes
+                continue
+            masks = self._binary_masks(to_original_size(probabilities[slot], size, resize_mode=self.resize_mode))
+            rles[slot] = [encode_rle(mask, column_major=self._column_major) for mask in masks]
+            if self.labels is not None:
+                truth = self._true_masks(int(row), size)
+                counts["intersections"][slot] = (masks & truth).sum(axis=(1, 2))
+                counts["predicted_pixels"][slot] = masks.sum(axis=(1, 2))
+                counts["true_pixels"][slot] = truth.sum(axis=(1, 2))
+        return {
+            "masks": probabilities.astype(np.float16),
+            "original_image_shapes": sizes.astype(np.int64),
+            "rle_predictions": rles,
+            **counts,
+        }
+
+    @property
+    def _column_major(self) -> bool:
+        return self.config.rle_order is RleOrder.COLUMN_MAJOR
+
+    def _binary_masks(self, probabilities: np.ndarray) -> np.ndarray:
+        """float32[C, h, w] probabilities to bool[C, h, w] masks."""
+        if self.config.activation is MaskActivation.SOFTMAX:
+            return probabilities.argmax(axis=0)[None] == np.arange(len(probabilities))[:, None, None]
+        return probabilities >= self.config.threshold
+
+    def _true_masks(self, row: int, size: tuple[int, int]) -> np.ndarray:
+        """bool[C, h, w] label masks of one row.
+
+        Raises:
+            InputError: an RLE runs past the image, naming the row and class.
+        """
+        truth = np.zeros((len(self.config.class_names), *size), dtype=bool)
+        for index, name in enumerate(self.config.class_names):
+            text = self.labels[row].get(name, "")
+            try:
+                truth[index] = decode_rle(text, size, column_major=self._column_major)
+            except ValueError as error:
+                raise InputError(f"{self.source_name}: row {row}, column '{self.mask_column}', class {name!r}: RLE {error}") from None
+        return truth
+
+    def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+        name = f"pred_{self.mask_column}" if self.labels is not None else "pred_mask"
+        return {name: [rle for row in predictions["rle_predictions"] for rle in row]}
+
+    def csv_table(
+        self, dataframe: pd.DataFrame, predictions: dict[str, np.ndarray], *, valid: np.ndarray
+    ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
+        """Each input row once per class, with that class's name and true RLE (FORMATS.md)."""
+        classes = self.config.class_names
+        table = dataframe.loc[np.repeat(dataframe.index.to_numpy(), len(classes))].reset_index(drop=True)
+        names = list(classes) * len(dataframe)
+        if self.labels is not None:
+            table[self.class_column] = names
+            table[self.mask_column] = [row.get(name, "") for row in self.labels for name in classes]
+        else:
+            table.insert(0, "class_id", names)
+        columns = self.prediction_columns(predictions)
+        if self.labels is None and self.mask_column in table.columns:
+            columns = {f"pred_{self.mask_column}": columns["pred_mask"]}
+        return table, columns, np.repeat(~valid, len(classes))
+
+    def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        rles = np.empty((len(dataframe), len(self.config.class_names)), dtype=object)
+        for row, values in enumerate(predictions["rle_predictions"]):
+            rles[row] = values
+        return {
+            "masks": predictions["masks"],
+            "original_image_shapes": predictions["original_image_shapes"],
+            "rle_predictions": rles,
+            "class_names": list(self.config.class_names),
+            self.input_column: column_values(dataframe, self.input_column),
+        }
+
+    def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        if self.labels is None:
+            return {}
+        intersection = predictions["intersections"].sum(axis=0).astype(np.float64)
+        predicted = predictions["predicted_pixels"].sum(axis=0).astype(np.float64)
+        true = predictions["true_pixels"].sum(axis=0).astype(np.float64)
+        present = predicted + true > 0
+        iou = np.divide(intersection, predicted + true - intersection, out=np.zeros_like(intersection), where=present)
+        dice = np.divide(2 * intersection, predicted + true, out=np.zeros_like(intersection), where=present)
+        if not present.any():
+            self.notes.append("no IoU/Dice: neither the labels nor the predictions have any mask pixel")
+            return {}
+        metrics = {"IoU": float(iou[present].mean()), "Dice": float(dice[present].mean())}
+        for index, name in enumerate(self.config.class_names):
+            if present[index]:
+                metrics[f"IoU_{name}"] = float(iou[index])
+                metrics[f"Dice_{name}"] = float(dice[index])
+        return metrics
+
+
+def activate(maps: np.ndarray, activation: MaskActivation) -> np.ndarray:
+    """float32[B, C, H, W] maps to probabilities of the same shape."""
+    if activation is MaskActivation.SIGMOID:
+        return _ops.sigmoid(maps)
+    if activation is MaskActivation.SOFTMAX:
+        return _ops.softmax(maps, axis=1)
+    return maps
+
+
+def _label_columns(task: TaskConfig) -> tuple[str, str]:
+    if len(task.data.label_columns) != 2:
+        raise ConfigError(
+            f"data.label_columns: {task.problem_type} takes two columns, [class name column, RLE mask column] "
+            f"(got {list(task.data.label_columns)})"
+        )
+    return task.data.label_columns[0], task.data.label_columns[1]
+
+
+def read_mask_labels(
+    dataframe: pd.DataFrame, columns: tuple[str, str], class_names: tuple[str, ...], *, source, unique: bool
+) -> list[list[tuple[str, str]]]:
+    """Per row, its (class name, RLE) pairs, checked for syntax (the image size is known only once decoded).
+
+    Raises:
+        InputError: a cell is not a list, the lists differ in length, a class is not in
+            `head.class_names` (or repeats, when `unique`), or an RLE is malformed; naming the row.
+    """
+    known = set(class_names)
+    labels = []
+    for row, (names, rles) in enumerate(list_columns(dataframe, columns, source=source)):
+        pairs = []
+        for name, rle in zip(names, rles):
+            if str(name) not in known:
+                raise InputError(f"{source.name}: row {row}, column '{columns[0]}': class {name!r} is not in head.class_names ({', '.join(class_names)})")
+            try:
+                parse_rle(str(rle))
+            except ValueError as error:
+                raise InputError(f"{source.name}: row {row}, column '{columns[1]}': RLE {str(rle)[:40]!r} {error}") from None
+            pairs.append((str(name), str(rle)))
+        if unique and len({name for name, _ in pairs}) != len(pairs):
+            raise InputError(f"{source.name}: row {row}, column '{columns[0]}': a class is listed twice ({names}); give one RLE per class")
+        labels.append(pairs)
+    return labels

@@ -1,0 +1,137 @@
+"""Sequence to sequence head (text sequence to sequence: translation, summarization, rewriting).
+
+The model is an encoder/decoder pair: `model:` is the encoder, `head.decoder_model:` the decoder,
+run by `predict.runners.generation.GenerationRunner` (its module docstring gives the input and output
+names both models must have). The runner returns generated token ids; this head turns them into
+text with the target tokenizer (`head.target_tokenizer`, default `preprocessing.tokenizer`), leaving
+the start, end and padding tokens out.
+
+Writes (FORMATS.md "Text", sequence to sequence):
+- pkl: `{text_column}` (n,) the input texts, `predicted_text` (n,) the generated texts.
+- CSV: every input column, then `pred_{label_column}` = the generated text.
+Metrics: `BLEU` (sacrebleu's corpus BLEU, 0-100, its default 13a tokenization) against the label column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from predict.config import MODEL_SUFFIXES, TaskConfig
+from predict.data.collate import Batch
+from predict.data.target_tokens import (
+    DEFAULT_END_TOKENS,
+    DEFAULT_START_TOKENS,
+    TargetDecoder,
+    load_target_tokenizer,
+    special_token_id,
+)
+from predict.errors import ConfigError
+from predict.heads.base import Head, column_values
+from predict.runners.base import TensorSpec
+from predict.runners.generation import GENERATED_IDS
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """`head:` keys of sequence to sequence."""
+
+    decoder_model: Path  # the decoder (.onnx or Keras .h5); `model:` is the encoder
+    target_tokenizer: Path | None = None  # the generated ids' tokenizer; default: preprocessing.tokenizer
+    start_token: str | None = None  # the decoder's first token; default: the first of [BOS], <s>, <bos>, <start>, [CLS] in the vocabulary
+    end_token: str | None = None  # ends a sequence; default: the first of [EOS], </s>, <eos>, <end>, [SEP]
+    max_new_tokens: int = 32  # generated tokens at most per row, the end token included
+    num_beams: int = 1  # 1: greedy search; more: beam search
+    length_penalty: float = 1.0  # beam search: a finished hypothesis scores log-probability / steps ** length_penalty
+
+    def check(self) -> list[str]:
+        """Ranges and files, as `load_config` reports them."""
+        errors = []
+        if self.max_new_tokens < 1:
+            errors.append(f"head.max_new_tokens must be >= 1 (got {self.max_new_tokens})")
+        if self.num_beams < 1:
+            errors.append(f"head.num_beams must be >= 1 (got {self.num_beams})")
+        if not self.decoder_model.is_file():
+            errors.append(f"head.decoder_model file not found: {self.decoder_model}")
+        elif self.decoder_model.suffix.lower() not in MODEL_SUFFIXES:
+            errors.append(f"head.decoder_model must be one of {', '.join(MODEL_SUFFIXES)} (got '{self.decoder_model.name}')")
+        if self.target_tokenizer is not None and not self.target_tokenizer.is_file():
+            errors.append(f"head.target_tokenizer file not found: {self.target_tokenizer}")
+        return errors
+
+
+class SequenceToSequenceHead(Head):
+    """Generated ids to text, and corpus BLEU against the label column."""
+
+    Config = Config
+
+    def __init__(self, *, decoder: TargetDecoder, label_column: str, input_column: str, labels: list[str] | None, notes: list[str]) -> None:
+        self.decoder = decoder
+        self.label_column = label_column
+        self.input_column = input_column
+        self.labels = labels
+        self.notes = notes
+
+    @classmethod
+    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> SequenceToSequenceHead:
+        config: Config = task.head
+        if GENERATED_IDS not in {spec.name for spec in outputs}:
+            raise ConfigError(f"text_sequence_to_sequence needs the generation runner, whose output is '{GENERATED_IDS}'")
+        if len(task.data.label_columns) != 1:
+            raise ConfigError(
+                f"data.label_columns: sequence to sequence takes one column of target texts (got {list(task.data.label_columns)})"
+            )
+        preprocessing = task.preprocessing
+        tokenizer = load_target_tokenizer(
+            config.target_tokenizer, source=preprocessing.tokenizer, lowercase=preprocessing.lowercase, oov_token=preprocessing.oov_token
+        )
+        name = (config.target_tokenizer or preprocessing.tokenizer).name
+        skip = [
+            tokenizer.pad_id,
+            special_token_id(tokenizer, config.start_token, key="head.start_token", defaults=DEFAULT_START_TOKENS, name=name),
+            special_token_id(tokenizer, config.end_token, key="head.end_token", defaults=DEFAULT_END_TOKENS, name=name),
+        ]
+        label_column = task.data.label_columns[0]
+        labels = None
+        if label_column in dataframe.columns:
+            labels = ["" if not isinstance(value, str) else value for value in dataframe[label_column]]
+        return cls(
+            decoder=TargetDecoder(tokenizer, skip_ids=skip),
+            label_column=label_column,
+            input_column=task.input_column,
+            labels=labels,
+            notes=[],
+        )
+
+    def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+        """`generated_ids` int64[B, L] (-1 after the end) to `predicted_text` object[B] strings."""
+        texts = np.empty(len(batch.row_ids), dtype=object)
+        texts[:] = self.decoder.decode(outputs[GENERATED_IDS])
+        return {"predicted_text": texts}
+
+    def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {f"pred_{self.label_column}": list(predictions["predicted_text"])}
+
+    def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        return {
+            self.input_column: column_values(dataframe, self.input_column),
+            "predicted_text": np.asarray(predictions["predicted_text"], dtype=object),
+        }
+
+    def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        if self.labels is None:
+            return {}
+        return {"BLEU": corpus_bleu(list(predictions["predicted_text"]), self.labels)}
+
+
+def corpus_bleu(predicted: list[str], references: list[str]) -> float:
+    """sacrebleu's corpus BLEU (0-100) of one reference per row; 0.0 for no rows."""
+    import sacrebleu
+
+    if not predicted:
+        return 0.0
+    return float(sacrebleu.corpus_bleu([str(text) for text in predicted], [[str(text) for text in references]]).score)

@@ -1,0 +1,209 @@
+"""Detection and segmentation heads on hand-made outputs: layouts, scaling back, edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from predict.config import ResizeMode
+from predict.data.collate import Batch
+from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES
+from predict.errors import InputError
+from predict.heads import instance_segmentation, object_detection, semantic_segmentation
+from predict.heads._masks import decode_rle, encode_rle
+
+
+def batch_of(original_sizes, input_size=(64, 64)) -> Batch:
+    sizes = np.asarray(original_sizes, dtype=np.int64)
+    context = {ORIGINAL_SIZES: sizes, INPUT_SIZES: np.tile(np.array(input_size, dtype=np.int64), (len(sizes), 1))}
+    return Batch(np.arange(len(sizes)), {}, [], context)
+
+
+def detection_head(layout, *, resize_mode=ResizeMode.RESIZE, labels=None, **config):
+    names = {"boxes_scores_classes": {"boxes": "boxes", "scores": "scores", "classes": "classes"},
+             "yolo": {"predictions": "predictions"}, "ssd": {"boxes": "boxes", "scores": "scores"}}[layout]  # fmt: skip
+    if "box_format" in config:
+        config["box_format"] = object_detection.BoxFormat(config["box_format"])
+    config = object_detection.Config(class_names=("a", "b"), layout=object_detection.DetectionLayout(layout), **config)
+    box_format = str(config.box_format or ("cxcywh" if layout == "yolo" else "xyxy"))
+    return object_detection.ObjectDetectionHead(
+        config=config, outputs=names, box_format=box_format, resize_mode=resize_mode,
+        class_column="class_name", input_column="image_path", labels=labels,
+    )  # fmt: skip
+
+
+def test_yolo_layout_nms_and_scaling_to_images_of_different_sizes():
+    head = detection_head("yolo")
+    # anchors: two overlapping "a" boxes (NMS keeps the better), one "b" box, one below threshold.
+    raw = np.zeros((2, 6, 4), dtype=np.float32)
+    raw[0, :4] = np.array([[16, 16, 8, 8], [17, 16, 8, 8], [48, 48, 16, 16], [30, 30, 4, 4]], dtype=np.float32).T
+    raw[0, 4:] = np.array([[0.9, 0.1], [0.8, 0.1], [0.2, 0.7], [0.0005, 0.0]]).T
+    predictions = head.postprocess({"predictions": raw}, batch_of([(32, 128), (64, 64)]))
+    assert predictions["boxes"].shape == (2, 100, 4) and predictions["confidences"].shape == (2, 100)
+    assert_allclose(predictions["confidences"][0, :3], [0.9, 0.7, 0.0])
+    assert predictions["class_ids"][0, :3].tolist() == [0, 1, -1]
+    # 64x64 input, 128 wide x 32 high image: x scaled by 2, y by 0.5.
+    assert_allclose(predictions["boxes"][0, 0], [24, 6, 40, 10])
+    assert_allclose(predictions["boxes"][0, 1], [80, 20, 112, 28])
+    # The all-zero image has no box at all: padded with zeros and "" classes.
+    assert not predictions["confidences"][1].any()
+    raw_file = head.raw_predictions(predictions, pd.DataFrame({"image_path": ["x.png", "y.png"]}))
+    assert raw_file["classes"][0, :3].tolist() == ["a", "b", ""] and raw_file["classes"].shape == (2, 100)
+    columns = head.prediction_columns(predictions)
+    assert columns["x_min"] == ["[24.0, 80.0]", "[]"] and columns["class_name"] == ['["a", "b"]', "[]"]
+    assert columns["confidence"][0] == "[0.9, 0.7]"
+
+
+def test_ssd_and_postprocessed_layouts_letterbox():
+    # A 32 x 64 image letterboxed into 64 x 64: scale 1, 16 rows of padding above.
+    head = detection_head("ssd", resize_mode=ResizeMode.LETTERBOX, normalized_boxes=True, background_class=True)
+    boxes = np.array([[[0, 0.25, 0.5, 0.75], [0.5, 0.25, 1, 0.5]]], dtype=np.float32)
+    scores = np.array([[[0.1, 0.9, 0.6], [0.9, 0.05, 0.0]]], dtype=np.float32)  # background first
+    predictions = head.postprocess({"boxes": boxes, "scores": scores}, batch_of([(32, 64)]))
+    assert predictions["class_ids"][0, :2].tolist() == [0, 1]  # one anchor, two classes: both kept
+    assert_allclose(predictions["boxes"][0, :2], [[0, 0, 32, 32], [0, 0, 32, 32]])
+    head = detection_head("boxes_scores_classes", box_format="yxyx", normalized_boxes=True, first_class_id=1)
+    outputs = {"boxes": np.array([[[0, 0, 0.5, 0.5], [0, 0, 0, 0]]], dtype=np.float32),
+               "scores": np.array([[0.8, 0.0]], dtype=np.float32), "classes": np.array([[2.0, 0.0]], dtype=np.float32)}  # fmt: skip
+    predictions = head.postprocess(outputs, batch_of([(10, 20)]))
+    assert predictions["class_ids"][0, :2].tolist() == [1, -1]
+    assert_allclose(predictions["boxes"][0, 0], [0, 0, 10, 5])
+
+
+def test_detection_metrics_match_pycocotools_on_a_perfect_and_an_empty_image():
+    labels = [[[0.0, 0.0, 10.0, 10.0, 0]], []]
+    head = detection_head("boxes_scores_classes", labels=labels)
+    predictions = {
+        "boxes": np.zeros((2, 100, 4), dtype=np.float32), "confidences": np.zeros((2, 100), dtype=np.float32),
+        "class_ids": np.full((2, 100), -1),
+    }  # fmt: skip
+    predictions["boxes"][0, 0] = [0, 0, 10, 10]
+    predictions["confidences"][0, 0] = 0.9
+    predictions["class_ids"][0, 0] = 0
+    assert head.metrics(predictions) == {"mAP": pytest.approx(1.0), "mAP@0.5:0.95": pytest.approx(1.0)}
+    predictions["class_ids"][0, 0] = 1  # right box, wrong class
+    assert head.metrics(predictions)["mAP"] == 0.0
+
+
+def test_detection_labels_errors(tmp_path):
+    source = tmp_path / "frame.csv"
+    frame = pd.DataFrame({"x_min": ["[0]"], "y_min": ["[0]"], "x_max": ["[1]"], "y_max": ["[1]"], "class_name": ['["c"]']})
+    with pytest.raises(InputError, match=r"frame.csv: row 0, column 'class_name': class 'c' is not in head.class_names \(a, b\)"):
+        object_detection._read_labels(frame, "class_name", ("a", "b"), source=source)
+    frame["class_name"] = "not a list"
+    with pytest.raises(InputError, match=r"row 0, column 'class_name': expected a list"):
+        object_detection._read_labels(frame, "class_name", ("a", "b"), source=source)
+    frame["class_name"] = '["a", "b"]'
+    with pytest.raises(InputError, match=r"row 0: the lists of one image must be equally long"):
+        object_detection._read_labels(frame, "class_name", ("a", "b"), source=source)
+    frame["class_name"] = '["a"]'
+    frame["x_max"] = "[-1]"
+    with pytest.raises(InputError, match=r"row 0: box \[0, 0, -1, 1\] has x_max < x_min"):
+        object_detection._read_labels(frame, "class_name", ("a", "b"), source=source)
+
+
+def semantic_head(labels=None, **config):
+    return semantic_segmentation.SemanticSegmentationHead(
+        config=semantic_segmentation.Config(class_names=("a", "b"), **{key: semantic_segmentation.MaskActivation(value) for key, value in config.items()}), output="maps", channels_last=False,
+        resize_mode=ResizeMode.RESIZE, class_column="class_name", mask_column="rle_mask", input_column="image_path",
+        labels=labels, source_name="frame.csv",
+    )  # fmt: skip
+
+
+def test_semantic_masks_resized_before_thresholding_and_metrics():
+    # Class a fills the left half at model resolution; b is empty everywhere; a one-pixel true mask of b.
+    maps = np.full((2, 2, 4, 4), -10, dtype=np.float32)
+    maps[:, 0, :, :2] = 10
+    truth_a = np.zeros((8, 6), dtype=bool)
+    truth_a[:, :3] = True
+    one_pixel = np.zeros((8, 6), dtype=bool)
+    one_pixel[7, 5] = True
+    labels = [{"a": encode_rle(truth_a), "b": encode_rle(one_pixel)}, {}]
+    head = semantic_head(labels)
+    predictions = head.postprocess({"maps": maps}, batch_of([(8, 6), (3, 5)], input_size=(4, 4)))
+    assert predictions["masks"].dtype == np.float16 and predictions["masks"].shape == (2, 2, 4, 4)
+    assert_array_equal(decode_rle(predictions["rle_predictions"][0][0], (8, 6)), truth_a)
+    assert predictions["rle_predictions"][0][1] == ""  # an empty mask
+    assert predictions["original_image_shapes"].tolist() == [[8, 6], [3, 5]]
+    metrics = head.metrics(predictions)
+    # a: 24 true pixels in row 0, predicted 24 + the 2x3 image's left part; b: one pixel missed.
+    a_predicted = predictions["predicted_pixels"][:, 0].sum()
+    assert metrics["IoU_a"] == pytest.approx(24 / a_predicted) and metrics["IoU_b"] == 0.0
+    assert metrics["IoU"] == pytest.approx((24 / a_predicted) / 2)
+    assert metrics["Dice_a"] == pytest.approx(48 / (a_predicted + 24))
+    frame = pd.DataFrame({"image_path": ["x.png", "y.png"], "class_name": ['["a", "b"]', "[]"], "rle_mask": ["", ""]})
+    table, columns, blank = head.csv_table(frame, predictions, valid=np.array([True, False]))
+    assert table["class_name"].tolist() == ["a", "b", "a", "b"]
+    assert table["rle_mask"].tolist() == [encode_rle(truth_a), encode_rle(one_pixel), "", ""]
+    assert list(columns) == ["pred_rle_mask"] and blank.tolist() == [False, False, True, True]
+
+
+def test_semantic_test_split_gets_class_id_and_pred_mask():
+    head = semantic_head(activation="softmax")
+    maps = np.zeros((1, 2, 2, 2), dtype=np.float32)
+    maps[0, 1] = 1.0
+    predictions = head.postprocess({"maps": maps}, batch_of([(2, 2)], input_size=(2, 2)))
+    assert predictions["rle_predictions"][0] == ["", "1 4"]
+    table, columns, _ = head.csv_table(pd.DataFrame({"image_path": ["x.png"]}), predictions, valid=np.array([True]))
+    assert list(table.columns) == ["class_id", "image_path"] and list(columns) == ["pred_mask"]
+    assert head.metrics(predictions) == {}
+
+
+def test_semantic_label_rle_past_the_image_names_the_row():
+    head = semantic_head([{"a": "1 100"}])
+    with pytest.raises(InputError, match=r"frame.csv: row 0, column 'rle_mask', class 'a': RLE a run ends at pixel 100, past the 4x4 image"):
+        head.postprocess({"maps": np.zeros((1, 2, 4, 4), dtype=np.float32)}, batch_of([(4, 4)], input_size=(4, 4)))
+
+
+def instance_head(layout="h2o", labels=None, **config):
+    return instance_segmentation.InstanceSegmentationHead(
+        config=instance_segmentation.Config(class_names=("a", "b"), layout=instance_segmentation.InstanceLayout(layout), **config), output="maps",
+        channels_last=False, resize_mode=ResizeMode.RESIZE, class_column="class_name", input_column="image_path",
+        labels=labels, source_name="frame.csv",
+    )  # fmt: skip
+
+
+def test_h2o_layout_splits_instances_at_borders_and_keeps_one_pixel_instances():
+    maps = np.zeros((1, 4, 8, 8), dtype=np.float32)
+    maps[0, 0, 1:7, 1:7] = 0.9  # one class-a region...
+    maps[0, 3, :, 4] = 0.9  # ...cut in two by a border between instances
+    maps[0, 1, 0, 0] = 0.8  # a one-pixel b instance, on an instance border
+    maps[0, 2, 0, 0] = 0.9
+    labels = [[("a", encode_rle(np.pad(np.ones((6, 3), bool), ((1, 1), (1, 4))))), ("b", encode_rle(np.pad(np.ones((1, 1), bool), ((0, 7), (0, 7)))))]]
+    head = instance_head(labels=labels)
+    predictions = head.postprocess({"maps": maps}, batch_of([(8, 8)], input_size=(8, 8)))
+    instances = predictions["instances"][0]
+    assert [(item[0], item[1]) for item in instances] == [(0, 1), (0, 2), (1, 1)]
+    assert [item[2] for item in instances] == pytest.approx([0.9, 0.9, 0.8])
+    left = decode_rle(instances[0][3], (8, 8))
+    right = decode_rle(instances[1][3], (8, 8))
+    # The border column 4 joins a nearest core (both are one pixel away): every class pixel is in one instance.
+    assert left[1:7, 1:4].all() and right[1:7, 5:7].all() and left.sum() + right.sum() == 36 and not (left & right).any()
+    raw = head.raw_predictions(predictions, pd.DataFrame({"image_path": ["x.png"]}))
+    assert raw["instance_predictions"].shape == (1, 8, 8, 2) and raw["instance_predictions"][0, 0, 0, 1] == 1
+    assert raw["confidences"][0]["b"] == {1: pytest.approx(0.8)} and raw["raw_probabilities"].dtype == np.float16
+    metrics = head.metrics(predictions)
+    # b is found exactly; a's left half overlaps its label with IoU 0.75, so AP drops above IoU 0.75.
+    assert metrics["mAP"] == pytest.approx(1.0) and metrics["mAP@0.5:0.95"] < 1.0
+    columns = head.prediction_columns(predictions)
+    assert columns["class_name"] == ['["a", "a", "b"]'] and columns["confidence"] == ["[0.9, 0.9, 0.8]"]
+
+
+def test_mask_rcnn_layout_box_relative_masks_and_no_instances():
+    outputs = {
+        "boxes": np.array([[[0, 0, 4, 4], [4, 4, 8, 8]], [[0, 0, 0, 0], [0, 0, 0, 0]]], dtype=np.float32),
+        "scores": np.array([[0.9, 0.01], [0.0, 0.0]], dtype=np.float32),
+        "classes": np.array([[1, 0], [0, 0]], dtype=np.float32),
+        "masks": np.ones((2, 2, 1, 28, 28), dtype=np.float32),
+    }
+    head = instance_head("mask_rcnn")
+    predictions = head.postprocess(outputs, batch_of([(16, 16), (5, 7)], input_size=(8, 8)))
+    first, second = predictions["instances"]
+    assert second == [] and [(item[0], item[1]) for item in first] == [(1, 1)]
+    mask = decode_rle(first[0][3], (16, 16))
+    assert mask[:8, :8].all() and mask.sum() == 64  # the 4x4 box, scaled 2x to the image
+    raw = head.raw_predictions(predictions, pd.DataFrame({"image_path": ["x.png", "y.png"]}))
+    assert raw["instance_predictions"].dtype == object and raw["instance_predictions"][1].shape == (5, 7, 2)
+    assert "raw_probabilities" not in raw and raw["confidences"][1] == {"a": {}, "b": {}}

@@ -399,7 +399,7 @@ def _load_model(h5_path: Path, header: _H5Header) -> Any:
                 source = _copy_with_config(h5_path, config, Path(scratch))
         try:
             with _quiet_python_warnings():
-                return keras.models.load_model(source, compile=False)
+                return keras.models.load_model(source, compile=False, custom_objects=_recorded_op_classes())
         except Exception as exc:  # Keras raises ValueError, TypeError, KeyError... for a config it cannot read
             keras_error = exc
 
@@ -428,6 +428,18 @@ def _load_model(h5_path: Path, header: _H5Header) -> Any:
             f"{h5_path}: {what} ({_first_line(keras_error)}), "
             f"nor can tf_keras {tf_keras.__version__} ({_first_line(exc)})"
         ) from exc
+
+
+def _recorded_op_classes() -> dict[str, Any]:
+    """Keras op classes that Keras 3 writes into a functional model's `.h5` config as layers.
+
+    A functional model with `Embedding(mask_zero=True)` records its mask as a `NotEqual` op node;
+    Keras 3.15 saves it but its own `load_model` then fails with "Unknown layer: 'NotEqual'"
+    (measured). Given the op class, the node is rebuilt and the mask reaches the RNN as in training.
+    """
+    from keras.src.ops import numpy as keras_numpy  # the op classes have no public import path
+
+    return {name: getattr(keras_numpy, name) for name in ("NotEqual",) if hasattr(keras_numpy, name)}
 
 
 def _drop_time_major(config: Any) -> Any:

@@ -8,7 +8,7 @@ Writes, deterministically (fixed seeds; rerunnable, old outputs replaced):
   third of subjects and details are drawn from any topic ("The chef was delayed at the gate" is
   travel), so the topic lives in a few words of the sentence and some rows sit between two topics.
 - `configs/models/topics_tokenizer.json`: a lower-casing WordPiece tokenizer (`tokenizers`,
-  `[CLS] text [SEP]`) trained on the training sentences only. The reviews tokenizer
+  `[CLS] text [SEP]`) whose vocabulary is the training sentences' words plus single characters. The reviews tokenizer
   (`text_tokenizer.json`, 400 tokens) splits most of these topic words into single letters.
 - `configs/models/topics_embedder.onnx`: a one-block transformer encoder (`TinyEncoder` of
   scripts/make_text_examples.py) with masked mean pooling and a linear projection to a 16-d
@@ -25,15 +25,17 @@ and tokenizers (the dev install). Run from anywhere:
 from __future__ import annotations
 
 import random
+import string
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY_ROOT / "scripts"))
@@ -48,7 +50,6 @@ MODEL_PATH = CONFIGS_FOLDER / "models" / "topics_embedder.onnx"
 SEED_TRAIN, SEED_VALID, SEED_MODEL = 0, 1, 42
 TRAIN_ROWS = 3000
 VALID_PER_TOPIC = 30
-VOCAB_SIZE = 600
 EMBEDDING_SIZE = 16
 SUBJECT_MIX = 0.35  # share of sentences whose subject is drawn from any topic
 DETAIL_MIX = 0.35  # likewise for the detail phrase
@@ -114,16 +115,24 @@ def make_sentences(rng: random.Random, topics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def train_tokenizer(texts: list[str]) -> Tokenizer:
-    """A lower-casing WordPiece tokenizer with BERT's [CLS] A [SEP] template, [PAD] = 0."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials))
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+def build_tokenizer(texts: list[str]) -> Tokenizer:
+    """A lower-casing WordPiece tokenizer with BERT's [CLS] A [SEP] template, [PAD] = 0.
+
+    The vocabulary is every training word plus single characters (so an unseen word is spelled out
+    instead of becoming [UNK]), listed in a fixed order: `WordPieceTrainer` breaks ties between
+    equally frequent merges differently from run to run, and the example must be reproducible.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    characters = sorted({character for word in counts for character in word} | set(string.ascii_lowercase + string.digits))
+    words = sorted((word for word in counts if len(word) > 1), key=lambda word: (-counts[word], word))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *characters, *(f"##{character}" for character in characters), *words]
+    tokenizer = Tokenizer(models.WordPiece({token: index for index, token in enumerate(tokens)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tokens.index("[CLS]")), ("[SEP]", tokens.index("[SEP]"))]
     )
     return tokenizer
 
@@ -218,7 +227,7 @@ def main() -> None:
     DATA_FOLDER.mkdir(parents=True, exist_ok=True)
     valid.to_csv(DATA_FOLDER / "valid.csv", index=False)
 
-    tokenizer = train_tokenizer(list(train.text))
+    tokenizer = build_tokenizer(list(train.text))
     tokenizer.save(str(TOKENIZER_PATH))
     model = train_embedder(tokenizer, train)
     export(model, tokenizer, list(valid.text))

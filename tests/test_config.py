@@ -88,15 +88,15 @@ def test_enum_typo_gets_a_suggestion(tmp_path, valid):
         load(tmp_path, valid)
 
 
-def test_problem_type_without_head_lists_available(tmp_path, valid):
+def test_every_problem_type_has_a_head():
     from predict.heads import HEADS
 
-    # Whichever type has no head yet (types get heads as issues land).
-    missing = [problem_type for problem_type in ProblemType if problem_type not in HEADS]
-    if not missing:
-        pytest.skip("every problem type has a head")
-    valid["problem_type"] = missing[0].value
-    with pytest.raises(ConfigError, match=r"has no head in this version; available: image_classification, image_regression"):
+    assert len(HEADS) == 14 and set(HEADS) == set(ProblemType)
+
+
+def test_problem_type_typo_lists_the_choices(tmp_path, valid):
+    valid["problem_type"] = "image_clasification"
+    with pytest.raises(ConfigError, match=r"problem_type must be one of image_regression, .*\(got 'image_clasification'\); did you mean 'image_classification'\?"):
         load(tmp_path, valid)
 
 

@@ -18,7 +18,6 @@ from pycocotools import mask as mask_utils
 from predict.cli import main
 from predict.config import load_config
 from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES, ImageBatches, image_input_from
-from predict.errors import ConfigError
 from predict.heads._masks import decode_rle
 from predict.runners.base import TensorSpec
 from predict.writers.row_arrays import DiskRows

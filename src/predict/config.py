@@ -318,11 +318,6 @@ def _build_task(raw: dict, source: Path) -> TaskConfig:
             problem_type = _coerce(raw["problem_type"], ProblemType, key="problem_type", base_dir=base_dir)
         except _CoercionError as error:
             errors.append(str(error))
-    if problem_type is not None and problem_type not in HEADS:
-        errors.append(
-            f"problem_type '{problem_type}' has no head in this version; available: {', '.join(HEADS)}"
-        )
-        problem_type = None
 
     model = None
     if "model" in raw:

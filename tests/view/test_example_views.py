@@ -177,3 +177,28 @@ def test_worst_needs_labels_for_new_views(example_runs, tmp_path, capsys):
     view = view_for(load_run(run, "validation"))
     assert list(view.table().columns) == ["predicted"]
     assert np.all(view.table()["predicted"].str.len() > 0)
+
+
+def test_text_metric_learning_view(example_runs, tmp_path, capsys):
+    folder = example_runs("text_metric_learning")
+    csv = read_csv(folder)
+    topic_of = dict(zip(csv["text"], csv["topic"]))
+
+    def penalty(i):
+        return sum(1 / k for k in (1, 2, 3) if topic_of[csv[f"top_{k}_similar_text"][i]] != csv["topic"][i])
+
+    code, printed, _ = show(capsys, folder, "--worst", "--rows", len(csv))
+    assert code == 0
+    shown = [int(cells[0]) for cells in table_rows(printed)]
+    assert sorted(shown) == list(range(len(csv)))
+    penalties = [penalty(row) for row in shown]
+    assert penalties == sorted(penalties, reverse=True)  # worst (most other-topic neighbours) first
+
+    output = tmp_path / "report.html"
+    assert main(["report", str(folder), "-o", str(output), "--samples", "4"]) == 0
+    html = output.read_text(encoding="utf-8")
+    assert html.count('class="strip"') == 4  # one strip per sample: the query text and its neighbours
+    assert html.count('<blockquote class="snippet">') >= 4 * 4
+    page = read_page(output)
+    for uri, _ in page.images:
+        decode_png(uri)

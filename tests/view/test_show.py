@@ -141,16 +141,22 @@ def copy_run(source, destination):
 
 
 def test_problem_type_without_view_lists_supported(classification_run, tmp_path, capsys):
+    from predict.config import ProblemType
+
+    # Any problem type still without a view (the set shrinks as views are added).
+    missing = [problem_type.value for problem_type in ProblemType if problem_type not in VIEWS]
+    if not missing:
+        pytest.skip("every problem type has a view")
     run = copy_run(classification_run, tmp_path / "run")
     report = json.loads((run / "validation_report.json").read_text())
-    report["problem_type"] = "image_object_detection"
+    report["problem_type"] = missing[0]
     (run / "validation_report.json").write_text(json.dumps(report))
     code, _, err = show(capsys, run)
     assert code == 2
     supported = ", ".join(sorted(problem_type.value for problem_type in VIEWS))
-    assert f"viewing image_object_detection predictions is not supported yet; supported problem types: {supported}" in err
-    assert "image_classification, image_metric_learning, image_regression" in supported
-    assert "object_detection" not in supported and "segmentation" not in supported
+    assert f"viewing {missing[0]} predictions is not supported yet; supported problem types: {supported}" in err
+    assert "image_instance_segmentation, image_metric_learning, image_object_detection" in supported
+    assert missing[0] not in supported
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ from predict.config import AudioFeatures, PreprocessingConfig, TaskConfig
 from predict.data.collate import Batch, CHUNK_COUNTS, batch_loader, to_shared
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.errors import ConfigError, one_line
-from predict.runners.base import TensorSpec, format_shape
+from predict.runners.base import TensorSpec, format_shape, single_input
 
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 _AMIN = 1e-10  # librosa.power_to_db's floor: -100 dB for silence
@@ -346,13 +346,11 @@ def build_audio_loader(
         ConfigError: the model does not take exactly one audio input that fits `preprocessing`.
     """
     model_name = task.model.name
-    if len(model_inputs) != 1:
-        names = ", ".join(spec.name for spec in model_inputs)
-        raise ConfigError(f"model {model_name} has {len(model_inputs)} inputs ({names}); an audio model takes one")
+    spec = single_input(model_inputs, kind="audio", model_name=model_name)
     dataset = AudioBatches(
         dataframe[task.data.audio_column].tolist(),
         data_folder=task.data.data_folder or task.data.dataframe.parent,
-        audio_input=audio_input_from(model_inputs[0], task.preprocessing, model_name=model_name),
+        audio_input=audio_input_from(spec, task.preprocessing, model_name=model_name),
         preprocessing=task.preprocessing,
         batch_size=task.runtime.batch_size,
         column=task.data.audio_column,

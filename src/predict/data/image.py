@@ -19,7 +19,7 @@ from predict.config import Interpolation, PreprocessingConfig, ResizeMode, TaskC
 from predict.data.collate import Batch, batch_loader, to_shared
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.errors import ConfigError, one_line
-from predict.runners.base import TensorSpec, format_shape
+from predict.runners.base import TensorSpec, format_shape, single_input
 
 _RESAMPLE = {
     Interpolation.NEAREST: Image.Resampling.NEAREST,
@@ -218,13 +218,11 @@ def build_image_loader(
         ConfigError: the model does not take exactly one image input that fits `preprocessing`.
     """
     model_name = task.model.name
-    if len(model_inputs) != 1:
-        names = ", ".join(spec.name for spec in model_inputs)
-        raise ConfigError(f"model {model_name} has {len(model_inputs)} inputs ({names}); an image model takes one")
+    spec = single_input(model_inputs, kind="image", model_name=model_name)
     dataset = ImageBatches(
         dataframe[task.data.image_column].tolist(),
         data_folder=task.data.data_folder or task.data.dataframe.parent,
-        image_input=image_input_from(model_inputs[0], task.preprocessing, model_name=model_name),
+        image_input=image_input_from(spec, task.preprocessing, model_name=model_name),
         preprocessing=task.preprocessing,
         batch_size=task.runtime.batch_size,
         column=task.data.image_column,

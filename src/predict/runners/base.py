@@ -46,3 +46,17 @@ class Runner(Protocol):
 def format_shape(shape: tuple[int | None, ...]) -> str:
     """A shape as users read it in messages: `(?, 3, 32, 32)`, `?` for a dynamic axis."""
     return "(" + ", ".join("?" if dim is None else str(dim) for dim in shape) + ")"
+
+
+def single_input(inputs: tuple[TensorSpec, ...], *, kind: str, model_name: str) -> TensorSpec:
+    """The one input of an image or audio model.
+
+    Raises:
+        ConfigError: the model takes no input or several.
+    """
+    from predict.errors import ConfigError
+
+    if len(inputs) != 1:
+        names = ", ".join(spec.name for spec in inputs)
+        raise ConfigError(f"model {model_name} has {len(inputs)} inputs ({names}); an {kind} model takes one")
+    return inputs[0]

@@ -8,9 +8,12 @@ from predict.config import ProblemType
 from predict.errors import InputError
 from predict.view.base import View
 from predict.view.classification import ClassificationView
+from predict.view.instance_segmentation import InstanceSegmentationView
 from predict.view.metric_learning import MetricLearningView
+from predict.view.object_detection import ObjectDetectionView
 from predict.view.regression import RegressionView
 from predict.view.run import RunSplit
+from predict.view.semantic_segmentation import SemanticSegmentationView
 from predict.view.sequence_to_sequence import SequenceToSequenceView
 from predict.view.span_prediction import SpanPredictionView
 from predict.view.token_classification import TokenClassificationView
@@ -19,11 +22,15 @@ VIEWS: dict[ProblemType, type[View]] = {
     ProblemType.IMAGE_CLASSIFICATION: ClassificationView,
     ProblemType.IMAGE_REGRESSION: RegressionView,
     ProblemType.IMAGE_METRIC_LEARNING: MetricLearningView,
+    ProblemType.IMAGE_OBJECT_DETECTION: ObjectDetectionView,
+    ProblemType.IMAGE_SEMANTIC_SEGMENTATION: SemanticSegmentationView,
+    ProblemType.IMAGE_INSTANCE_SEGMENTATION: InstanceSegmentationView,
     ProblemType.TEXT_CLASSIFICATION: ClassificationView,
     ProblemType.TEXT_REGRESSION: RegressionView,
     ProblemType.TEXT_TOKEN_CLASSIFICATION: TokenClassificationView,
     ProblemType.TEXT_SPAN_PREDICTION: SpanPredictionView,
     ProblemType.TEXT_SEQUENCE_TO_SEQUENCE: SequenceToSequenceView,
+    ProblemType.TEXT_METRIC_LEARNING: MetricLearningView,
     ProblemType.AUDIO_CLASSIFICATION: ClassificationView,
     ProblemType.AUDIO_REGRESSION: RegressionView,
 }

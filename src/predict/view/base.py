@@ -60,7 +60,8 @@ class View(ABC):
     # Format specs of table columns that need other than 4 significant digits (e.g. probabilities).
     number_formats: ClassVar[dict[str, str]] = {}
     # How the page lays out sample cards: "grid" of small cards (thumbnails, short texts), "wide", one
-    # card per line (sentences with tags, contexts, side-by-side texts), or "strips" (neighbour strips, two a line).
+    # card per line (sentences with tags, contexts, side-by-side texts), "strips" (neighbour strips, two a line)
+    # or "large" (images with boxes or masks drawn over them, about 300 pixels wide).
     sample_layout: ClassVar[str] = "grid"
 
     def __init__(self, run: RunSplit) -> None:
@@ -70,6 +71,22 @@ class View(ABC):
     def input_column(self) -> str | None:
         """The column shown as the input of each row (`image_path`, `review`, ...), None when there is none."""
         return self.run.input_column
+
+    @property
+    def labelled(self) -> bool:
+        """Whether actual values are known; views whose CSV replaces the labels by predictions override it."""
+        return self.run.labelled
+
+    @property
+    def row_count(self) -> int:
+        """How many rows the view has (images for semantic segmentation, whose CSV has one row per class)."""
+        return len(self.run.predictions)
+
+    @property
+    def input_values(self) -> pd.Series | None:
+        """The input column's value of each view row, None when the CSV has no such column."""
+        column = self.input_column
+        return self.run.predictions[column] if column in self.run.predictions.columns else None
 
     @property
     def sample_noun(self) -> str:
@@ -122,7 +139,7 @@ class View(ABC):
         Raises:
             InputError: the split has no labels, so there are no errors to sort by.
         """
-        if not self.run.labelled:
+        if not self.labelled:
             columns = ", ".join(self.run.label_columns) or "none configured"
             raise InputError(
                 f"--worst needs actual values, but {self.run.run_dir / (self.run.split + '_predictions.csv')} "

@@ -110,23 +110,26 @@ class MetricLearningView(View):
     def sample_html(self, row: int) -> str:
         query = str(self.run.predictions[self.input_column].iloc[row])
         label = f"<br>{_samples.escape(self.labels[row])}" if self.labels is not None else ""
-        figures = [
-            f'<figure class="query">{_samples.image_thumbnail(self.run.data_folder, query, side=_STRIP_SIDE)}'
-            f"<figcaption>query{label}</figcaption></figure>"
-        ]
+        figures = [f'<figure class="query">{self._thumbnail(query)}<figcaption>query{label}</figcaption></figure>']
         for k, (name, similarity) in enumerate(zip(self.neighbours[row], self.similarities[row])):
             state, neighbour_label = "", ""
             if self.neighbour_labels is not None:
                 state = " same" if self._same(row)[k] else " other"
                 neighbour_label = f"<br>{_samples.escape(self.neighbour_labels[row][k])}"
             figures.append(
-                f'<figure class="neighbour{state}">{_samples.image_thumbnail(self.run.data_folder, name, side=_STRIP_SIDE)}'
+                f'<figure class="neighbour{state}">{self._thumbnail(name)}'
                 f"<figcaption>#{k + 1} cos {similarity:.3f}{neighbour_label}</figcaption></figure>"
             )
         heading = f"row {row} &middot; {_samples.escape(query)}"
         if self.labels is not None:
             heading += f" &middot; {sum(self._same(row))} of {len(self.neighbours[row])} neighbours share its label"
         return f'<figure class="sample"><div class="strip">{"".join(figures)}</div><figcaption>{heading}</figcaption></figure>'
+
+    def _thumbnail(self, value: str) -> str:
+        """An image thumbnail, or for text metric learning the text itself."""
+        if self.run.problem_type.modality == "text":
+            return _samples.text_snippet(value)
+        return _samples.image_thumbnail(self.run.data_folder, value, side=_STRIP_SIDE)
 
     def plots(self) -> list[Plot]:
         figure = _plots.new_figure(6.0, 4.0)

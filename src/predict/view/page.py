@@ -41,7 +41,8 @@ figure.sample.right { border-color: #55a868; } figure.sample.wrong { border-colo
 figure.sample img { width: 100%; height: 134px; object-fit: contain; image-rendering: pixelated; display: block; }
 figure.sample figcaption { color: #1d2330; overflow-wrap: anywhere; }
 .missing { height: 134px; display: flex; align-items: center; justify-content: center; color: #c44e52; font-size: 0.8rem; }
-.samples.wide { grid-template-columns: 1fr; } .samples.strips { grid-template-columns: repeat(auto-fill, minmax(470px, 1fr)); } .samples.grid figure.sample blockquote { font-size: 0.9rem; }
+.samples.wide { grid-template-columns: 1fr; } .samples.large { grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); }
+.samples.large figure.sample img { height: 288px; image-rendering: auto; } .samples.strips { grid-template-columns: repeat(auto-fill, minmax(470px, 1fr)); } .samples.grid figure.sample blockquote { font-size: 0.9rem; }
 blockquote.snippet { margin: 0 0 6px; padding: 6px 8px; background: #f3f5f8; border-radius: 4px; white-space: pre-wrap; }
 .tokens { line-height: 2.1; } .token { padding: 1px 4px; border-radius: 4px; margin-right: 2px; }
 .token sub { font-size: 0.65rem; color: #5a6272; margin-left: 2px; }
@@ -115,8 +116,8 @@ def render_page(runs: list[RunSplit], views: list[View], *, samples: int, rows: 
 
 def _split_section(run: RunSplit, view: View, *, samples: int, rows: int) -> str:
     report = run.report
-    labelled = run.labelled
-    order = view.worst_first() if labelled else np.arange(len(run.predictions))
+    labelled = view.labelled
+    order = view.worst_first() if labelled else np.arange(view.row_count)
     ranking = f"worst first: {view.worst_meaning}" if labelled else "no labels: in input order"
     parts = [f'<section id="{_e(run.split)}">', f"<h2>{_e(run.split)} split</h2>", _cards(run)]
     parts.append("<h3>Metrics</h3>")
@@ -179,7 +180,7 @@ def _key_value_table(items, *, header: tuple[str, str], digits: int | None = Non
 
 def _rows_table(run: RunSplit, view: View, order: np.ndarray) -> str:
     values = view.table()
-    inputs = run.predictions[view.input_column] if view.input_column in run.predictions.columns else None
+    inputs = view.input_values
     head = "".join(f"<th>{_e(name)}</th>" for name in ["row", view.input_column or "input", *values.columns])
     body = []
     for row in (int(row) for row in order):

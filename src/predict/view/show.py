@@ -43,15 +43,15 @@ def show(run_dir: Path, *, split: str | None = None, rows: int = 20, worst: bool
     console = console or Console()
     run = load_run(run_dir, choose_split(run_dir, split))
     view = view_for(run)
-    order = view.worst_first() if worst else np.arange(len(run.predictions))
+    order = view.worst_first() if worst else np.arange(view.row_count)
     if rows:
         order = order[:rows]
-    total = len(run.predictions)
+    total = view.row_count
     console.print(Text(f"{run.problem_type.value}, {run.split} split: {total} rows in {run.run_dir}", style="bold"))
     console.print(_table(run, view.table(), order, view, caption=_caption(len(order), total, worst, view.worst_meaning)))
     if run.metrics:
         console.print(Text("metrics: ", style="bold") + Text("  ".join(f"{name} {value:.4f}" for name, value in run.metrics.items())))
-    elif not run.labelled:
+    elif not view.labelled:
         console.print(Text("no metrics: this split has no label columns", style="dim"))
     rate = run.report.get("rows_per_second")
     if rate is not None:
@@ -72,7 +72,7 @@ def _table(run: RunSplit, values: pd.DataFrame, order: np.ndarray, view: View, *
     for name in values.columns:
         numeric = pd.api.types.is_numeric_dtype(values[name])
         table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
-    inputs = run.predictions[view.input_column] if view.input_column in run.predictions.columns else None
+    inputs = view.input_values
     for row in order:
         row = int(row)
         cells = [str(row), "" if inputs is None else shorten(str(inputs.iloc[row]))]

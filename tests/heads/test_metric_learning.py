@@ -23,12 +23,12 @@ def brute_force_topk(embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 
 @pytest.mark.parametrize(
-    ("rows", "dims", "k", "block_rows", "block_columns"),
-    [(2, 3, 1, 1024, 4096), (300, 16, 10, 64, 512), (2000, 32, 50, 256, 1024), (500, 8, 499, 128, 64), (41, 4, 40, 7, 16)],
+    ("rows", "dims", "k", "block_size"),
+    [(2, 3, 1, 2048), (300, 16, 10, 64), (2000, 32, 50, 256), (2000, 32, 50, 272), (500, 8, 499, 128), (41, 4, 40, 7), (100, 8, 3, 16)],
 )
-def test_cosine_topk_matches_brute_force(rows, dims, k, block_rows, block_columns):
+def test_cosine_topk_matches_brute_force(rows, dims, k, block_size):
     embeddings = l2_normalize(np.random.default_rng(rows).standard_normal((rows, dims)))
-    similarities, indices = cosine_topk(embeddings, k, block_rows=block_rows, block_columns=block_columns)
+    similarities, indices = cosine_topk(embeddings, k, block_size=block_size)
     expected, _ = brute_force_topk(embeddings, k)
     assert similarities.dtype == np.float32 and indices.dtype == np.int64
     assert similarities.shape == indices.shape == (rows, k)
@@ -44,10 +44,19 @@ def test_cosine_topk_matches_brute_force(rows, dims, k, block_rows, block_column
 def test_cosine_topk_breaks_ties_by_lower_index():
     # Five copies of each of four vectors: exact ties at 1.0 and across blocks.
     embeddings = l2_normalize(np.repeat(np.random.default_rng(0).standard_normal((4, 8)), 5, axis=0))
-    similarities, indices = cosine_topk(embeddings, 6, block_rows=3, block_columns=16)
+    similarities, indices = cosine_topk(embeddings, 6, block_size=3)
     _, expected = brute_force_topk(embeddings, 6)
     np.testing.assert_array_equal(indices, expected)
     np.testing.assert_array_equal(indices[0, :4], [1, 2, 3, 4])
+
+
+def test_cosine_topk_ties_across_transposed_blocks():
+    # 12 copies of 10 vectors, interleaved, in 8 blocks of 16: every query meets exact ties in
+    # blocks it sees along columns (transposed) and along rows; the order must still be by index.
+    embeddings = l2_normalize(np.tile(np.random.default_rng(1).standard_normal((10, 4)), (12, 1)))
+    _, indices = cosine_topk(embeddings, 15, block_size=16)
+    _, expected = brute_force_topk(embeddings, 15)
+    np.testing.assert_array_equal(indices, expected)
 
 
 def test_cosine_topk_rejects_k_out_of_range():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -45,41 +47,43 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, np.float32(1e-12))
 
 
-# cosine_topk: a row's group maxima are taken over groups of this many columns (strided by
-# columns/_TOPK_GROUP), so only groups that beat a row's running k-th best are looked at element by element.
+# cosine_topk: a query's group maxima are taken over strided groups of this many candidates, so
+# only groups that beat its running k-th best are looked at element by element.
 _TOPK_GROUP = 16
 _INT64_MIN = np.iinfo(np.int64).min
 _LOW_32_BITS = np.int64(0xFFFFFFFF)
+_LOWEST = np.finfo(np.float32).min
 
 
-def cosine_topk(
-    embeddings: np.ndarray, k: int, *, block_rows: int = 1024, block_columns: int = 4096
-) -> tuple[np.ndarray, np.ndarray]:
+def cosine_topk(embeddings: np.ndarray, k: int, *, block_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """For every row, the k most cosine-similar other rows, without ever holding the N x N matrix.
 
-    Row blocks of `block_rows` queries are multiplied with column blocks of `block_columns` rows
-    (one float32 GEMM per block pair, into one reused buffer), and a running top-k per query is
-    kept across column blocks. To keep the selection far cheaper than the GEMM, each block is
-    first reduced to group maxima over groups of 16 columns (one fast pass); only the groups whose
-    maximum beats the query's current k-th best similarity are read element by element, and the
-    few candidates are merged into the running top-k with `np.partition`. For random data a query
-    sees about k * ln(N / block_columns) candidates in all, so the cost stays close to the GEMM's.
+    The similarity matrix E @ E.T is symmetric, so it is computed in square blocks on and above the
+    diagonal only (half the flops of the full product, one float32 GEMM per block into one reused
+    buffer): block (i, j) serves the queries of block i along its rows and, when j > i, those of
+    block j along its columns. Every query thus meets its candidates in ascending column order
+    (blocks 0..i-1 through the transposed blocks, then i, i+1, ...), which the tie rule relies on.
+
+    To keep the selection far cheaper than the GEMM, each block is first reduced to group maxima
+    over strided groups of 16 candidates, along each direction (two fast passes); only the groups
+    whose maximum beats a query's running k-th best similarity are read element by element, and
+    the few candidates are merged into the running top-k with `np.partition`. A query's first
+    block uses its k-th largest group maximum as the bound instead. For random data a query sees
+    about k * ln(N / block_size) candidates in all, so the cost stays close to the GEMM's.
 
     Ties are broken by row index (the lower index ranks first), so the result is deterministic and
     equals sorting each row of the full matrix by (similarity descending, index ascending).
-    Memory: one (block_rows, block_columns) float32 buffer plus the (N, k) outputs.
+    Memory: one (block_size, block_size) float32 buffer, the int64[N, k] running top-k and the outputs.
 
     Args:
         embeddings: float32[N, D], L2-normalised (see `l2_normalize`) and finite; N < 2**32.
         k: neighbours per row, 0 <= k <= N - 1.
-        block_rows, block_columns: block shape; the defaults keep the buffer at 16 MB.
+        block_size: rows (and columns) per block; the default keeps the buffer at 16 MB.
 
     Returns:
         similarities: float32[N, k], each row descending.
         indices: int64[N, k] row indices of those neighbours; never the row itself.
     """
-    import torch
-
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     rows = len(embeddings)
     if not 0 <= k < max(rows, 1):
@@ -88,66 +92,115 @@ def cosine_topk(
     indices = np.empty((rows, k), dtype=np.int64)
     if k == 0:
         return similarities, indices
-    group = _TOPK_GROUP
-    # Enough groups per block (2k) that the first block's k-th group maximum is a tight threshold,
-    # but never wider than the data.
-    columns_per_block = _round_up(max(block_columns, 2 * k * group), group)
-    columns_per_block = min(columns_per_block, _round_up(rows, group))
-    groups = columns_per_block // group
-    buffer = np.empty((min(block_rows, rows), columns_per_block), dtype=np.float32)
-    buffer_t, embeddings_t = torch.from_numpy(buffer), torch.from_numpy(embeddings)
-    group_offsets = np.arange(group) * groups  # group q holds columns q, q + groups, q + 2 * groups, ...
-    lowest = np.finfo(np.float32).min
-
-    for row_start in range(0, rows, len(buffer)):
-        count = min(len(buffer), rows - row_start)
-        queries = embeddings_t[row_start : row_start + count]
-        block = buffer[:count]
-        keys = np.full((count, k), _INT64_MIN, dtype=np.int64)  # running top-k, see _topk_keys
-        threshold = None  # the running k-th best similarity per query, once k are known
-        for column_start in range(0, rows, columns_per_block):
-            width = min(columns_per_block, rows - column_start)
-            if width == columns_per_block:
-                torch.mm(queries, embeddings_t[column_start : column_start + width].T, out=buffer_t[:count])
-            else:  # the last, narrower block: pad with -inf, which never becomes a candidate
-                np.matmul(embeddings[row_start : row_start + count], embeddings[column_start:rows].T, out=block[:, :width])
-                block[:, width:] = -np.inf
-            first, last = max(row_start, column_start), min(row_start + count, column_start + width)
-            if first < last:  # the queries themselves are in this block: never their own neighbour
-                own = np.arange(first, last)
-                block[own - row_start, own - column_start] = -np.inf
-            maxima = torch.amax(buffer_t[:count].view(count, group, groups), dim=1).numpy()
-            if threshold is None:
-                # At least k elements reach the k-th largest group maximum, so it bounds the top k
-                # from below; ties at it are kept (>=) because no earlier column competes yet.
-                bound = np.partition(maxima, groups - k, axis=1)[:, groups - k] if k <= groups else np.full(count, lowest)
-                bound = np.maximum(bound, lowest)  # -inf (padding, self) never passes
-                hit_rows, hit_groups = np.nonzero(maxima >= bound[:, None])
-                columns = hit_groups[:, None] + group_offsets
-                values = block[hit_rows[:, None], columns]
-                keep = values >= bound[hit_rows, None]
-            else:
-                # Strictly greater: an equal value in a later column loses the tie to the running one.
-                hit_rows, hit_groups = np.nonzero(maxima > threshold[:, None])
-                if hit_rows.size == 0:
-                    continue
-                columns = hit_groups[:, None] + group_offsets
-                values = block[hit_rows[:, None], columns]
-                keep = values > threshold[hit_rows, None]
-            candidate_rows = np.broadcast_to(hit_rows[:, None], columns.shape)[keep]  # ascending
-            if candidate_rows.size == 0:
-                continue
-            candidate_keys = _topk_keys(values[keep], columns[keep] + column_start)
-            _merge_topk(keys, candidate_rows, candidate_keys, k)
-            threshold = _topk_values(keys.min(axis=1))
-        keys = np.sort(keys, axis=1)[:, ::-1]
-        similarities[row_start : row_start + count] = _topk_values(keys)
-        indices[row_start : row_start + count] = _LOW_32_BITS - (keys & _LOW_32_BITS)
+    size = min(_round_up(max(block_size, _TOPK_GROUP), _TOPK_GROUP), _round_up(rows, _TOPK_GROUP))
+    buffer = np.empty(size * size, dtype=np.float32)
+    state = _RunningTopk(
+        keys=np.full((rows, k), _INT64_MIN, dtype=np.int64),  # see _topk_keys
+        threshold=np.full(rows, -np.inf, dtype=np.float32),  # the k-th best so far, once `filled`
+        filled=np.zeros(rows, dtype=bool),
+    )
+    for row_start in range(0, rows, size):
+        row_stop = min(row_start + size, rows)
+        for column_start in range(row_start, rows, size):
+            column_stop = min(column_start + size, rows)
+            block = _similarity_block(embeddings, row_start, row_stop, column_start, column_stop, buffer)
+            row_count, column_count = row_stop - row_start, column_stop - column_start
+            # Row direction: group q of query r holds columns q, q + G, q + 2G, ... (G groups).
+            row_maxima = _strided_group_maxima(block)
+            _select(block, False, row_maxima[:row_count], row_start, column_start, state)
+            if column_start != row_start:  # a diagonal block already served both directions
+                column_maxima = block.reshape(_TOPK_GROUP, -1, block.shape[1]).max(axis=0).T
+                _select(block, True, column_maxima[:column_count], column_start, row_start, state)
+        # Rows of this block meet no more candidates: write them out.
+        keys = np.sort(state.keys[row_start:row_stop], axis=1)[:, ::-1]
+        similarities[row_start:row_stop] = _topk_values(keys)
+        indices[row_start:row_stop] = _LOW_32_BITS - (keys & _LOW_32_BITS)
     return similarities, indices
 
 
-def _merge_topk(keys: np.ndarray, candidate_rows: np.ndarray, candidate_keys: np.ndarray, k: int) -> None:
-    """Merge candidates (sorted by row) into the running int64[R, k] top-k keys, in place."""
+@dataclass
+class _RunningTopk:
+    """Per query: the best k keys so far, their k-th similarity, and whether k are known yet."""
+
+    keys: np.ndarray
+    threshold: np.ndarray
+    filled: np.ndarray
+
+
+def _similarity_block(
+    embeddings: np.ndarray, row_start: int, row_stop: int, column_start: int, column_stop: int, buffer: np.ndarray
+) -> np.ndarray:
+    """E[rows] @ E[columns].T into the start of `buffer`, padded with -inf to multiples of 16; self pairs -inf."""
+    row_count, column_count = row_stop - row_start, column_stop - column_start
+    padded_rows, padded_columns = _round_up(row_count, _TOPK_GROUP), _round_up(column_count, _TOPK_GROUP)
+    block = buffer[: padded_rows * padded_columns].reshape(padded_rows, padded_columns)
+    queries = embeddings[row_start:row_stop]
+    # A copy on the diagonal: NumPy sends `a @ a.T` to syrk, measured 2x slower than gemm here.
+    columns = queries.copy() if column_start == row_start else embeddings[column_start:column_stop]
+    np.matmul(queries, columns.T, out=block[:row_count, :column_count])
+    block[row_count:] = -np.inf  # padding never becomes a candidate
+    block[:, column_count:] = -np.inf
+    if column_start == row_start:  # never a row's own neighbour
+        np.fill_diagonal(block, -np.inf)
+    return block
+
+
+def _strided_group_maxima(block: np.ndarray) -> np.ndarray:
+    """float32[R, C / 16]: element q of row r is the maximum of columns q, q + C/16, q + 2C/16, ..."""
+    groups = block.shape[1] // _TOPK_GROUP
+    maxima = block[:, :groups].copy()
+    for part in range(1, _TOPK_GROUP):  # 16 contiguous slices: 2x faster than .max over a middle axis
+        np.maximum(maxima, block[:, part * groups : (part + 1) * groups], out=maxima)
+    return maxima
+
+
+def _select(
+    block: np.ndarray, transposed: bool, maxima: np.ndarray, query_start: int, neighbour_start: int, state: _RunningTopk
+) -> None:
+    """Merge one block's candidates into the running top-k of its queries.
+
+    Args:
+        block: float32[R, C] C-contiguous similarities; queries are its rows, or its columns if `transposed`.
+        transposed: whether the queries are the block's columns.
+        maxima: float32[Q, n / 16] strided group maxima over each query's n candidates (Q real queries only).
+        query_start, neighbour_start: row indices of block row 0 and block column 0.
+        state: the running top-k of all rows, updated in place.
+    """
+    count, groups = maxima.shape
+    queries = slice(query_start, query_start + count)
+    k = state.keys.shape[1]
+    # Strictly greater: an equal value in a later column loses the tie to the running one.
+    bound = state.threshold[queries].copy()
+    first = np.flatnonzero(~state.filled[queries])
+    if first.size:
+        # At least k elements reach the k-th largest group maximum, so it bounds this block's share
+        # of the top k from below; ties at it are kept (the next float down) since no earlier
+        # column beats them. -inf (padding, self) never passes.
+        kth = np.partition(maxima[first], groups - k, axis=1)[:, groups - k] if k <= groups else np.float32(_LOWEST)
+        with np.errstate(over="ignore"):  # the float below _LOWEST is -inf, as wanted
+            bound[first] = np.nextafter(np.maximum(kth, _LOWEST), np.float32(-np.inf))
+    hit_queries, hit_groups = np.nonzero(maxima > bound[:, None])  # in query order
+    if hit_queries.size == 0:
+        return
+    # Gather each hit group's 16 elements through flat indices: 3x faster than 2-D fancy indexing.
+    query_stride, candidate_stride = (1, block.shape[1]) if transposed else (block.shape[1], 1)
+    starts = hit_queries * query_stride + hit_groups * candidate_stride
+    values = np.take(block.reshape(-1), starts[:, None] + np.arange(_TOPK_GROUP) * (groups * candidate_stride))
+    hit, member = np.nonzero(values > bound[hit_queries, None])  # still in query order
+    if hit.size == 0:
+        return
+    candidate_queries = hit_queries[hit]
+    candidate_keys = _topk_keys(values[hit, member], hit_groups[hit] + member * groups + neighbour_start)
+    keys = state.keys[queries]
+    active = _merge_topk(keys, candidate_queries, candidate_keys, k)
+    lowest_keys = keys[active].min(axis=1)
+    filled = lowest_keys != _INT64_MIN
+    state.filled[query_start + active] = filled
+    state.threshold[query_start + active] = np.where(filled, _topk_values(lowest_keys), -np.inf)
+
+
+def _merge_topk(keys: np.ndarray, candidate_rows: np.ndarray, candidate_keys: np.ndarray, k: int) -> np.ndarray:
+    """Merge candidates (sorted by row) into the running int64[R, k] top-k keys, in place; returns the rows touched."""
     per_row = np.bincount(candidate_rows, minlength=len(keys))
     active = np.flatnonzero(per_row)
     starts = np.cumsum(per_row) - per_row
@@ -157,6 +210,7 @@ def _merge_topk(keys: np.ndarray, candidate_rows: np.ndarray, candidate_keys: np
     merged[:, :k] = keys[active]
     merged[np.searchsorted(active, candidate_rows), k + rank] = candidate_keys
     keys[active] = np.partition(merged, width - k, axis=1)[:, width - k :]
+    return active
 
 
 def _topk_keys(values: np.ndarray, columns: np.ndarray) -> np.ndarray:

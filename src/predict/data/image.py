@@ -1,4 +1,8 @@
-"""Images: decode with Pillow, resize, normalise, lay out as the model wants, batched by worker processes.
+"""Images: decode, resize, normalise, lay out as the model wants, batched by worker processes.
+
+8-bit RGB and RGBA PNGs are decoded by libspng (pyspng), everything else by Pillow: on the same
+files libspng took 0.17 ms per 96x96 photo against Pillow's 0.27 ms, with equal pixels
+(`scripts/bench_decoders.py`); on two cores decoding shares the CPU with the model.
 
 The layout (NHWC or NCHW), channel count, size and dtype come from the model's input, not the user;
 a configured `preprocessing.image_size` that disagrees with a static model size is a config error.
@@ -6,12 +10,14 @@ a configured `preprocessing.image_size` that disagrees with a static model size 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyspng
 import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
@@ -34,6 +40,7 @@ _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 ORIGINAL_SIZES = "original_sizes"
 INPUT_SIZES = "input_sizes"
 LETTERBOX_FILL = 114  # the gray Ultralytics pads with
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def letterbox_geometry(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int, int, int]:
@@ -173,7 +180,10 @@ class ImageBatches(torch.utils.data.Dataset):
         path = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)
         spec = self.image_input
         try:
-            with Image.open(path) as image:
+            pixels = _decode_rgb_png(path.read_bytes()) if spec.channels == 3 else None
+            if pixels is not None and pixels.shape[:2] == (spec.height, spec.width):
+                return pixels, (spec.height, spec.width)  # the common case: nothing left for Pillow to do
+            with Image.fromarray(pixels) if pixels is not None else Image.open(path) as image:
                 image = image.convert("RGB" if spec.channels == 3 else "L")
                 original_size = (image.height, image.width)
                 if self.letterbox and image.size != (spec.width, spec.height):
@@ -183,6 +193,8 @@ class ImageBatches(torch.utils.data.Dataset):
                 array = np.asarray(image)
         except FileNotFoundError:
             raise UnreadableRow(f"file not found: {path}") from None
+        except IsADirectoryError:
+            raise UnreadableRow(f"not a file but a folder: {path}") from None
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
             raise UnreadableRow(f"not a readable image: {one_line(error)}") from None
         return array.reshape(spec.height, spec.width, spec.channels), original_size
@@ -207,6 +219,24 @@ class ImageBatches(torch.utils.data.Dataset):
         np.subtract(pixels, mean, out=out, dtype=np.float32)
         out *= scale
         return out if spec.dtype == np.float32 else out.astype(spec.dtype)
+
+
+def _decode_rgb_png(data: bytes) -> np.ndarray | None:
+    """uint8[H, W, 3] from an 8-bit RGB or RGBA PNG (alpha dropped, as Pillow's convert("RGB")), else None.
+
+    Other PNGs (palette, grayscale, 16-bit) and files libspng refuses go to Pillow, which also
+    words the error for a broken file.
+    """
+    # IHDR follows the signature: length, type, width, height, bit depth (byte 24), colour type (25).
+    if len(data) < 26 or not data.startswith(_PNG_SIGNATURE) or data[24] != 8 or data[25] not in (2, 6):
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        return None  # Pillow refuses it as a decompression bomb, with its own message
+    try:
+        return pyspng.load(data, "RGB")
+    except (RuntimeError, ValueError):
+        return None
 
 
 def build_image_loader(

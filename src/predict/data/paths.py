@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 
@@ -24,7 +25,13 @@ def resolve_data_path(data_folder: Path, value: object, *, allow_outside: bool) 
         raise UnreadableRow("not a valid path: it contains a NUL character")
     path = data_folder / value
     if not allow_outside:
-        root = data_folder.resolve()
+        root = _resolved(data_folder)
         if not path.resolve().is_relative_to(root):
             raise UnreadableRow(f"path leaves data_folder {root} (set data.allow_outside_folder: true to allow it)")
     return path
+
+
+@functools.lru_cache(maxsize=8)
+def _resolved(folder: Path) -> Path:
+    # Once per folder, not once per row: resolving walks every component with a system call.
+    return folder.resolve()

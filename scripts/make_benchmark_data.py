@@ -65,7 +65,7 @@ def main() -> None:
         "model": "mobilenetv2.h5",
         "data": {"dataframe": "frame.csv", "data_folder": "images", "image_column": "image_path", "label_columns": ["label"]},
         "preprocessing": {"image_size": [SIZE, SIZE], "mean": [127.5], "std": [127.5]},
-        "runtime": {"batch_size": 32, "num_workers": 2},
+        "runtime": {"batch_size": 32},  # num_workers unset: chosen by the CPU count
         "head": {"class_names": [f"class_{index}" for index in range(CLASSES)]},
         "output": {"dir": "runs"},
     }

@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime
 
 from predict.config import TaskConfig
-from predict.data.collate import from_shared
+from predict.data.collate import decoding_workers, from_shared
 from predict.data.dataframe import read_dataframe
 from predict.errors import ConfigError
 from predict.model_file import KERAS_SUFFIXES
@@ -111,7 +111,7 @@ def run_benchmark(
         model=str(task.model),
         warmup=warmup,
         iterations=iterations,
-        num_workers=task.runtime.num_workers,
+        num_workers=decoding_workers(task.runtime.num_workers, model_on_cuda=facts["provider"] == "CUDAExecutionProvider"),
         threads=task.runtime.threads,
         python=sys.version.split()[0],
         onnxruntime=importlib.import_module("onnxruntime").__version__,

@@ -183,7 +183,9 @@ class RuntimeConfig:
     backend: Backend = Backend.ONNXRUNTIME
     device: Device = Device.AUTO
     batch_size: int = 32
-    num_workers: int = 2  # decoding processes; 0 decodes in the main process
+    # Decoding processes; 0 decodes in the main process between batches. Unset: 0 when the model
+    # runs on the CPU of a machine with <= 2 CPUs (measured faster there), else 2.
+    num_workers: int | None = None
     threads: int = 0  # onnxruntime intra-op threads; 0 lets onnxruntime pick (one per physical core)
     precision: Precision = Precision.FP32  # onnxruntime: fp16 halves memory traffic on CUDA
     io_binding: Toggle = Toggle.AUTO  # onnxruntime: bind inputs/outputs by pointer (auto: on CUDA)
@@ -351,7 +353,7 @@ def _check_task(task: TaskConfig) -> list[str]:
     data, preprocessing, runtime = task.data, task.preprocessing, task.runtime
     if runtime.batch_size < 1:
         errors.append(f"runtime.batch_size must be >= 1 (got {runtime.batch_size})")
-    if runtime.num_workers < 0:
+    if runtime.num_workers is not None and runtime.num_workers < 0:
         errors.append(f"runtime.num_workers must be >= 0 (got {runtime.num_workers})")
     if task.output.pkl_array_limit_mb < 0:
         errors.append(f"output.pkl_array_limit_mb must be >= 0 (got {task.output.pkl_array_limit_mb})")

@@ -17,18 +17,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from predict.config import Engine, OnError, ProblemType, TaskConfig
-from predict.data.audio import build_audio_loader
-from predict.data.collate import Batch, average_chunks, batch_loader, from_shared
+from predict.data.audio import build_audio_dataset
+from predict.data.collate import Batch, average_chunks, batch_loader, decoding_workers, from_shared
 from predict.data.dataframe import read_dataframe
-from predict.data.image import build_image_loader
-from predict.data.text import build_text_loader
+from predict.data.image import build_image_dataset
+from predict.data.text import build_text_dataset
 from predict.errors import ConfigError, InputError
 from predict.heads import HEADS
 from predict.heads.base import Head
@@ -42,7 +42,10 @@ from predict.writers.csv import write_predictions_csv
 from predict.writers.pickle import write_raw_predictions
 from predict.writers.row_arrays import DiskRows
 
-_LOADERS = {"text": build_text_loader, "image": build_image_loader, "audio": build_audio_loader}
+if TYPE_CHECKING:
+    import torch.utils.data
+
+_DATASETS = {"text": build_text_dataset, "image": build_image_dataset, "audio": build_audio_dataset}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +114,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
         dataframe,
         runner.inputs,
         first_batch=checkpoint.rows_done // batch_size,
-        pin_memory=runner.provider == "CUDAExecutionProvider",
+        model_on_cuda=runner.provider == "CUDAExecutionProvider",
     )
     if task.runtime.engine is Engine.RAY:  # decoding and inference on Ray; the head, checkpoints and files stay here
         from predict.engines.ray import ray_batches
@@ -194,13 +197,12 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
 
 
 def build_loader(
-    task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple, *, first_batch: int, pin_memory: bool = False
-) -> Any:
-    """The modality's batch loader, starting at batch `first_batch`; `pin_memory` when the model runs on CUDA."""
-    loader = _LOADERS[task.problem_type.modality](task, dataframe, model_inputs)
-    if first_batch == 0 and not pin_memory:
-        return loader
-    return batch_loader(loader.dataset, num_workers=task.runtime.num_workers, first_batch=first_batch, pin_memory=pin_memory)
+    task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple, *, first_batch: int, model_on_cuda: bool = False
+) -> torch.utils.data.DataLoader:
+    """The modality's batches from batch `first_batch` on; pinned for a CUDA model (see `decoding_workers`)."""
+    dataset = _DATASETS[task.problem_type.modality](task, dataframe, model_inputs)
+    workers = decoding_workers(task.runtime.num_workers, model_on_cuda=model_on_cuda)
+    return batch_loader(dataset, num_workers=workers, first_batch=first_batch, pin_memory=model_on_cuda)
 
 
 def run_key(task: TaskConfig) -> dict[str, Any]:
@@ -409,6 +411,10 @@ def _report(summary: RunSummary, task: TaskConfig) -> dict[str, Any]:
         "rows_per_second": round(summary.rows_per_second, 2),
         "stage_seconds": {name: round(value, 4) for name, value in summary.stage_seconds.items()},
         "provider": summary.provider,
+        # runtime.num_workers as run (unset: chosen by the machine's CPUs, see decoding_workers)
+        "decoding_workers": decoding_workers(task.runtime.num_workers, model_on_cuda=summary.provider == "CUDAExecutionProvider")
+        if task.runtime.engine is Engine.LOCAL
+        else None,
         "model": str(task.model),
         "onnx_model": str(summary.model.path),
         "metrics": summary.metrics,

@@ -44,7 +44,7 @@ import torch
 import torch.utils.data
 
 from predict.config import AudioFeatures, PreprocessingConfig, TaskConfig
-from predict.data.collate import Batch, CHUNK_COUNTS, batch_loader, to_shared
+from predict.data.collate import Batch, CHUNK_COUNTS, to_shared
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.errors import ConfigError, one_line
 from predict.runners.base import TensorSpec, format_shape, single_input
@@ -337,10 +337,10 @@ class AudioBatches(torch.utils.data.Dataset):
         return np.ascontiguousarray(values, dtype=spec.dtype)
 
 
-def build_audio_loader(
+def build_audio_dataset(
     task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
-) -> torch.utils.data.DataLoader:
-    """Batches of the audio column in row order; `runtime.num_workers` processes decode ahead of the model.
+) -> torch.utils.data.Dataset:
+    """Batches of the audio column in row order (`predict.data.collate.batch_loader` feeds them to the model).
 
     Raises:
         ConfigError: the model does not take exactly one audio input that fits `preprocessing`.
@@ -356,4 +356,4 @@ def build_audio_loader(
         column=task.data.audio_column,
         allow_outside=task.data.allow_outside_folder,
     )
-    return batch_loader(dataset, num_workers=task.runtime.num_workers)
+    return dataset

@@ -6,6 +6,7 @@ through a pipe, and `.numpy()` on the other side is free.
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -92,6 +93,22 @@ def average_chunks(outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np
         shape = (len(counts),) + (1,) * (values.ndim - 1)
         averaged[name] = (sums / counts.reshape(shape)).astype(values.dtype)
     return averaged
+
+
+# runtime.num_workers left unset: with the model on the CPU of a machine with this many CPUs or
+# fewer, decode in the main process between batches. Worker processes there take a core from
+# onnxruntime's threads mid-batch; measured on 2 cores, the main process was faster at every batch
+# size (2.1x at batch 1, 1.2x at batch 32) and its latency steadier (docs/performance.md).
+FEW_CPUS = 2
+DEFAULT_WORKERS = 2
+
+
+def decoding_workers(configured: int | None, *, model_on_cuda: bool) -> int:
+    """How many processes decode: `runtime.num_workers` when set, else 0 or `DEFAULT_WORKERS` (see FEW_CPUS)."""
+    if configured is not None:
+        return configured
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return DEFAULT_WORKERS if model_on_cuda or cpus > FEW_CPUS else 0
 
 
 def batch_loader(

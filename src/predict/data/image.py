@@ -22,7 +22,7 @@ import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
 from predict.config import Interpolation, PreprocessingConfig, ResizeMode, TaskConfig
-from predict.data.collate import Batch, batch_loader, to_shared
+from predict.data.collate import Batch, to_shared
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.errors import ConfigError, one_line
 from predict.runners.base import TensorSpec, format_shape, single_input
@@ -239,10 +239,10 @@ def _decode_rgb_png(data: bytes) -> np.ndarray | None:
         return None
 
 
-def build_image_loader(
+def build_image_dataset(
     task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
-) -> torch.utils.data.DataLoader:
-    """Batches of the image column in row order; `runtime.num_workers` processes decode ahead of the model.
+) -> torch.utils.data.Dataset:
+    """Batches of the image column in row order (`predict.data.collate.batch_loader` feeds them to the model).
 
     Raises:
         ConfigError: the model does not take exactly one image input that fits `preprocessing`.
@@ -258,5 +258,5 @@ def build_image_loader(
         column=task.data.image_column,
         allow_outside=task.data.allow_outside_folder,
     )
-    return batch_loader(dataset, num_workers=task.runtime.num_workers)
+    return dataset
 

@@ -29,7 +29,7 @@ import pandas as pd
 import torch.utils.data
 
 from predict.config import PaddingSide, ProblemType, TaskConfig
-from predict.data.collate import Batch, batch_loader, to_shared
+from predict.data.collate import Batch, to_shared
 from predict.data.tokenizer import Encoding, TextTokenizer, load_tokenizer
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
@@ -243,10 +243,10 @@ def _object_array(values: Sequence[object]) -> np.ndarray:
     return array
 
 
-def build_text_loader(
+def build_text_dataset(
     task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
-) -> torch.utils.data.DataLoader:
-    """Batches of the text column(s) in row order; `runtime.num_workers` processes tokenize ahead of the model.
+) -> torch.utils.data.Dataset:
+    """Batches of the text column(s) in row order (`predict.data.collate.batch_loader` feeds them to the model).
 
     Any text problem type not named in `_LAYOUTS` (classification, regression, metric learning)
     gets one sequence per row from `task.input_column`.
@@ -276,4 +276,4 @@ def build_text_loader(
         padding_side=preprocessing.padding_side,
         doc_stride=preprocessing.doc_stride,
     )
-    return batch_loader(dataset, num_workers=task.runtime.num_workers)
+    return dataset

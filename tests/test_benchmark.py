@@ -26,6 +26,7 @@ def test_benchmark_onnx_model(tmp_path, capsys):
         assert set(result["latency_ms"]) == {"p50", "p90", "p99"}
         assert set(result["stage_seconds"]) == {"load", "inference", "postprocess", "write"}
     assert payload["facts"]["provider"] == "CPUExecutionProvider"
+    assert isinstance(payload["facts"]["num_workers"], int)  # unset in the config: the count that ran
     assert (tmp_path / "benchmark.md").read_text().startswith("`")
 
 
@@ -42,3 +43,16 @@ def test_benchmark_rejects_bad_batch_sizes(tmp_path, capsys):
     config = ROOT / "configs" / "image_regression.yaml"
     assert main(["benchmark", "--config", str(config), "--batch-sizes", "0,8", "-o", str(tmp_path)]) == 2
     assert "error: --batch-sizes must be positive integers (got [0, 8])" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
+def test_peak_rss_is_per_batch_size():
+    from predict.benchmark import _peak_rss_mb, _reset_peak_rss
+
+    block = bytearray(300 * 2**20)  # touched: 300 MiB resident
+    block[:: 4096] = b"x" * len(block[:: 4096])
+    before = _peak_rss_mb()
+    del block
+    _reset_peak_rss()
+    after = _peak_rss_mb()
+    assert before - after > 250, (before, after)

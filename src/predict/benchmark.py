@@ -2,7 +2,8 @@
 
 For each batch size: warm-up runs, then `iterations` full runs of the pipeline (decode, inference,
 post-processing, writing), and the medians of their throughput and stage times; latency percentiles
-over every batch of every run; peak RSS. Baselines on the same model and the same pre-processed rows:
+over every batch of every run; the peak RSS of this process during that batch size's runs.
+Baselines on the same model and the same pre-processed rows:
 - raw: `InferenceSession.run` over arrays already in memory (the ceiling for the pipeline);
 - keras: `model.predict` on the `.h5`, when the task's model is one and TensorFlow is installed
   (timed in a child process, so TensorFlow never shares this process's cores or memory).
@@ -79,11 +80,12 @@ def run_benchmark(
         for batch_size in batch_sizes:
             sized = _with(task, batch_size=batch_size, output_dir=Path(scratch) / "run")
             summaries = []
+            _reset_peak_rss()
             for iteration in range(warmup + iterations):
                 summary = run_task(sized, progress=False, overwrite=True)
                 if iteration >= warmup:
                     summaries.append(summary)
-            peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            peak_rss_mb = _peak_rss_mb()
             facts.update(provider=summaries[-1].provider, rows=summaries[-1].rows, onnx_model=str(summaries[-1].model.path))
             inputs = _preprocessed_inputs(sized, summaries[-1].model.path)
             raw = _raw_rows_per_second(sized, summaries[-1].model.path, inputs, warmup=warmup, iterations=iterations)
@@ -158,6 +160,25 @@ def write_results(folder: Path, results: list[BatchSizeResult], facts: dict[str,
     json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     markdown_path.write_text(format_markdown(results, facts), encoding="utf-8")
     return json_path, markdown_path
+
+
+def _reset_peak_rss() -> None:
+    """Start a new peak for this process (Linux: "5" to clear_refs), so each batch size gets its own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak stays the process's peak so far (see _peak_rss_mb)
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory since `_reset_peak_rss` (VmHWM); where /proc has none, the process's peak so far."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _with(task: TaskConfig, *, batch_size: int, output_dir: Path) -> TaskConfig:

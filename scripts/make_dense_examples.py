@@ -12,6 +12,9 @@ Writes, deterministically (fixed seeds; old outputs are replaced):
 - `configs/data/dense_shapes/instances.csv`: the same, one entry per object (instance segmentation).
 - `configs/models/dense_yolo.onnx`: a tiny anchor-free detector, output `predictions` (N, 4 + 2, 64):
   cxcywh boxes in model-input pixels and sigmoid class scores, 64 cells of 8x8 px (letterboxed 64x64 input).
+- `configs/models/dense_yolov5.onnx`: the same network in YOLOv5's layout, output `predictions`
+  (N, 64, 5 + 2): cxcywh pixels, objectness (the best class probability), and class probabilities
+  given an object (so objectness x class = the yolo model's class probability).
 - `configs/models/dense_ssd.onnx`: the same network, outputs `boxes` (N, 64, 4) normalised xyxy
   and `scores` (N, 64, 2) logits.
 - `configs/models/dense_postprocessed.onnx`: the same network with top-10 selection in the graph:
@@ -249,6 +252,14 @@ def make_torch_models(train_images, train_objects) -> None:
             raw = self.net(image)
             return torch.cat([raw[:, :4], torch.sigmoid(raw[:, 4:])], 1)
 
+    class YoloV5(Wrapper):
+        def forward(self, image):
+            raw = self.net(image)
+            probabilities = torch.sigmoid(raw[:, 4:])
+            objectness = probabilities.amax(1, keepdim=True)
+            given_object = probabilities / objectness.clamp_min(1e-12)
+            return torch.cat([raw[:, :4], objectness, given_object], 1).transpose(1, 2)  # (N, anchors, 5 + classes)
+
     class Ssd(Wrapper):
         def forward(self, image):
             raw = self.net(image).transpose(1, 2)  # (N, 64, 6)
@@ -267,6 +278,7 @@ def make_torch_models(train_images, train_objects) -> None:
 
     with torch.no_grad():
         export(Yolo(detector), MODELS_FOLDER / "dense_yolo.onnx", ["predictions"])
+        export(YoloV5(detector), MODELS_FOLDER / "dense_yolov5.onnx", ["predictions"])
         export(Ssd(detector), MODELS_FOLDER / "dense_ssd.onnx", ["boxes", "scores"])
         export(PostProcessed(detector), MODELS_FOLDER / "dense_postprocessed.onnx", ["boxes", "scores", "classes"])
 

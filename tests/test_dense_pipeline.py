@@ -95,8 +95,9 @@ def test_object_detection_files_and_map_match_pycocotools(tmp_path):
     [
         ("model=models/dense_ssd.onnx", "head.layout=ssd", "head.box_format=xyxy", "head.normalized_boxes=true", "head.score_activation=sigmoid"),
         ("model=models/dense_postprocessed.onnx", "head.layout=boxes_scores_classes", "head.box_format=yxyx", "head.normalized_boxes=true", "head.first_class_id=1"),
+        ("model=models/dense_yolov5.onnx", "head.layout=yolov5"),
     ],
-    ids=["ssd", "postprocessed"],
+    ids=["ssd", "postprocessed", "yolov5"],
 )
 def test_other_detection_layouts_of_the_same_network(tmp_path, overrides):
     reference = json.loads((run("image_object_detection.yaml", tmp_path / "yolo") / "validation_metrics.json").read_text())
@@ -235,6 +236,8 @@ def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):
         ("image_object_detection.yaml", ["head.nms_iou_threshold=2"], r"head.nms_iou_threshold must be in \[0, 1\] \(got 2.0\)"),
         ("image_object_detection.yaml", ["head.boxes_output=nope"], r"head.boxes_output: model dense_yolo.onnx has no output 'nope' \(outputs: predictions\)"),
         ("image_object_detection.yaml", ["head.layout=ssd"], r"head.boxes_output is missing: model dense_yolo.onnx has no output named 'boxes' for layout ssd"),
+        # The exported output's class axis is symbolic, so the first batch finds the mismatch.
+        ("image_object_detection.yaml", ["head.layout=yolov5"], r"model output 'predictions' has shape \[6, 64\] per image; head.layout yolov5 with 2 head.class_names needs \(7, anchors\)"),
         ("image_semantic_segmentation.yaml", ["head.class_names=[a, b, c]", "model=models/dense_semantic.onnx"], r"head.class_names has 3 classes but model dense_semantic.onnx output 'logits' has shape \(\?, 2, 64, 64\)"),
         ("image_instance_segmentation.yaml", ["head.activation=softmax"], r"head.activation: instance maps are independent per channel"),
         ("image_instance_segmentation.yaml", ["head.layout=mask_rcnn"], r"head.boxes_output: model dense_instances.onnx has no output 'boxes'"),

@@ -23,11 +23,12 @@ def batch_of(original_sizes, input_size=(64, 64)) -> Batch:
 
 def detection_head(layout, *, resize_mode=ResizeMode.RESIZE, labels=None, **config):
     names = {"boxes_scores_classes": {"boxes": "boxes", "scores": "scores", "classes": "classes"},
-             "yolo": {"predictions": "predictions"}, "ssd": {"boxes": "boxes", "scores": "scores"}}[layout]  # fmt: skip
+             "yolo": {"predictions": "predictions"}, "yolov5": {"predictions": "predictions"},
+             "ssd": {"boxes": "boxes", "scores": "scores"}}[layout]  # fmt: skip
     if "box_format" in config:
         config["box_format"] = object_detection.BoxFormat(config["box_format"])
     config = object_detection.Config(class_names=("a", "b"), layout=object_detection.DetectionLayout(layout), **config)
-    box_format = str(config.box_format or ("cxcywh" if layout == "yolo" else "xyxy"))
+    box_format = str(config.box_format or ("cxcywh" if layout in ("yolo", "yolov5") else "xyxy"))
     return object_detection.ObjectDetectionHead(
         config=config, outputs=names, box_format=box_format, resize_mode=resize_mode,
         class_column="class_name", input_column="image_path", labels=labels,
@@ -54,6 +55,44 @@ def test_yolo_layout_nms_and_scaling_to_images_of_different_sizes():
     columns = head.prediction_columns(predictions)
     assert columns["x_min"] == ["[24.0, 80.0]", "[]"] and columns["class_name"] == ['["a", "b"]', "[]"]
     assert columns["confidence"][0] == "[0.9, 0.7]"
+
+
+def test_yolov5_layout_multiplies_objectness_and_takes_anchors_first():
+    head = detection_head("yolov5")
+    # (anchors, 5 + classes): an anchor sure of its class but not of an object loses to one sure of both.
+    raw = np.zeros((1, 3, 7), dtype=np.float32)
+    raw[0, 0] = [16, 16, 8, 8, 0.3, 0.9, 0.1]  # confidence 0.3 x 0.9 = 0.27
+    raw[0, 1] = [48, 48, 16, 16, 0.9, 0.2, 0.8]  # 0.9 x 0.8 = 0.72, class b
+    raw[0, 2] = [30, 30, 4, 4, 0.001, 0.9, 0.0]  # 0.0009: under score_threshold 0.001
+    predictions = head.postprocess({"predictions": raw}, batch_of([(64, 64)]))
+    assert_allclose(predictions["confidences"][0, :3], [0.72, 0.27, 0.0], rtol=1e-6)
+    assert predictions["class_ids"][0, :3].tolist() == [1, 0, -1]
+    assert_allclose(predictions["boxes"][0, 0], [40, 40, 56, 56])
+    # Logits: sigmoid on the objectness too.
+    logits = detection_head("yolov5", score_activation=object_detection.ScoreActivation.SIGMOID)
+    raw[0, 1, 4:] = [0.0, -10.0, 10.0]  # sigmoid: 0.5 x ~1.0
+    assert logits.postprocess({"predictions": raw}, batch_of([(64, 64)]))["confidences"][0, 0] == pytest.approx(0.5, abs=1e-4)
+
+
+@pytest.mark.parametrize(("layout", "columns"), [("yolo", 7), ("yolov5", 6), ("yolov5", 8)])
+def test_yolo_outputs_that_do_not_fit_the_class_count_are_refused(layout, columns):
+    head = detection_head(layout)
+    with pytest.raises(InputError, match=rf"has shape \[3, {columns}\] per image; head.layout {layout} with 2 head.class_names"):
+        head.postprocess({"predictions": np.zeros((1, 3, columns), dtype=np.float32)}, batch_of([(64, 64)]))
+
+
+def test_a_static_yolo_output_shape_is_checked_before_any_work():
+    from predict.errors import ConfigError
+    from predict.runners.base import TensorSpec
+
+    config = object_detection.Config(class_names=("a", "b"), layout=object_detection.DetectionLayout.YOLOV5)
+    fits = TensorSpec(name="out", shape=(None, 100, 7), dtype=np.dtype(np.float32))
+    object_detection._check_yolo_shape(fits, config, model_name="m.onnx")
+    symbolic = TensorSpec(name="out", shape=(None, None, 100), dtype=np.dtype(np.float32))
+    object_detection._check_yolo_shape(symbolic, config, model_name="m.onnx")  # left to the first batch
+    wrong = TensorSpec(name="out", shape=(None, 6, 100), dtype=np.dtype(np.float32))
+    with pytest.raises(ConfigError, match=r"head.layout yolov5: model m.onnx output 'out' is \(\?, 6, 100\), but 2 head.class_names need 7"):
+        object_detection._check_yolo_shape(wrong, config, model_name="m.onnx")
 
 
 def test_ssd_and_postprocessed_layouts_letterbox():

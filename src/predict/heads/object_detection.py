@@ -3,8 +3,10 @@
 Raw outputs, as `head.layout` names them:
 - `boxes_scores_classes`: already post-processed `boxes` (batch, N, 4), `scores` (batch, N) and
   `classes` (batch, N) (TF object-detection API, torchvision-style exports); no NMS is applied again.
-- `yolo`: one output (batch, 4 + classes, anchors) (or (batch, anchors, 4 + classes)); each anchor
-  keeps its best class; class-wise NMS.
+- `yolo` (YOLOv8 and later): one output (batch, 4 + classes, anchors) (or (batch, anchors,
+  4 + classes)); each anchor keeps its best class; class-wise NMS.
+- `yolov5` (YOLOv5, YOLOv7): one output (batch, anchors, 5 + classes) (or transposed); column 4 is
+  the objectness, and an anchor's confidence is objectness x its best class score; class-wise NMS.
 - `ssd`: `boxes` (batch, anchors, 4) and `scores` (batch, anchors, classes [+ 1 background first]);
   every (anchor, class) pair above `score_threshold` is a candidate; class-wise NMS.
 Boxes come in `head.box_format` (xyxy, xywh, cxcywh, yxyx), in pixels of the model input or
@@ -43,7 +45,7 @@ from predict.heads import _ops
 from predict.heads._masks import boxes_to_original
 from predict.heads.base import Head, column_values
 from predict.report.coco_metrics import coco_map
-from predict.runners.base import TensorSpec
+from predict.runners.base import TensorSpec, format_shape
 
 MAX_BOXES = 100  # boxes per image in the pkl (FORMATS.md)
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
@@ -54,7 +56,12 @@ class DetectionLayout(StrEnum):
 
     BOXES_SCORES_CLASSES = "boxes_scores_classes"
     YOLO = "yolo"
+    YOLOV5 = "yolov5"
     SSD = "ssd"
+
+
+# The YOLO layouts: the column where class scores start (4 box columns, then YOLOv5's objectness).
+_YOLO_COLUMNS = {DetectionLayout.YOLO: 4, DetectionLayout.YOLOV5: 5}
 
 
 class BoxFormat(StrEnum):
@@ -80,7 +87,7 @@ class Config:
 
     class_names: tuple[str, ...]  # class index i of the model is class_names[i]
     layout: DetectionLayout = DetectionLayout.BOXES_SCORES_CLASSES
-    box_format: BoxFormat | None = None  # default: cxcywh for yolo, else xyxy
+    box_format: BoxFormat | None = None  # default: cxcywh for yolo and yolov5, else xyxy
     normalized_boxes: bool = False  # coordinates are fractions of the model input's width and height
     first_class_id: int = 0  # boxes_scores_classes: the id of class_names[0] (1 for the TF detection API)
     score_activation: ScoreActivation = ScoreActivation.NONE
@@ -144,10 +151,13 @@ class ObjectDetectionHead(Head):
         names = {
             DetectionLayout.BOXES_SCORES_CLASSES: {"boxes": config.boxes_output, "scores": config.scores_output, "classes": config.classes_output},
             DetectionLayout.YOLO: {"predictions": config.boxes_output},
+            DetectionLayout.YOLOV5: {"predictions": config.boxes_output},
             DetectionLayout.SSD: {"boxes": config.boxes_output, "scores": config.scores_output},
         }[config.layout]
         chosen = _pick_outputs(outputs, names, layout=config.layout, model_name=model_name)
-        box_format = (config.box_format or (BoxFormat.CXCYWH if config.layout is DetectionLayout.YOLO else BoxFormat.XYXY)).value
+        if config.layout in _YOLO_COLUMNS:
+            _check_yolo_shape(next(spec for spec in outputs if spec.name == chosen["predictions"]), config, model_name=model_name)
+        box_format = (config.box_format or (BoxFormat.CXCYWH if config.layout in _YOLO_COLUMNS else BoxFormat.XYXY)).value
         labels = None
         if class_column in dataframe.columns:
             missing = [column for column in BOX_COLUMNS if column not in dataframe.columns]
@@ -196,13 +206,25 @@ class ObjectDetectionHead(Head):
             scores = self._activate(np.asarray(outputs[self.outputs["scores"]][slot], dtype=np.float32).reshape(-1))
             class_ids = np.rint(np.asarray(outputs[self.outputs["classes"]][slot], dtype=np.float64)).astype(np.int64).reshape(-1)
             return boxes, scores, class_ids - config.first_class_id
-        if config.layout is DetectionLayout.YOLO:
+        if config.layout in _YOLO_COLUMNS:
             raw = np.asarray(outputs[self.outputs["predictions"]][slot], dtype=np.float32)
-            if raw.shape[0] != 4 + len(config.class_names):  # (anchors, 4 + classes)
+            first_class = _YOLO_COLUMNS[config.layout]
+            channels = first_class + len(config.class_names)
+            if raw.ndim != 2 or channels not in raw.shape:
+                raise InputError(
+                    f"model output '{self.outputs['predictions']}' has shape {list(raw.shape)} per image; head.layout "
+                    f"{config.layout} with {len(config.class_names)} head.class_names needs ({channels}, anchors) or "
+                    f"(anchors, {channels}): check head.layout and head.class_names"
+                )
+            if raw.shape[0] != channels:  # (anchors, channels)
                 raw = raw.T
-            class_scores = self._activate(raw[4:].T)
+            class_scores = self._activate(raw[first_class:].T)
             class_ids = class_scores.argmax(axis=1)
-            return raw[:4].T, class_scores[np.arange(len(class_ids)), class_ids], class_ids.astype(np.int64)
+            scores = class_scores[np.arange(len(class_ids)), class_ids]
+            if config.layout is DetectionLayout.YOLOV5:  # objectness: a logit unless scores are probabilities already
+                objectness = raw[4] if config.score_activation is ScoreActivation.NONE else _ops.sigmoid(raw[4])
+                scores = scores * objectness
+            return raw[:4].T, scores, class_ids.astype(np.int64)
         boxes = np.asarray(outputs[self.outputs["boxes"]][slot], dtype=np.float32).reshape(-1, 4)
         class_scores = self._activate(np.asarray(outputs[self.outputs["scores"]][slot], dtype=np.float32))
         if config.background_class:
@@ -295,6 +317,18 @@ def _pick_outputs(
             raise ConfigError(f"head.{key}: model {model_name} has no output '{name}' (outputs: {', '.join(available)})")
         chosen[role] = name
     return chosen
+
+
+def _check_yolo_shape(spec: TensorSpec, config: Config, *, model_name: str) -> None:
+    """Refuse, before any work, a static output shape that cannot hold 4 (+1) + len(class_names) columns."""
+    channels = _YOLO_COLUMNS[config.layout] + len(config.class_names)
+    per_image = spec.shape[1:]
+    if len(per_image) == 2 and None not in per_image and channels not in per_image:
+        raise ConfigError(
+            f"head.layout {config.layout}: model {model_name} output '{spec.name}' is {format_shape(spec.shape)}, but "
+            f"{len(config.class_names)} head.class_names need {channels} columns ({_YOLO_COLUMNS[config.layout]} + classes) "
+            "on one axis: check head.layout (yolo: YOLOv8+, yolov5: with objectness) and head.class_names"
+        )
 
 
 def _read_labels(dataframe: pd.DataFrame, class_column: str, class_names: tuple[str, ...], *, source) -> list[list[list]]:

@@ -215,8 +215,8 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
 
 class _ModelThread:
     """Runs the model on one background thread, so the main thread decodes the next batch and
-    post-processes the last one meanwhile (measured on 2 cores: 1.19x the throughput of taking
-    turns, with no copies, unlike worker processes; see docs/performance.md). Batches run in
+    post-processes the last one meanwhile (measured on 2 cores: 1.1-1.2x the throughput of taking
+    turns, and no copies, unlike worker processes; see docs/performance.md). Batches run in
     submission order; onnxruntime and torch release the GIL while they compute."""
 
     def __init__(self, runner: Any) -> None:

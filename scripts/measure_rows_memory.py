@@ -4,7 +4,7 @@ Scores the PNGs of a `make_benchmark_data.py` folder, repeated to N rows, with a
 to ONNX (the model is not what is measured: the dataframe, checkpoints, head and writers are), each
 run in a fresh child process that reports its own peak RSS and its loader workers'.
 
-Usage: python scripts/measure_rows_memory.py BENCH_DIR [--rows 10000 100000]
+Usage: python scripts/measure_rows_memory.py BENCH_DIR [--rows 10000 100000] [--num-workers N]
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("bench", type=Path, help="folder made by scripts/make_benchmark_data.py")
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--num-workers", type=int, help="runtime.num_workers (default: unset, the tool chooses)")
     options = parser.parse_args()
     frame = pd.read_csv(options.bench / "frame.csv")
     with tempfile.TemporaryDirectory(prefix="rows-memory-") as scratch:
@@ -81,7 +82,7 @@ def main() -> None:
                     "label_columns": ["label"],
                 },
                 "preprocessing": {"image_size": [96, 96]},
-                "runtime": {"batch_size": 128, "num_workers": 2},
+                "runtime": {"batch_size": 128, **({} if options.num_workers is None else {"num_workers": options.num_workers})},
                 "head": {"class_names": [f"class_{index}" for index in range(10)]},
                 "output": {"dir": str(work / f"out_{rows}")},
             }

@@ -17,7 +17,7 @@ def test_benchmark_onnx_model(tmp_path, capsys):
     args = ["benchmark", "--config", str(config), "--batch-sizes", "4,16", "--warmup", "0", "--iterations", "2"]
     assert main([*args, "-o", str(tmp_path), "--set", f"output.dir={tmp_path / 'run'}"]) == 0
     printed = capsys.readouterr().out
-    assert "| batch | rows/s | raw session.run rows/s | ratio to raw |" in printed
+    assert "| batch | decoding | rows/s | raw session.run rows/s | ratio to raw |" in printed
     payload = json.loads((tmp_path / "benchmark.json").read_text())
     assert [result["batch_size"] for result in payload["results"]] == [4, 16]
     for result in payload["results"]:
@@ -26,7 +26,8 @@ def test_benchmark_onnx_model(tmp_path, capsys):
         assert set(result["latency_ms"]) == {"p50", "p90", "p99"}
         assert set(result["stage_seconds"]) == {"load", "inference", "postprocess", "write"} and result["model_seconds"] > 0
     assert payload["facts"]["provider"] == "CPUExecutionProvider"
-    assert isinstance(payload["facts"]["num_workers"], int)  # unset in the config: the count that ran
+    assert payload["facts"]["num_workers"] == "unset"  # the config leaves it to the tool
+    assert all(isinstance(result["decoding_workers"], int) for result in payload["results"])
     assert (tmp_path / "benchmark.md").read_text().startswith("`")
 
 

@@ -114,6 +114,37 @@ def test_worker_processes_keep_row_order(make_task, torch_models, image_folder, 
     assert_allclose(raw["predictions"], torch_reference(module, image_folder, list(frame["image_path"])), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("decoder_bound", [True, False])
+def test_unset_workers_switch_to_processes_when_the_decoder_is_the_bottleneck(
+    make_task, torch_models, image_folder, tmp_path, monkeypatch, decoder_bound
+):
+    # 2 CPUs and a CPU model: decoding starts on the main thread; the probe's verdict is forced here
+    # (it compares timings) to check that a switch mid-run keeps every prediction and its order.
+    from predict import pipeline
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(pipeline, "PROBE_BATCHES", 2)
+    monkeypatch.setattr(pipeline, "decoder_bound", lambda load, model: decoder_bound)
+    module, model = torch_models["regression1"]
+    runtime = {"batch_size": 3}  # num_workers unset
+    config = make_task(model, problem_type="image_regression", label_columns=["brightness"], runtime=runtime)
+    assert run_cli(config) == 0
+    _, raw = read_outputs(tmp_path / "out")
+    frame = pd.read_csv(image_folder / "labels.csv")
+    assert len(frame) > 2 * 3  # the switch happens with batches left
+    assert_allclose(raw["predictions"], torch_reference(module, image_folder, list(frame["image_path"])), rtol=1e-4, atol=1e-5)
+    report = json.loads((tmp_path / "out" / "validation_report.json").read_text())
+    assert report["decoding_workers"] == (2 if decoder_bound else 0)
+    moved = [note for note in report["notes"] if note.startswith("decoding moved to 2 worker processes after 2 batches")]
+    assert len(moved) == int(decoder_bound)
+
+
+def test_decoder_bound_compares_time_per_batch():
+    from predict.pipeline import decoder_bound
+
+    assert decoder_bound(0.02, 0.01) and not decoder_bound(0.01, 0.02)
+
+
 def test_test_split_without_labels(make_task, torch_models, image_folder, tmp_path):
     _, model = torch_models["logits3"]
     frame = pd.read_csv(image_folder / "labels.csv", dtype=str, keep_default_na=False)

@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime
 
 from predict.config import TaskConfig
-from predict.data.collate import decoding_workers, from_shared
+from predict.data.collate import from_shared
 from predict.data.dataframe import read_dataframe
 from predict.errors import ConfigError
 from predict.model_file import KERAS_SUFFIXES
@@ -46,6 +46,7 @@ class BatchSizeResult:
     latency_ms: dict[str, float]  # p50, p90, p99 of one batch through load, inference and post-processing
     stage_seconds: dict[str, float]  # main-thread time per stage; they sum to the run's scoring time
     model_seconds: float  # the model's own busy time, on its thread, overlapping load and post-processing
+    decoding_workers: int  # decoding processes at the end of the last run (0: the main thread)
     peak_rss_mb: float
     raw_rows_per_second: float
     keras_rows_per_second: float | None
@@ -105,6 +106,7 @@ def run_benchmark(
                         for stage in summaries[-1].stage_seconds
                     },
                     model_seconds=statistics.median(summary.model_seconds for summary in summaries),
+                    decoding_workers=summaries[-1].decoding_workers,
                     peak_rss_mb=peak_rss_mb,
                     raw_rows_per_second=raw,
                     keras_rows_per_second=keras,
@@ -115,7 +117,7 @@ def run_benchmark(
         model=str(task.model),
         warmup=warmup,
         iterations=iterations,
-        num_workers=decoding_workers(task.runtime.num_workers, model_on_cuda=facts["provider"] == "CUDAExecutionProvider"),
+        num_workers="unset" if task.runtime.num_workers is None else task.runtime.num_workers,
         threads=task.runtime.threads,
         python=sys.version.split()[0],
         onnxruntime=importlib.import_module("onnxruntime").__version__,
@@ -130,17 +132,18 @@ def format_markdown(results: list[BatchSizeResult], facts: dict[str, Any]) -> st
         f"{facts['iterations']} iterations after {facts['warmup']} warm-up, medians; "
         f"num_workers {facts['num_workers']}, onnxruntime {facts['onnxruntime']}",
         "",
-        "| batch | rows/s | raw session.run rows/s | ratio to raw | Keras predict rows/s | ratio to Keras "
+        "| batch | decoding | rows/s | raw session.run rows/s | ratio to raw | Keras predict rows/s | ratio to Keras "
         "| latency p50 / p90 / p99 ms | load / inference wait / post / write s | model busy s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         keras = f"{result.keras_rows_per_second:.1f}" if result.keras_rows_per_second else "n/a"
         keras_ratio = f"{result.ratio_to_keras:.2f}x" if result.ratio_to_keras else "n/a"
         latency = " / ".join(f"{result.latency_ms[name]:.1f}" for name in ("p50", "p90", "p99"))
         stages = " / ".join(f"{seconds:.2f}" for seconds in result.stage_seconds.values())
+        decoding = f"{result.decoding_workers} workers" if result.decoding_workers else "main thread"
         lines.append(
-            f"| {result.batch_size} | {result.rows_per_second:.1f} | {result.raw_rows_per_second:.1f} "
+            f"| {result.batch_size} | {decoding} | {result.rows_per_second:.1f} | {result.raw_rows_per_second:.1f} "
             f"| {result.ratio_to_raw:.2f}x | {keras} | {keras_ratio} | {latency} | {stages} | {result.model_seconds:.2f} "
             f"| {result.peak_rss_mb:.0f} |"
         )

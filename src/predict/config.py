@@ -183,8 +183,9 @@ class RuntimeConfig:
     backend: Backend = Backend.ONNXRUNTIME
     device: Device = Device.AUTO
     batch_size: int = 32
-    # Decoding processes; 0 decodes in the main process between batches. Unset: 0 when the model
-    # runs on the CPU of a machine with <= 2 CPUs (measured faster there), else 2.
+    # Decoding processes; 0 decodes on the main thread while the model runs on its own. Unset: 0
+    # when the model runs on the CPU of a machine with <= 2 CPUs (measured faster there; 2 after
+    # 8 batches if decoding proves the bottleneck), else 2.
     num_workers: int | None = None
     threads: int = 0  # onnxruntime intra-op threads; 0 lets onnxruntime pick (one per physical core)
     precision: Precision = Precision.FP32  # onnxruntime: fp16 halves memory traffic on CUDA

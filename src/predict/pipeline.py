@@ -125,7 +125,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     if task.runtime.engine is Engine.RAY:  # decoding and inference on Ray; the head, checkpoints and files stay here
         from predict.engines.ray import ray_batches
 
-        loader, runner = ray_batches(task, loader.dataset, model=model, runner=runner, first_batch=checkpoint.rows_done // batch_size)
+        loader, runner = ray_batches(task, loader.dataset, model=model, runner=runner, first_batch=first_batch)
     skip = task.data.on_error is OnError.SKIP
     chunk_batches = max(1, -(-task.output.checkpoint_rows // batch_size))
 

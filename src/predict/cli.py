@@ -175,13 +175,17 @@ def _count(text: str) -> int:
     return value
 
 
+# The main thread's stages as the summary words them: "inference" is time spent waiting on the model.
+_STAGE_NAMES = {"inference": "waiting on the model"}
+
+
 def format_summary(summary: RunSummary) -> str:
     """The short text printed after a run: rows, speed, provider, metrics, notes and files."""
-    stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary.stage_seconds.items())
+    stages = ", ".join(f"{_STAGE_NAMES.get(name, name)} {seconds:.2f} s" for name, seconds in summary.stage_seconds.items())
     lines = [
         f"{summary.problem_type}, {summary.split} split: {summary.rows} rows scored in {summary.scoring_seconds:.2f} s "
         f"({summary.rows_per_second:.1f} rows/s) on {summary.provider}; {summary.seconds:.2f} s with model loading",
-        f"  time: {stages}",
+        f"  time: {stages} (model busy {summary.model_seconds:.2f} s on its own thread, alongside)",
     ]
     if summary.metrics:
         lines.append("  metrics: " + "  ".join(f"{name} {value:.4f}" for name, value in sorted(summary.metrics.items())))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -173,6 +174,7 @@ def test_keras_h5_converts_once_and_matches_keras_predict(make_task, keras_model
     assert main(["--config", str(config)]) == 0
     first = capsys.readouterr().out
     assert "converted to" in first and "rows/s" in first
+    assert re.search(r"time: load [\d.]+ s, waiting on the model [\d.]+ s, .* \(model busy [\d.]+ s on its own thread", first)
     _, raw = read_outputs(tmp_path / "out")
     frame = pd.read_csv(image_folder / "labels.csv")
     reference = keras.models.load_model(model, compile=False).predict(

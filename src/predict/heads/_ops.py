@@ -96,8 +96,7 @@ def cosine_topk(embeddings: np.ndarray, k: int, *, block_size: int = 2048) -> tu
     buffer = np.empty(size * size, dtype=np.float32)
     state = _RunningTopk(
         keys=np.full((rows, k), _INT64_MIN, dtype=np.int64),  # see _topk_keys
-        threshold=np.full(rows, -np.inf, dtype=np.float32),  # the k-th best so far, once `filled`
-        filled=np.zeros(rows, dtype=bool),
+        threshold=np.full(rows, -np.inf, dtype=np.float32),  # the k-th best so far; -inf until k are known
     )
     for row_start in range(0, rows, size):
         row_stop = min(row_start + size, rows)
@@ -120,11 +119,10 @@ def cosine_topk(embeddings: np.ndarray, k: int, *, block_size: int = 2048) -> tu
 
 @dataclass
 class _RunningTopk:
-    """Per query: the best k keys so far, their k-th similarity, and whether k are known yet."""
+    """Per query: the best k keys so far, and their k-th similarity (-inf while fewer than k are known)."""
 
     keys: np.ndarray
     threshold: np.ndarray
-    filled: np.ndarray
 
 
 def _similarity_block(
@@ -171,7 +169,7 @@ def _select(
     k = state.keys.shape[1]
     # Strictly greater: an equal value in a later column loses the tie to the running one.
     bound = state.threshold[queries].copy()
-    first = np.flatnonzero(~state.filled[queries])
+    first = np.flatnonzero(state.threshold[queries] == -np.inf)  # fewer than k known yet
     if first.size:
         # At least k elements reach the k-th largest group maximum, so it bounds this block's share
         # of the top k from below; ties at it are kept (the next float down) since no earlier
@@ -194,9 +192,8 @@ def _select(
     keys = state.keys[queries]
     active = _merge_topk(keys, candidate_queries, candidate_keys, k)
     lowest_keys = keys[active].min(axis=1)
-    filled = lowest_keys != _INT64_MIN
-    state.filled[query_start + active] = filled
-    state.threshold[query_start + active] = np.where(filled, _topk_values(lowest_keys), -np.inf)
+    # Similarities are finite, so -inf stays the mark of a query with fewer than k known.
+    state.threshold[query_start + active] = np.where(lowest_keys != _INT64_MIN, _topk_values(lowest_keys), -np.inf)
 
 
 def _merge_topk(keys: np.ndarray, candidate_rows: np.ndarray, candidate_keys: np.ndarray, k: int) -> np.ndarray:

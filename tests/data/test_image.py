@@ -63,8 +63,7 @@ def test_every_png_kind_decodes_to_pillows_pixels(tmp_path, channels, mode):
     kinds = write_kinds(tmp_path)
     batches = loader(tmp_path, list(kinds), channels=channels)
     for name, fast in kinds.items():
-        data = (tmp_path / name).read_bytes()
-        assert (image_module._decode_rgb_png(data) is not None) == fast, name
+        assert (image_module._read_rgb_png(tmp_path / name) is not None) == fast, name
         pixels, original = batches._decode(name)
         expected = pillow_reference(tmp_path / name, mode)
         np.testing.assert_array_equal(pixels.reshape(expected.shape), expected, err_msg=name)
@@ -86,6 +85,6 @@ def test_a_truncated_png_is_an_unreadable_row_not_a_crash(tmp_path):
 def test_the_fast_path_leaves_decompression_bombs_to_pillow(tmp_path, monkeypatch):
     write_kinds(tmp_path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 24 x 24 = 576 > 2 x 100: Pillow refuses it
-    assert image_module._decode_rgb_png((tmp_path / "rgb.png").read_bytes()) is None
+    assert image_module._read_rgb_png(tmp_path / "rgb.png") is None
     with pytest.raises(UnreadableRow, match="decompression bomb"):
         loader(tmp_path, ["rgb.png"])._decode("rgb.png")

@@ -179,7 +179,7 @@ class ImageBatches(torch.utils.data.Dataset):
         path = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)
         spec = self.image_input
         try:
-            pixels = _decode_rgb_png(path.read_bytes()) if spec.channels == 3 else None
+            pixels = _read_rgb_png(path) if spec.channels == 3 else None
             if pixels is not None and pixels.shape[:2] == (spec.height, spec.width):
                 return pixels, (spec.height, spec.width)  # the common case: nothing left for Pillow to do
             with Image.fromarray(pixels) if pixels is not None else Image.open(path) as image:
@@ -220,22 +220,30 @@ class ImageBatches(torch.utils.data.Dataset):
         return out if spec.dtype == np.float32 else out.astype(spec.dtype)
 
 
-def _decode_rgb_png(data: bytes) -> np.ndarray | None:
+def _read_rgb_png(path: Path) -> np.ndarray | None:
     """uint8[H, W, 3] from an 8-bit RGB or RGBA PNG (alpha dropped, as Pillow's convert("RGB")), else None.
 
-    Other PNGs (palette, grayscale, 16-bit) and files libspng refuses go to Pillow, which also
-    words the error for a broken file.
+    Only the 26-byte header is read of any other file (palette, grayscale or 16-bit PNGs, JPEGs,
+    ...): Pillow opens those, and also words the error for a PNG libspng refuses.
     """
-    # IHDR follows the signature: length, type, width, height, bit depth (byte 24), colour type (25).
-    if len(data) < 26 or not data.startswith(_PNG_SIGNATURE) or data[24] != 8 or data[25] not in (2, 6):
-        return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-        return None  # Pillow refuses it as a decompression bomb, with its own message
+    with open(path, "rb") as file:
+        header = file.read(26)
+        if not _is_rgb_png(header):
+            return None
+        data = header + file.read()
     try:
         return pyspng.load(data, "RGB")
     except (RuntimeError, ValueError):
         return None
+
+
+def _is_rgb_png(header: bytes) -> bool:
+    """Whether a file's first 26 bytes are an 8-bit RGB/RGBA PNG that Pillow would not refuse as a bomb."""
+    # IHDR follows the signature: length, type, width, height, bit depth (byte 24), colour type (25).
+    if len(header) < 26 or not header.startswith(_PNG_SIGNATURE) or header[24] != 8 or header[25] not in (2, 6):
+        return False
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    return not (Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS)
 
 
 def build_image_dataset(

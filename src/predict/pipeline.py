@@ -173,8 +173,14 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
                 raise InputError(f"{task.data.dataframe.name}: {message}{more} (data.on_error: skip leaves such rows out)")
             in_flight.append((batch, model_thread.submit(batch.inputs), tick))
             fed += 1
-            if probe and fed == PROBE_BATCHES and model_thread.runs:
+            if probe and fed == PROBE_BATCHES:
                 probe = False
+                # The verdict needs the model's time per batch: wait for its oldest batch, whatever the
+                # threads' scheduling (a busy machine may not have finished one yet; issue 20). A model
+                # error is raised here, as it would be when that batch is finished.
+                waited = time.perf_counter()
+                in_flight[0][1].result()
+                stages["inference"] += time.perf_counter() - waited
                 if decoder_bound(stages["load"] / fed, model_thread.busy_seconds / model_thread.runs):
                     decoders = DEFAULT_WORKERS
                     batches = iter(batch_loader(loader.dataset, num_workers=decoders, first_batch=first_batch + fed))

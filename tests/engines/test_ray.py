@@ -24,8 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One local Ray instance for the module, as a user's cluster would be: the engine joins it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """One local Ray instance for the module, as a user's cluster would be: the engine joins it.
+    Its workers run at the test's priority, as the engine's own instance does (else a loaded machine starves them)."""
+    from predict.engines.ray import WORKER_PRIORITY
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=WORKER_PRIORITY)
     yield
     ray.shutdown()
 

@@ -1,0 +1,74 @@
+"""Run pytest several times in a row while CPU-bound processes keep every core busy.
+
+Flaky tests hide on a quiet machine: this runs them the way a loaded CI machine would. Each run's
+pytest summary line is printed as it ends; the load stops with the script, and each run is bounded.
+
+    python scripts/tests_under_load.py --runs 3                      # the whole suite, 3 times
+    python scripts/tests_under_load.py --runs 20 -- tests/test_pipeline.py::test_unset_workers_switch_to_processes_when_the_decoder_is_the_bottleneck
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import re
+import subprocess
+import sys
+import time
+
+SUMMARY = re.compile(r"^=+ (.*(passed|failed|error).*) =+$")
+
+
+def burn() -> None:
+    """One CPU-bound loop, until killed."""
+    value = 0
+    while True:
+        value = (value * 31 + 7) % 1_000_003
+
+
+def run_pytest(arguments: list[str], *, timeout: float) -> tuple[int, str, float]:
+    """One pytest run: its exit code, its summary line and its wall time."""
+    started = time.perf_counter()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return 124, f"timed out after {timeout:.0f} s", time.perf_counter() - started
+    lines = [line for line in result.stdout.splitlines() if SUMMARY.match(line)]
+    summary = SUMMARY.match(lines[-1]).group(1) if lines else result.stdout.strip().splitlines()[-1:]
+    if result.returncode != 0:
+        failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        summary = "\n    ".join([str(summary), *failed])
+    return result.returncode, str(summary), time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="pytest runs in a row (default 3)")
+    parser.add_argument("--load", type=int, default=2, help="CPU-bound processes beside the tests (default 2)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds at most per pytest run (default 3600)")
+    parser.add_argument("pytest_args", nargs="*", help="after --: what to pass to pytest (default: the whole suite)")
+    args = parser.parse_args()
+
+    burners = [multiprocessing.Process(target=burn, daemon=True) for _ in range(args.load)]
+    for process in burners:
+        process.start()
+    passed = 0
+    try:
+        for run in range(1, args.runs + 1):
+            code, summary, seconds = run_pytest(args.pytest_args, timeout=args.timeout)
+            passed += code == 0
+            print(f"run {run}/{args.runs} (load {args.load}): rc {code}, {seconds:.0f} s: {summary}", flush=True)
+    finally:
+        for process in burners:
+            process.kill()
+    print(f"{passed} of {args.runs} runs passed with {args.load} CPU-bound processes beside them")
+    return 0 if passed == args.runs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-SUMMARY = re.compile(r"^=+ (.*(passed|failed|error).*) =+$")
+# pytest's closing line, with or without -q's bare form: "== 3 passed, 1 skipped in 9.1s ==" or "3 passed in 9.1s".
+SUMMARY = re.compile(r"^=*\s*(\d+ (passed|failed|error|skipped|deselected).*?)\s*=*$")
 
 
 def burn() -> None:
@@ -35,14 +36,15 @@ def run_pytest(arguments: list[str], *, timeout: float) -> tuple[int, str, float
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return 124, f"timed out after {timeout:.0f} s", time.perf_counter() - started
     lines = [line for line in result.stdout.splitlines() if SUMMARY.match(line)]
-    summary = SUMMARY.match(lines[-1]).group(1) if lines else result.stdout.strip().splitlines()[-1:]
+    summary = SUMMARY.match(lines[-1]).group(1) if lines else "no pytest summary line: " + result.stdout[-300:]
     if result.returncode != 0:
         failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-        summary = "\n    ".join([str(summary), *failed])
+        summary = "\n    ".join([summary, *failed])
     return result.returncode, str(summary), time.perf_counter() - started
 
 

@@ -91,7 +91,7 @@ def test_enum_typo_gets_a_suggestion(tmp_path, valid):
 def test_every_problem_type_has_a_head():
     from predict.heads import HEADS
 
-    assert len(HEADS) == 14 and set(HEADS) == set(ProblemType)
+    assert len(HEADS) == 16 and set(HEADS) == set(ProblemType)
 
 
 def test_problem_type_typo_lists_the_choices(tmp_path, valid):

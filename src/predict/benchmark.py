@@ -29,7 +29,6 @@ import onnxruntime
 
 from predict.config import TaskConfig
 from predict.data.collate import from_shared
-from predict.data.dataframe import read_dataframe
 from predict.errors import ConfigError
 from predict.model_file import KERAS_SUFFIXES
 from predict.runners.backend import load_runner
@@ -195,10 +194,10 @@ def _with(task: TaskConfig, *, batch_size: int, output_dir: Path) -> TaskConfig:
 
 def _preprocessed_inputs(task: TaskConfig, onnx_path: Path) -> list[dict[str, np.ndarray]]:
     """Every batch's model inputs, decoded once and kept in memory."""
-    from predict.pipeline import build_loader
+    from predict.pipeline import build_loader, read_rows
 
     runner = load_runner(task, onnx_path)  # runtime.backend: an OrtRunner or a TorchRunner
-    dataframe = read_dataframe(task.data.dataframe)
+    task, dataframe = read_rows(task)
     batches = []
     for batch in build_loader(task, dataframe, runner.inputs, first_batch=0):
         batch = from_shared(batch)

@@ -23,7 +23,7 @@ from predict.errors import ConfigError, one_line
 
 
 class ProblemType(StrEnum):
-    """The 14 problem types of H2O Hydrogen Torch, in snake case."""
+    """The 14 problem types of H2O Hydrogen Torch, in snake case, and two for numeric arrays and tables."""
 
     IMAGE_REGRESSION = "image_regression"
     IMAGE_CLASSIFICATION = "image_classification"
@@ -39,10 +39,13 @@ class ProblemType(StrEnum):
     TEXT_METRIC_LEARNING = "text_metric_learning"
     AUDIO_REGRESSION = "audio_regression"
     AUDIO_CLASSIFICATION = "audio_classification"
+    # Beyond H2O: one numeric array per row (feature columns, `X_test.npy`, time-series windows).
+    ARRAY_REGRESSION = "array_regression"
+    ARRAY_CLASSIFICATION = "array_classification"
 
     @property
     def modality(self) -> str:
-        """`image`, `text` or `audio`: the prefix of the name."""
+        """`image`, `text`, `audio` or `array`: the prefix of the name."""
         return self.value.split("_", 1)[0]
 
 
@@ -130,13 +133,21 @@ class Device(StrEnum):
 
 MODEL_SUFFIXES = (".onnx", ".h5", ".hdf5")
 DATAFRAME_SUFFIXES = (".csv", ".parquet", ".pq")
+ARRAY_INPUT_SUFFIXES = (".npy", ".npz", *DATAFRAME_SUFFIXES)
+ARRAY_LABEL_SUFFIXES = (".npy", *DATAFRAME_SUFFIXES)
+# Array problem types: the index column the files name rows by when nothing else does (0..n-1).
+ROW_COLUMN = "row"
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """The dataframe to score and where its files live."""
+    """The dataframe to score and where its files live.
 
-    dataframe: Path
+    Array problem types take either a `dataframe` with `feature_columns`, or seed-style files:
+    `inputs` (`X_test.npy`, `.npz`, a CSV of features) and optional `labels` (`y_test.npy`, a CSV).
+    """
+
+    dataframe: Path | None = None  # required, except for array problem types given `inputs`
     split: Split = Split.VALIDATION
     data_folder: Path | None = None  # default: the dataframe's folder
     image_column: str | None = None
@@ -147,6 +158,18 @@ class DataConfig:
     label_columns: tuple[str, ...] = ()
     on_error: OnError = OnError.RAISE  # skip: leave unreadable rows out, list them in {split}_errors.csv
     allow_outside_folder: bool = False  # accept file paths that leave data_folder (`../`, absolute)
+    # Array problem types (see predict.data.arrays):
+    inputs: Path | None = None  # .npy (N, ...) memory-mapped, .npz (one array per model input), .csv/.parquet
+    labels: Path | None = None  # .npy (N,) values or class ids, (N, k) values or one-hot; .csv/.parquet
+    # The features of each row: one list for the model's only input, or input name -> list. Default:
+    # every column that is not a label or the id column.
+    feature_columns: tuple[str, ...] | dict[str, tuple[str, ...]] | None = None
+    id_column: str | None = None  # names the rows in the pkl (default: `row`, or the inputs CSV's index)
+
+    @property
+    def rows_file(self) -> Path:
+        """The file whose rows are scored, for messages: the dataframe, or an array task's labels or inputs."""
+        return self.dataframe or self.labels or self.inputs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,7 +245,10 @@ class TaskConfig:
 
     @property
     def input_column(self) -> str:
-        """The dataframe column the model reads: `data.image_column`, `data.text_column`, ..."""
+        """The dataframe column the model reads (`data.image_column`, `data.text_column`, ...); for
+        array problem types, the column that names the rows (`data.id_column`, default `row`)."""
+        if self.problem_type.modality == "array":
+            return self.data.id_column or ROW_COLUMN
         return getattr(self.data, f"{self.problem_type.modality}_column")
 
     @property
@@ -371,6 +397,11 @@ def _check_task(task: TaskConfig) -> list[str]:
     if any(value == 0 for value in preprocessing.std):
         errors.append(f"preprocessing.std must not contain 0 (got {list(preprocessing.std)})")
 
+    if task.problem_type.modality == "array":
+        errors.extend(_check_array_data(task))
+    else:
+        errors.extend(_check_not_array_data(task))
+
     if not task.model.is_file():
         errors.append(f"model file not found: {task.model}")
     elif runtime.backend is not Backend.TORCH and task.model.suffix.lower() not in MODEL_SUFFIXES:
@@ -390,14 +421,18 @@ def _check_task(task: TaskConfig) -> list[str]:
     head_check = getattr(task.head, "check", None)
     if head_check is not None:  # a head's own ranges, e.g. head.top_k_similar >= 1
         errors.extend(head_check())
-    # Span prediction reads data.question_column and data.context_column instead (see _check_text).
-    if task.problem_type is not ProblemType.TEXT_SPAN_PREDICTION and getattr(data, column_key, None) is None:
+    # Span prediction reads data.question_column and data.context_column instead (see _check_text);
+    # array problem types read feature columns or `data.inputs` (see _check_array_data).
+    reads_one_column = task.problem_type is not ProblemType.TEXT_SPAN_PREDICTION and task.problem_type.modality != "array"
+    if reads_one_column and getattr(data, column_key, None) is None:
         errors.append(f"data.{column_key} is missing (needed for {task.problem_type})")
-    if not data.label_columns:
+    if not data.label_columns and data.inputs is None:  # seed-style files name their labels themselves
         errors.append("data.label_columns is missing: name the label column(s) the model predicts")
     elif len(set(data.label_columns)) != len(data.label_columns):
         errors.append(f"data.label_columns has duplicates: {list(data.label_columns)}")
 
+    if data.dataframe is None:
+        return errors
     if not data.dataframe.is_file():
         errors.append(f"data.dataframe file not found: {data.dataframe}")
     elif data.dataframe.suffix.lower() not in DATAFRAME_SUFFIXES:
@@ -411,6 +446,39 @@ def _check_task(task: TaskConfig) -> list[str]:
             errors.append(f"data.dataframe {data.dataframe} cannot be read: {one_line(error)}")
         else:
             errors.extend(_check_columns(task, columns, column_key))
+    return errors
+
+
+def _check_not_array_data(task: TaskConfig) -> list[str]:
+    """A dataframe, and none of the keys that only array problem types read."""
+    errors = [] if task.data.dataframe is not None else ["data.dataframe is missing"]
+    for key in ("inputs", "labels", "feature_columns", "id_column"):
+        if getattr(task.data, key) is not None:
+            errors.append(f"data.{key} applies to array_regression and array_classification only (got {task.problem_type})")
+    return errors
+
+
+def _check_array_data(task: TaskConfig) -> list[str]:
+    """Either a dataframe or seed-style `inputs` (+ `labels`), with files of the kinds predict.data.arrays reads."""
+    data = task.data
+    if (data.dataframe is None) == (data.inputs is None):
+        return [
+            "data: give either dataframe (with feature_columns) or inputs (X_test.npy, .npz, .csv; labels optional), "
+            f"not {'both' if data.dataframe else 'neither'}"
+        ]
+    errors = []
+    if data.labels is not None and data.inputs is None:
+        errors.append("data.labels goes with data.inputs; a dataframe holds its labels in data.label_columns")
+    for key, suffixes in (("inputs", ARRAY_INPUT_SUFFIXES), ("labels", ARRAY_LABEL_SUFFIXES)):
+        path = getattr(data, key)
+        if path is None:
+            continue
+        if not path.is_file():
+            errors.append(f"data.{key} file not found: {path}")
+        elif path.suffix.lower() not in suffixes:
+            errors.append(f"data.{key} must be one of {', '.join(suffixes)} (got '{path.name}')")
+    if data.inputs is not None and data.feature_columns is not None and data.inputs.suffix.lower() in (".npy", ".npz"):
+        errors.append(f"data.feature_columns: {data.inputs.name} has no columns (it applies to a dataframe or a CSV of features)")
     return errors
 
 
@@ -467,6 +535,10 @@ def _check_columns(task: TaskConfig, columns: list[str], column_key: str) -> lis
     input_column = getattr(data, column_key, None)
     if input_column is not None and input_column not in columns:
         errors.append(_missing_column(f"data.{column_key}", input_column, columns, data.dataframe))
+    if data.id_column is not None and data.id_column not in columns:
+        errors.append(_missing_column("data.id_column", data.id_column, columns, data.dataframe))
+    for key, names in feature_column_lists(data.feature_columns):
+        errors.extend(_missing_column(key, name, columns, data.dataframe) for name in names if name not in columns)
     present = [name for name in data.label_columns if name in columns]
     if data.split is Split.VALIDATION or present:
         # A validation split needs every label; a test split may have none, but not half of them.
@@ -475,6 +547,15 @@ def _check_columns(task: TaskConfig, columns: list[str], column_key: str) -> lis
                 hint = " (a test split may leave every label column out: data.split: test)"
                 errors.append(_missing_column("data.label_columns", name, columns, data.dataframe) + hint)
     return errors
+
+
+def feature_column_lists(feature_columns: tuple[str, ...] | dict[str, tuple[str, ...]] | None) -> list[tuple[str, tuple[str, ...]]]:
+    """(config key, column names) of each list in `data.feature_columns`."""
+    if feature_columns is None:
+        return []
+    if isinstance(feature_columns, dict):
+        return [(f"data.feature_columns.{name}", names) for name, names in feature_columns.items()]
+    return [("data.feature_columns", feature_columns)]
 
 
 def _missing_column(key: str, name: str, columns: list[str], dataframe: Path) -> str:
@@ -518,9 +599,20 @@ def _coerce(value: Any, hint: Any, *, key: str, base_dir: Path) -> Any:
         options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
         if value is None:
             return None
-        return _coerce(value, options[0], key=key, base_dir=base_dir)
+        # A mapping goes to the union's mapping type (feature_columns: a list, or input name -> list).
+        mappings = [option for option in options if typing.get_origin(option) is dict]
+        chosen = mappings[0] if isinstance(value, dict) and mappings else options[0]
+        return _coerce(value, chosen, key=key, base_dir=base_dir)
     if value is None:
         raise _CoercionError(f"{key} must not be empty")
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, dict) or not value:
+            raise _CoercionError(f"{key} must be a mapping of keys (got {_show(value)})")
+        return {
+            _coerce(name, key_type, key=key, base_dir=base_dir): _coerce(item, value_type, key=f"{key}.{name}", base_dir=base_dir)
+            for name, item in value.items()
+        }
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):

@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from predict.config import Engine, OnError, ProblemType, TaskConfig
+from predict.data.arrays import build_array_dataset, name_unlabelled_outputs, read_array_rows
 from predict.data.audio import build_audio_dataset
 from predict.data.collate import DEFAULT_WORKERS, Batch, average_chunks, batch_loader, decoding_workers, from_shared
 from predict.data.dataframe import read_dataframe
@@ -47,7 +48,12 @@ from predict.writers.row_arrays import DiskRows
 if TYPE_CHECKING:
     import torch.utils.data
 
-_DATASETS = {"text": build_text_dataset, "image": build_image_dataset, "audio": build_audio_dataset}
+_DATASETS = {
+    "text": build_text_dataset,
+    "image": build_image_dataset,
+    "audio": build_audio_dataset,
+    "array": build_array_dataset,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +74,7 @@ class RunSummary:
     batch_seconds: list[float] = field(default_factory=list)  # per batch: from loading it to its post-processing
     model_seconds: float = 0.0  # the model's own busy time (it overlaps loading and post-processing)
     decoding_workers: int = 0  # decoding processes at the end of the run (0: the main thread)
+    model_inputs: dict[str, list[int | None]] = field(default_factory=dict)  # input name -> shape (None: any size)
 
     @property
     def scoring_seconds(self) -> float:
@@ -99,12 +106,13 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     split = task.data.split.value
     output_dir = task.output_dir
     _check_output_dir(output_dir, split, resume=resume, overwrite=overwrite)
-    dataframe = read_dataframe(task.data.dataframe)
+    task, dataframe = read_rows(task)
     model = resolve_model(task, output_dir=output_dir)  # runtime.backend: the .onnx, a .pt/.pt2, or a converted .h5
     if task.problem_type is ProblemType.TEXT_SEQUENCE_TO_SEQUENCE:  # an encoder/decoder pair, many decoder calls per batch
         runner = build_generation_runner(task, model.path, cache_dir=output_dir / "onnx_cache")
     else:
         runner = load_runner(task, model.path)
+    task = name_unlabelled_outputs(task, runner.outputs)
     head = HEADS[task.problem_type].build(task, outputs=runner.outputs, dataframe=dataframe)
     checkpoint = Checkpoint.open(output_dir, split, run_key(task), resume=resume)
     chunks = checkpoint.load()
@@ -227,6 +235,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
         batch_seconds=batch_seconds,
         model_seconds=model_thread.busy_seconds,
         decoding_workers=decoders,
+        model_inputs={spec.name: list(spec.shape) for spec in runner.inputs},
     )
     report_path = output_dir / f"{split}_report.json"
     _write_json(report_path, _report(summary, task))
@@ -282,6 +291,14 @@ def build_loader(
     dataset = _DATASETS[task.problem_type.modality](task, dataframe, model_inputs)
     workers = decoding_workers(task.runtime.num_workers, model_on_cuda=model_on_cuda)
     return batch_loader(dataset, num_workers=workers, first_batch=first_batch, pin_memory=model_on_cuda)
+
+
+def read_rows(task: TaskConfig) -> tuple[TaskConfig, pd.DataFrame]:
+    """The rows to score as a dataframe, and the task as they complete it (array tasks name their
+    id and label columns from their files; see predict.data.arrays)."""
+    if task.problem_type.modality == "array":
+        return read_array_rows(task)
+    return task, read_dataframe(task.data.dataframe)
 
 
 def run_key(task: TaskConfig) -> dict[str, Any]:
@@ -482,7 +499,7 @@ def _report(summary: RunSummary, task: TaskConfig) -> dict[str, Any]:
         # What `predict show` / `predict report` need to pair predictions with labels and inputs.
         "input_column": task.input_column,
         "label_columns": list(task.data.label_columns),
-        "data_folder": str(task.data.data_folder or task.data.dataframe.parent),
+        "data_folder": str(task.data.data_folder or task.data.rows_file.parent),
         "rows": summary.rows,
         "skipped_rows": summary.skipped_rows,
         "seconds": round(summary.seconds, 4),
@@ -491,6 +508,7 @@ def _report(summary: RunSummary, task: TaskConfig) -> dict[str, Any]:
         "stage_seconds": {name: round(value, 4) for name, value in summary.stage_seconds.items()},
         "model_seconds": round(summary.model_seconds, 4),
         "provider": summary.provider,
+        "model_inputs": summary.model_inputs,
         # runtime.num_workers as run (unset: chosen by the machine's CPUs and the probe, see run_task)
         "decoding_workers": summary.decoding_workers if task.runtime.engine is Engine.LOCAL else None,
         "model": str(task.model),

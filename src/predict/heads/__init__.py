@@ -32,4 +32,6 @@ HEADS: dict[ProblemType, type[Head]] = {
     ProblemType.TEXT_SPAN_PREDICTION: SpanPredictionHead,
     ProblemType.TEXT_SEQUENCE_TO_SEQUENCE: SequenceToSequenceHead,
     ProblemType.TEXT_METRIC_LEARNING: MetricLearningHead,
+    ProblemType.ARRAY_REGRESSION: RegressionHead,
+    ProblemType.ARRAY_CLASSIFICATION: ClassificationHead,
 }

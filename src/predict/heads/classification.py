@@ -100,16 +100,14 @@ class ClassificationHead(Head):
         has_labels = all(column in dataframe.columns for column in label_columns)
         layout = _layout(config.label_layout, label_columns, width)
         notes: list[str] = []
-        source = task.data.dataframe
+        source = task.data.rows_file
 
         class_names: tuple[str, ...] = ()
         labels = None
         if layout is LabelLayout.CATEGORICAL:
             if has_labels:
                 labels = text_labels(dataframe, label_columns[0], source=source)
-            class_names = config.class_names
-            if not class_names and labels is not None:
-                class_names = tuple(sorted(set(labels)))
+            class_names = config.class_names or _default_class_names(labels, width, array=task.problem_type.modality == "array")
             if not class_names:
                 raise ConfigError(
                     f"head.class_names is missing: {task.data.split} dataframe has no '{label_columns[0]}' column to "
@@ -204,6 +202,18 @@ def _layout(configured: LabelLayout, label_columns: tuple[str, ...], width: int 
     if len(label_columns) > 1:
         return LabelLayout.COLUMNS
     return LabelLayout.BINARY if width == 1 else LabelLayout.CATEGORICAL
+
+
+def _default_class_names(labels: np.ndarray | None, width: int | None, *, array: bool) -> tuple[str, ...]:
+    """Class names when `head.class_names` gives none: class ids 0..width-1 when every label is one
+    (`y_test.npy` holds ids, and `10` must not sort before `2`), or an array model's ids when there are
+    no labels; else the labels' names, sorted."""
+    if labels is None:
+        return tuple(str(index) for index in range(width)) if array and width else ()
+    names = set(labels)
+    if width and all(name.isdecimal() and str(int(name)) == name and int(name) < width for name in names):
+        return tuple(str(index) for index in range(width))
+    return tuple(sorted(names))
 
 
 def _binary_labels(dataframe: pd.DataFrame, columns: tuple[str, ...], *, source) -> np.ndarray:

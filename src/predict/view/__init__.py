@@ -33,6 +33,8 @@ VIEWS: dict[ProblemType, type[View]] = {
     ProblemType.TEXT_METRIC_LEARNING: MetricLearningView,
     ProblemType.AUDIO_CLASSIFICATION: ClassificationView,
     ProblemType.AUDIO_REGRESSION: RegressionView,
+    ProblemType.ARRAY_REGRESSION: RegressionView,
+    ProblemType.ARRAY_CLASSIFICATION: ClassificationView,
 }
 
 

@@ -91,7 +91,7 @@ class View(ABC):
     @property
     def sample_noun(self) -> str:
         """What a sample is, for the page's heading: `images`, `clips` or `texts`."""
-        return {"image": "images", "audio": "clips"}.get(self.run.problem_type.modality, "texts")
+        return {"image": "images", "audio": "clips", "array": "rows"}.get(self.run.problem_type.modality, "texts")
 
     def sample_html(self, row: int) -> str:
         """The HTML card of row `row` on the page: the input (image or audio thumbnail, text snippet)

@@ -1,9 +1,10 @@
-"""View of regression predictions (image, text and audio regression).
+"""View of regression predictions (image, text, audio and array regression).
 
 Reads `pred_{col}` per label column, and `{col}` itself when the split has labels (FORMATS.md "Regression").
 Table: actual, predicted and error (predicted - actual) per label column. Worst: largest absolute
 error (the largest over label columns when there are several). Plots: predicted vs actual and
-residual histogram per label column with labels; distribution of predictions without.
+residual histogram per label column with labels; distribution of predictions without; and for a
+forecaster (a model input of windows, (N, T, F)), actual and predicted over the row index.
 """
 
 from __future__ import annotations
@@ -50,9 +51,32 @@ class RegressionView(View):
         return SampleLabel(predicted=predicted, actual=actual, correct=None)
 
     def plots(self) -> list[Plot]:
+        forecast = [self._forecast()] if self._is_forecast() else []
         if self.labels is None:
-            return [self._prediction_histograms()]
-        return [self._scatter(), self._residual_histograms()]
+            return [*forecast, self._prediction_histograms()]
+        return [*forecast, self._scatter(), self._residual_histograms()]
+
+    def _is_forecast(self) -> bool:
+        """Whether rows are windows of a series: an array model with an input of (N, T, F) or more axes."""
+        shapes = self.run.report.get("model_inputs", {}).values()
+        return self.run.problem_type.modality == "array" and any(len(shape) >= 3 for shape in shapes)
+
+    def _forecast(self) -> Plot:
+        figure = _plots.new_figure(12.0, 3.2 * len(self.targets))
+        axes = figure.subplots(len(self.targets), 1, squeeze=False).ravel()
+        rows = np.arange(len(self.predictions))
+        for j, ax in enumerate(axes):
+            if self.labels is not None:
+                ax.plot(rows, self.labels[:, j], color="grey", lw=1.2, label="actual")
+            ax.plot(rows, self.predictions[:, j], color="#c44e52", lw=1.0, label="predicted")
+            ax.set_xlabel(f"row ({self.input_column})")
+            ax.set_ylabel(self.targets[j])
+            ax.legend(loc="upper left", fontsize="small")
+        return Plot(
+            title="Forecast over the rows",
+            png=_plots.to_png(figure),
+            caption="Each row is one window of the series; the line follows the rows in input order.",
+        )
 
     def _scatter(self) -> Plot:
         figure, axes = _plots.grid(len(self.targets), columns=3, cell=4.4)

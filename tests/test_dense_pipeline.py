@@ -33,9 +33,20 @@ def run(config: str, out: Path, *overrides: str) -> Path:
     return out
 
 
-def load_pkl(out: Path) -> dict:
-    with (out / "validation_raw_predictions.pkl").open("rb") as handle:
+def load_pkl(out: Path, split: str = "validation") -> dict:
+    with (out / f"{split}_raw_predictions.pkl").open("rb") as handle:
         return pickle.load(handle)
+
+
+def split_overrides(tmp_path: Path, frame_name: str, split: str) -> tuple[str, ...]:
+    """`--set`s scoring the committed frame as `validation`, as `test`, or as `test` without its label columns."""
+    if split == "validation":
+        return ()
+    frame = pd.read_csv(DATA / frame_name, dtype=str, keep_default_na=False)
+    if split == "test":
+        frame = frame.drop(columns=["class_name", "rle_mask"])
+    frame.to_csv(tmp_path / frame_name, index=False)
+    return ("data.split=test", f"data.dataframe={tmp_path / frame_name}", f"data.data_folder={DATA / 'images'}")
 
 
 def coco_stats(ground_truth: list[dict], results: list[dict], images: int, iou_type: str) -> tuple[float, float]:
@@ -146,22 +157,31 @@ def wide_segmenter(tmp_path_factory) -> Path:
     return path
 
 
-def test_big_masks_go_to_a_npy_file_beside_the_pkl_with_the_same_values(tmp_path, wide_segmenter):
-    wide = (f"model={wide_segmenter}", "preprocessing.image_size=[128, 128]", "head.activation=sigmoid")
-    inline = load_pkl(run("image_semantic_segmentation.yaml", tmp_path / "inline", *wide))
-    out = run("image_semantic_segmentation.yaml", tmp_path / "file", *wide,
-              "output.pkl_array_limit_mb=0", "runtime.batch_size=3", "output.checkpoint_rows=5")  # fmt: skip
+def test_masks_on_disk_are_pickled_as_arrays(tmp_path, wide_segmenter):
+    # 64 KiB of masks a row: they go to disk batch by batch, the path whose masks used to leave the
+    # pkl as a file name (output.pkl_array_limit_mb); now the pkl holds them, read from that file.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "validation_masks.npy").write_bytes(b"left by an earlier version")
+    model = (f"model={wide_segmenter}", "preprocessing.image_size=[128, 128]", "head.activation=sigmoid")
+    sets = ("runtime.batch_size=3", "output.checkpoint_rows=5", "output.write_npz=true")
+    run("image_semantic_segmentation.yaml", out, *model, *sets)
     raw = load_pkl(out)
-    assert raw["masks"] == "validation_masks.npy"
-    masks = np.load(out / raw["masks"], mmap_mode="r")
-    assert_array_equal(masks, inline["masks"])
+    assert type(raw["masks"]) is np.ndarray and raw["masks"].dtype == np.float16
+    assert raw["masks"].shape == (16, 2, 128, 128)
+    with np.load(out / "validation_raw_predictions.npz") as npz:  # the same memmap, written by numpy's own writer
+        assert_array_equal(raw["masks"], npz["masks"])
+    assert 0 < raw["masks"].min() and raw["masks"].max() < 1  # sigmoid probabilities in every row, none left blank
     with zipfile.ZipFile(out / "validation_predictions.zip") as archive:
-        assert sorted(archive.namelist()) == ["validation_masks.npy", "validation_predictions.csv", "validation_raw_predictions.pkl"]
-    assert not (out / ".validation.partial").exists()
-    # A run in the same folder that inlines its masks removes the file, which would be stale.
-    sets = [item for override in (f"output.dir={out}", *wide) for item in ("--set", override)]
-    assert main(["--config", str(CONFIGS / "image_semantic_segmentation.yaml"), "--quiet", "--overwrite", *sets]) == 0
-    assert not (out / "validation_masks.npy").exists() and isinstance(load_pkl(out)["masks"], np.ndarray)
+        assert sorted(archive.namelist()) == ["validation_predictions.csv", "validation_raw_predictions.pkl"]
+        assert archive.read("validation_raw_predictions.pkl") == (out / "validation_raw_predictions.pkl").read_bytes()
+    assert not list(out.glob("*.npy")) and not (out / ".validation.partial").exists()
+
+
+def test_removed_pkl_array_limit_says_why(tmp_path, capsys):
+    sets = ["--set", f"output.dir={tmp_path}", "--set", "output.pkl_array_limit_mb=0"]
+    assert main(["--config", str(CONFIGS / "image_semantic_segmentation.yaml"), "--quiet", *sets]) == 2
+    assert "output.pkl_array_limit_mb: removed: every array is in the pkl now" in capsys.readouterr().err
 
 
 def test_disk_rows_resume_and_unreadable_rows(tmp_path):
@@ -265,8 +285,8 @@ def test_unreadable_rows_with_masks_on_disk(tmp_path, wide_segmenter):
     frame.to_csv(tmp_path / "frame.csv", index=False)
     out = run("image_semantic_segmentation.yaml", tmp_path / "out", f"model={wide_segmenter}", "preprocessing.image_size=[128, 128]",
               "head.activation=sigmoid", f"data.dataframe={tmp_path / 'frame.csv'}", f"data.data_folder={DATA / 'images'}",
-              "data.on_error=skip", "output.pkl_array_limit_mb=0", "runtime.batch_size=4")  # fmt: skip
-    masks = np.load(out / load_pkl(out)["masks"], mmap_mode="r")
+              "data.on_error=skip", "runtime.batch_size=4")  # fmt: skip
+    masks = load_pkl(out)["masks"]
     assert np.isnan(masks[2]).all() and not np.isnan(masks[3]).any()
     csv = pd.read_csv(out / "validation_predictions.csv", dtype=str, keep_default_na=False)
     assert csv["pred_rle_mask"][4:6].tolist() == ["", ""] and (out / "validation_metrics.json").is_file()

@@ -142,6 +142,33 @@ def test_semantic_segmentation_files_and_metrics(tmp_path):
     assert metrics["IoU"] == pytest.approx((intersection / union).mean()) and metrics["IoU"] > 0.5
 
 
+@pytest.mark.parametrize(
+    ("split", "columns"),
+    [
+        ("validation", ["image_path", "class_name", "rle_mask", "pred_rle_mask"]),
+        ("test-labelled", ["image_path", "class_name", "rle_mask", "pred_rle_mask"]),
+        # No label columns: class_id first, no true masks, and still pred_{rle_mask column}, not pred_mask.
+        ("test", ["class_id", "image_path", "pred_rle_mask"]),
+    ],
+)
+def test_semantic_segmentation_columns_and_keys_on_both_splits(tmp_path, split, columns):
+    overrides = split_overrides(tmp_path, "segmentation.csv", split)
+    model = ("model=models/dense_semantic.onnx", "head.activation=sigmoid")
+    out = run("image_semantic_segmentation.yaml", tmp_path / "out", *model, *overrides)
+    name = split.split("-")[0]
+    frame = pd.read_csv(DATA / "segmentation.csv", dtype=str, keep_default_na=False)
+    csv = pd.read_csv(out / f"{name}_predictions.csv", dtype=str, keep_default_na=False)
+    assert list(csv.columns) == columns
+    assert csv["image_path"].tolist() == np.repeat(frame["image_path"].to_numpy(), 2).tolist()
+    raw = load_pkl(out, name)
+    assert list(raw) == ["masks", "original_image_shapes", "rle_predictions", "class_names", "image_path"]
+    assert type(raw["masks"]) is np.ndarray and raw["masks"].shape == (len(frame), 2, 64, 64)
+    assert raw["image_path"].tolist() == frame["image_path"].tolist()
+    assert csv["pred_rle_mask"].tolist() == raw["rle_predictions"].ravel().tolist()
+    notes = json.loads((out / f"{name}_report.json").read_text())["notes"]
+    assert any(note.startswith("masks are float16") for note in notes)
+
+
 @pytest.fixture(scope="module")
 def wide_segmenter(tmp_path_factory) -> Path:
     """A 128x128 two-class segmenter: 64 KiB of float16 masks a row, enough to go to disk."""
@@ -208,7 +235,7 @@ def test_instance_segmentation_files_and_mask_map_match_pycocotools(tmp_path):
     assert raw["raw_probabilities"].shape == (len(frame), 4, 64, 64) and raw["raw_probabilities"].dtype == np.float16
     assert raw["instance_predictions"].dtype == object  # the images differ in size
     csv = pd.read_csv(out / "validation_predictions.csv", dtype=str, keep_default_na=False)
-    assert list(csv.columns) == ["image_path", "rle_mask", "class_name", "instance_rle", "confidence"]
+    assert list(csv.columns) == ["image_path", "class_name", "instance_rle", "confidence"]
     ground_truth, results = [], []
     for row in range(len(frame)):
         instances = raw["instance_predictions"][row]
@@ -230,6 +257,65 @@ def test_instance_segmentation_files_and_mask_map_match_pycocotools(tmp_path):
     metrics = json.loads((out / "validation_metrics.json").read_text())
     assert metrics == {"mAP": pytest.approx(at_50, abs=1e-3), "mAP@0.5:0.95": pytest.approx(at_50_95, abs=1e-3)}
     assert metrics["mAP"] > 0.3
+
+
+@pytest.fixture(scope="module")
+def mask_rcnn_model(tmp_path_factory) -> Path:
+    """A Mask R-CNN-layout stand-in for the 64x64 examples: the same two detections on every image,
+    a square (class 0) and a less sure circle (class 1), with 28x28 box-relative masks."""
+    import torch
+
+    class Detections(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("boxes", torch.tensor([[8.0, 8.0, 40.0, 40.0], [30.0, 20.0, 60.0, 50.0]]))
+            self.register_buffer("scores", torch.tensor([0.9, 0.6]))
+            self.register_buffer("classes", torch.tensor([0.0, 1.0]))
+            self.register_buffer("masks", torch.full((2, 1, 28, 28), 0.8))
+
+        def forward(self, image):
+            zero = image[:, :1, 0, 0].unsqueeze(-1) * 0  # (batch, 1, 1): the batch axis for the constants
+            masks = (zero[..., None, None] + self.masks).reshape(-1, 2, 1, 28, 28)
+            return zero + self.boxes, zero[..., 0] + self.scores, zero[..., 0] + self.classes, masks
+
+    path = tmp_path_factory.mktemp("mask_rcnn") / "mask_rcnn.onnx"
+    torch.onnx.export(
+        Detections().eval(), (torch.zeros(1, 3, 64, 64),), str(path), input_names=["image"],
+        output_names=["boxes", "scores", "classes", "masks"], opset_version=17, dynamo=False,
+        dynamic_axes={name: {0: "batch"} for name in ("image", "boxes", "scores", "classes", "masks")},
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("split", ["validation", "test-labelled", "test"])
+@pytest.mark.parametrize("layout", ["h2o", "mask_rcnn"])
+def test_instance_segmentation_columns_and_keys_on_both_splits(tmp_path, mask_rcnn_model, layout, split):
+    overrides = split_overrides(tmp_path, "instances.csv", split)
+    if layout == "mask_rcnn":
+        overrides += (f"model={mask_rcnn_model}", "head.layout=mask_rcnn")
+    out = run("image_instance_segmentation.yaml", tmp_path / "out", *overrides)
+    name = split.split("-")[0]
+    frame = pd.read_csv(DATA / "instances.csv", dtype=str, keep_default_na=False)
+    csv = pd.read_csv(out / f"{name}_predictions.csv", dtype=str, keep_default_na=False)
+    # Exactly these, in this order: the true rle_mask is not kept beside the predicted class names.
+    assert list(csv.columns) == ["image_path", "class_name", "instance_rle", "confidence"]
+    assert csv["image_path"].tolist() == frame["image_path"].tolist()
+    raw = load_pkl(out, name)
+    assert list(raw) == ["raw_probabilities", "instance_predictions", "confidences", "class_names", "image_path"]
+    assert type(raw["raw_probabilities"]) is np.ndarray and raw["raw_probabilities"].shape == (len(frame), 4, 64, 64)
+    assert raw["raw_probabilities"].dtype == np.float16 and raw["image_path"].tolist() == frame["image_path"].tolist()
+    for row in range(len(frame)):
+        names = json.loads(csv["class_name"][row])
+        assert names == [name for name, ids in raw["confidences"][row].items() for _ in ids]
+    notes = json.loads((out / f"{name}_report.json").read_text())["notes"]
+    assert any(note.startswith("raw_probabilities are float16") for note in notes)
+    if layout == "mask_rcnn":
+        assert any(note.startswith("raw_probabilities (head.layout mask_rcnn)") for note in notes)
+        # Class channels: the detections' 0.8 masks in their boxes, on every image (the model ignores the pixels).
+        assert_array_equal(raw["raw_probabilities"][:, 0, 8:40, 8:40], np.float16(0.8))
+        assert_array_equal(raw["raw_probabilities"][:, 1, 20:50, 30:60], np.float16(0.8))
+        assert not raw["raw_probabilities"][:, 0, 40:].any() and not raw["raw_probabilities"][:, 1, :20].any()
+        assert all(json.loads(cell) == ["square", "circle"] for cell in csv["class_name"])
 
 
 def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):

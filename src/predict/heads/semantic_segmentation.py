@@ -21,8 +21,8 @@ Writes (FORMATS.md "Semantic segmentation"):
   `rle_predictions` (n, classes) strings, `class_names` list, `{image_column}`.
 - CSV: each input row repeated once per class, with `{class_name_column}` = the class, the true
   `{rle_mask_column}` of that class (`""` if absent) and `pred_{rle_mask_column}`; without the
-  class column (a test dataframe) the class name goes first in `class_id` and there is no true
-  mask column. The prediction column is named after the configured mask column
+  class column (a test dataframe) the class name goes first in `class_id` and no true mask
+  column is added. The prediction column is named after the configured mask column
   (`data.label_columns[1]`) on both splits, whether or not the dataframe has it; H2O's `pred_mask`
   (a training dataframe without mask column) cannot occur, as the config always names one.
 Metrics: `IoU` and `Dice`, pooled over all pixels of the split per class (`IoU_{class}`,

@@ -4,8 +4,10 @@ Draws N 256x256 PNGs with 0 to 3 shapes each (scripts/make_dense_examples.py's s
 small untrained fully convolutional torch model (256x256 input, 3 classes of logits, NCHW), and runs
 `predict` on 500, 1000, 2000 and 4000 rows, each in a fresh process, printing the peak resident
 memory of the main process and of its decoding workers, the rows/s and the size of the masks.
-The masks (n, 3, 256, 256) float16 go to disk batch by batch (predict.writers.row_arrays), so
-the peak should not grow with n. Run from anywhere (takes a few minutes on 2 cores):
+The masks (n, 3, 256, 256) float16 go to disk batch by batch (predict.writers.row_arrays) and
+from there into the pkl piece by piece (predict.writers.pickle), so the peak should not grow with
+n. After measuring, the child unpickles the pkl and prints what `masks` is there (an array, always).
+Run from anywhere (takes a few minutes on 2 cores):
 
     python scripts/measure_segmentation_memory.py [--rows 500 1000 2000 4000] [--folder /tmp/segmentation_memory]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import resource
 import subprocess
 import sys
@@ -67,20 +70,36 @@ def make_model(path: Path) -> None:
 
 def child(config: Path) -> None:
     """Run one task in this process and print its peak RSS (MiB) as JSON."""
+    from predict import pipeline
     from predict.config import load_config
     from predict.pipeline import run_task
 
+    # The peak before the prediction files are written: what writing them (the pkl of all masks) adds is the rest.
+    write_files = pipeline._write_files
+    before_files = {}
+
+    def measured_write_files(*args, **kwargs):
+        before_files["mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return write_files(*args, **kwargs)
+
+    pipeline._write_files = measured_write_files
     started = time.perf_counter()
     summary = run_task(load_config(config), progress=False, overwrite=True)
-    print(json.dumps({
+    result = {
         "rows": summary.rows,
         "seconds": round(time.perf_counter() - started, 1),
         "rows_per_second": round(summary.rows_per_second, 1),
+        "write_seconds": round(summary.stage_seconds["write"], 1),
         "main_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "main_peak_rss_before_files_mib": before_files["mib"],
         "workers_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-        "masks": str(sorted(Path(summary.files["pkl"]).parent.glob("validation_masks.npy"))),
+        "pkl_mib": round(Path(summary.files["pkl"]).stat().st_size / 2**20),
         "metrics": summary.metrics,
-    }))  # fmt: skip
+    }
+    with Path(summary.files["pkl"]).open("rb") as handle:  # after the peak was read: loading needs the masks whole
+        masks = pickle.load(handle)["masks"]
+    result["pkl_masks"] = f"{type(masks).__module__}.{type(masks).__name__} {masks.dtype}{list(masks.shape)}"
+    print(json.dumps(result))
 
 
 def main() -> None:

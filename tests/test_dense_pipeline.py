@@ -33,9 +33,20 @@ def run(config: str, out: Path, *overrides: str) -> Path:
     return out
 
 
-def load_pkl(out: Path) -> dict:
-    with (out / "validation_raw_predictions.pkl").open("rb") as handle:
+def load_pkl(out: Path, split: str = "validation") -> dict:
+    with (out / f"{split}_raw_predictions.pkl").open("rb") as handle:
         return pickle.load(handle)
+
+
+def split_overrides(tmp_path: Path, frame_name: str, split: str) -> tuple[str, ...]:
+    """`--set`s scoring the committed frame as `validation`, as `test`, or as `test` without its label columns."""
+    if split == "validation":
+        return ()
+    frame = pd.read_csv(DATA / frame_name, dtype=str, keep_default_na=False)
+    if split == "test":
+        frame = frame.drop(columns=["class_name", "rle_mask"])
+    frame.to_csv(tmp_path / frame_name, index=False)
+    return ("data.split=test", f"data.dataframe={tmp_path / frame_name}", f"data.data_folder={DATA / 'images'}")
 
 
 def coco_stats(ground_truth: list[dict], results: list[dict], images: int, iou_type: str) -> tuple[float, float]:
@@ -131,6 +142,33 @@ def test_semantic_segmentation_files_and_metrics(tmp_path):
     assert metrics["IoU"] == pytest.approx((intersection / union).mean()) and metrics["IoU"] > 0.5
 
 
+@pytest.mark.parametrize(
+    ("split", "columns"),
+    [
+        ("validation", ["image_path", "class_name", "rle_mask", "pred_rle_mask"]),
+        ("test-labelled", ["image_path", "class_name", "rle_mask", "pred_rle_mask"]),
+        # No label columns: class_id first, no true masks, and still pred_{rle_mask column}, not pred_mask.
+        ("test", ["class_id", "image_path", "pred_rle_mask"]),
+    ],
+)
+def test_semantic_segmentation_columns_and_keys_on_both_splits(tmp_path, split, columns):
+    overrides = split_overrides(tmp_path, "segmentation.csv", split)
+    model = ("model=models/dense_semantic.onnx", "head.activation=sigmoid")
+    out = run("image_semantic_segmentation.yaml", tmp_path / "out", *model, *overrides)
+    name = split.split("-")[0]
+    frame = pd.read_csv(DATA / "segmentation.csv", dtype=str, keep_default_na=False)
+    csv = pd.read_csv(out / f"{name}_predictions.csv", dtype=str, keep_default_na=False)
+    assert list(csv.columns) == columns
+    assert csv["image_path"].tolist() == np.repeat(frame["image_path"].to_numpy(), 2).tolist()
+    raw = load_pkl(out, name)
+    assert list(raw) == ["masks", "original_image_shapes", "rle_predictions", "class_names", "image_path"]
+    assert type(raw["masks"]) is np.ndarray and raw["masks"].shape == (len(frame), 2, 64, 64)
+    assert raw["image_path"].tolist() == frame["image_path"].tolist()
+    assert csv["pred_rle_mask"].tolist() == raw["rle_predictions"].ravel().tolist()
+    notes = json.loads((out / f"{name}_report.json").read_text())["notes"]
+    assert any(note.startswith("masks are float16") for note in notes)
+
+
 @pytest.fixture(scope="module")
 def wide_segmenter(tmp_path_factory) -> Path:
     """A 128x128 two-class segmenter: 64 KiB of float16 masks a row, enough to go to disk."""
@@ -146,22 +184,31 @@ def wide_segmenter(tmp_path_factory) -> Path:
     return path
 
 
-def test_big_masks_go_to_a_npy_file_beside_the_pkl_with_the_same_values(tmp_path, wide_segmenter):
-    wide = (f"model={wide_segmenter}", "preprocessing.image_size=[128, 128]", "head.activation=sigmoid")
-    inline = load_pkl(run("image_semantic_segmentation.yaml", tmp_path / "inline", *wide))
-    out = run("image_semantic_segmentation.yaml", tmp_path / "file", *wide,
-              "output.pkl_array_limit_mb=0", "runtime.batch_size=3", "output.checkpoint_rows=5")  # fmt: skip
+def test_masks_on_disk_are_pickled_as_arrays(tmp_path, wide_segmenter):
+    # 64 KiB of masks a row: they go to disk batch by batch, the path whose masks used to leave the
+    # pkl as a file name (output.pkl_array_limit_mb); now the pkl holds them, read from that file.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "validation_masks.npy").write_bytes(b"left by an earlier version")
+    model = (f"model={wide_segmenter}", "preprocessing.image_size=[128, 128]", "head.activation=sigmoid")
+    sets = ("runtime.batch_size=3", "output.checkpoint_rows=5", "output.write_npz=true")
+    run("image_semantic_segmentation.yaml", out, *model, *sets)
     raw = load_pkl(out)
-    assert raw["masks"] == "validation_masks.npy"
-    masks = np.load(out / raw["masks"], mmap_mode="r")
-    assert_array_equal(masks, inline["masks"])
+    assert type(raw["masks"]) is np.ndarray and raw["masks"].dtype == np.float16
+    assert raw["masks"].shape == (16, 2, 128, 128)
+    with np.load(out / "validation_raw_predictions.npz") as npz:  # the same memmap, written by numpy's own writer
+        assert_array_equal(raw["masks"], npz["masks"])
+    assert 0 < raw["masks"].min() and raw["masks"].max() < 1  # sigmoid probabilities in every row, none left blank
     with zipfile.ZipFile(out / "validation_predictions.zip") as archive:
-        assert sorted(archive.namelist()) == ["validation_masks.npy", "validation_predictions.csv", "validation_raw_predictions.pkl"]
-    assert not (out / ".validation.partial").exists()
-    # A run in the same folder that inlines its masks removes the file, which would be stale.
-    sets = [item for override in (f"output.dir={out}", *wide) for item in ("--set", override)]
-    assert main(["--config", str(CONFIGS / "image_semantic_segmentation.yaml"), "--quiet", "--overwrite", *sets]) == 0
-    assert not (out / "validation_masks.npy").exists() and isinstance(load_pkl(out)["masks"], np.ndarray)
+        assert sorted(archive.namelist()) == ["validation_predictions.csv", "validation_raw_predictions.pkl"]
+        assert archive.read("validation_raw_predictions.pkl") == (out / "validation_raw_predictions.pkl").read_bytes()
+    assert not list(out.glob("*.npy")) and not (out / ".validation.partial").exists()
+
+
+def test_removed_pkl_array_limit_says_why(tmp_path, capsys):
+    sets = ["--set", f"output.dir={tmp_path}", "--set", "output.pkl_array_limit_mb=0"]
+    assert main(["--config", str(CONFIGS / "image_semantic_segmentation.yaml"), "--quiet", *sets]) == 2
+    assert "output.pkl_array_limit_mb: removed: every array is in the pkl now" in capsys.readouterr().err
 
 
 def test_disk_rows_resume_and_unreadable_rows(tmp_path):
@@ -188,7 +235,7 @@ def test_instance_segmentation_files_and_mask_map_match_pycocotools(tmp_path):
     assert raw["raw_probabilities"].shape == (len(frame), 4, 64, 64) and raw["raw_probabilities"].dtype == np.float16
     assert raw["instance_predictions"].dtype == object  # the images differ in size
     csv = pd.read_csv(out / "validation_predictions.csv", dtype=str, keep_default_na=False)
-    assert list(csv.columns) == ["image_path", "rle_mask", "class_name", "instance_rle", "confidence"]
+    assert list(csv.columns) == ["image_path", "class_name", "instance_rle", "confidence"]
     ground_truth, results = [], []
     for row in range(len(frame)):
         instances = raw["instance_predictions"][row]
@@ -210,6 +257,65 @@ def test_instance_segmentation_files_and_mask_map_match_pycocotools(tmp_path):
     metrics = json.loads((out / "validation_metrics.json").read_text())
     assert metrics == {"mAP": pytest.approx(at_50, abs=1e-3), "mAP@0.5:0.95": pytest.approx(at_50_95, abs=1e-3)}
     assert metrics["mAP"] > 0.3
+
+
+@pytest.fixture(scope="module")
+def mask_rcnn_model(tmp_path_factory) -> Path:
+    """A Mask R-CNN-layout stand-in for the 64x64 examples: the same two detections on every image,
+    a square (class 0) and a less sure circle (class 1), with 28x28 box-relative masks."""
+    import torch
+
+    class Detections(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("boxes", torch.tensor([[8.0, 8.0, 40.0, 40.0], [30.0, 20.0, 60.0, 50.0]]))
+            self.register_buffer("scores", torch.tensor([0.9, 0.6]))
+            self.register_buffer("classes", torch.tensor([0.0, 1.0]))
+            self.register_buffer("masks", torch.full((2, 1, 28, 28), 0.8))
+
+        def forward(self, image):
+            zero = image[:, :1, 0, 0].unsqueeze(-1) * 0  # (batch, 1, 1): the batch axis for the constants
+            masks = (zero[..., None, None] + self.masks).reshape(-1, 2, 1, 28, 28)
+            return zero + self.boxes, zero[..., 0] + self.scores, zero[..., 0] + self.classes, masks
+
+    path = tmp_path_factory.mktemp("mask_rcnn") / "mask_rcnn.onnx"
+    torch.onnx.export(
+        Detections().eval(), (torch.zeros(1, 3, 64, 64),), str(path), input_names=["image"],
+        output_names=["boxes", "scores", "classes", "masks"], opset_version=17, dynamo=False,
+        dynamic_axes={name: {0: "batch"} for name in ("image", "boxes", "scores", "classes", "masks")},
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("split", ["validation", "test-labelled", "test"])
+@pytest.mark.parametrize("layout", ["h2o", "mask_rcnn"])
+def test_instance_segmentation_columns_and_keys_on_both_splits(tmp_path, mask_rcnn_model, layout, split):
+    overrides = split_overrides(tmp_path, "instances.csv", split)
+    if layout == "mask_rcnn":
+        overrides += (f"model={mask_rcnn_model}", "head.layout=mask_rcnn")
+    out = run("image_instance_segmentation.yaml", tmp_path / "out", *overrides)
+    name = split.split("-")[0]
+    frame = pd.read_csv(DATA / "instances.csv", dtype=str, keep_default_na=False)
+    csv = pd.read_csv(out / f"{name}_predictions.csv", dtype=str, keep_default_na=False)
+    # Exactly these, in this order: the true rle_mask is not kept beside the predicted class names.
+    assert list(csv.columns) == ["image_path", "class_name", "instance_rle", "confidence"]
+    assert csv["image_path"].tolist() == frame["image_path"].tolist()
+    raw = load_pkl(out, name)
+    assert list(raw) == ["raw_probabilities", "instance_predictions", "confidences", "class_names", "image_path"]
+    assert type(raw["raw_probabilities"]) is np.ndarray and raw["raw_probabilities"].shape == (len(frame), 4, 64, 64)
+    assert raw["raw_probabilities"].dtype == np.float16 and raw["image_path"].tolist() == frame["image_path"].tolist()
+    for row in range(len(frame)):
+        names = json.loads(csv["class_name"][row])
+        assert names == [name for name, ids in raw["confidences"][row].items() for _ in ids]
+    notes = json.loads((out / f"{name}_report.json").read_text())["notes"]
+    assert any(note.startswith("raw_probabilities are float16") for note in notes)
+    if layout == "mask_rcnn":
+        assert any(note.startswith("raw_probabilities (head.layout mask_rcnn)") for note in notes)
+        # Class channels: the detections' 0.8 masks in their boxes, on every image (the model ignores the pixels).
+        assert_array_equal(raw["raw_probabilities"][:, 0, 8:40, 8:40], np.float16(0.8))
+        assert_array_equal(raw["raw_probabilities"][:, 1, 20:50, 30:60], np.float16(0.8))
+        assert not raw["raw_probabilities"][:, 0, 40:].any() and not raw["raw_probabilities"][:, 1, :20].any()
+        assert all(json.loads(cell) == ["square", "circle"] for cell in csv["class_name"])
 
 
 def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):
@@ -265,8 +371,8 @@ def test_unreadable_rows_with_masks_on_disk(tmp_path, wide_segmenter):
     frame.to_csv(tmp_path / "frame.csv", index=False)
     out = run("image_semantic_segmentation.yaml", tmp_path / "out", f"model={wide_segmenter}", "preprocessing.image_size=[128, 128]",
               "head.activation=sigmoid", f"data.dataframe={tmp_path / 'frame.csv'}", f"data.data_folder={DATA / 'images'}",
-              "data.on_error=skip", "output.pkl_array_limit_mb=0", "runtime.batch_size=4")  # fmt: skip
-    masks = np.load(out / load_pkl(out)["masks"], mmap_mode="r")
+              "data.on_error=skip", "runtime.batch_size=4")  # fmt: skip
+    masks = load_pkl(out)["masks"]
     assert np.isnan(masks[2]).all() and not np.isnan(masks[3]).any()
     csv = pd.read_csv(out / "validation_predictions.csv", dtype=str, keep_default_na=False)
     assert csv["pred_rle_mask"][4:6].tolist() == ["", ""] and (out / "validation_metrics.json").is_file()

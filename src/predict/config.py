@@ -226,8 +226,6 @@ class OutputConfig:
     dir: Path | None = None  # default: runs/<config file stem> beside the config
     checkpoint_rows: int = 4096  # rows per checkpoint chunk (rounded up to whole batches), for --resume
     write_npz: bool = False  # also write {split}_raw_predictions.npz: the raw arrays, loadable without pickle
-    # Masks bigger than this stay in {split}_{key}.npy beside the pkl, which names the file (see pipeline._place_disk_arrays).
-    pkl_array_limit_mb: int = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -382,8 +380,6 @@ def _check_task(task: TaskConfig) -> list[str]:
         errors.append(f"runtime.batch_size must be >= 1 (got {runtime.batch_size})")
     if runtime.num_workers is not None and runtime.num_workers < 0:
         errors.append(f"runtime.num_workers must be >= 0 (got {runtime.num_workers})")
-    if task.output.pkl_array_limit_mb < 0:
-        errors.append(f"output.pkl_array_limit_mb must be >= 0 (got {task.output.pkl_array_limit_mb})")
     if task.output.checkpoint_rows < 1:
         errors.append(f"output.checkpoint_rows must be >= 1 (got {task.output.checkpoint_rows})")
     if runtime.threads < 0:
@@ -564,7 +560,15 @@ def _missing_column(key: str, name: str, columns: list[str], dataframe: Path) ->
     return message + (f"; did you mean '{suggestion[0]}'?" if suggestion else "")
 
 
+# Keys that existed once: why they went, instead of a bare "unknown key".
+_REMOVED_KEYS = {
+    "output.pkl_array_limit_mb": "removed: every array is in the pkl now, however large, written from disk in pieces",
+}
+
+
 def _unknown_key(full_key: str, name: str, valid: list[str]) -> str:
+    if full_key in _REMOVED_KEYS:
+        return f"{full_key}: {_REMOVED_KEYS[full_key]}; delete the key"
     suggestion = difflib.get_close_matches(name, valid, n=1)
     hint = f"did you mean '{suggestion[0]}'?" if suggestion else f"valid keys: {', '.join(valid)}"
     return f"unknown key {full_key}: {hint}"

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -417,9 +416,11 @@ def _write_files(
     metrics_path = output_dir / f"{split}_metrics.json"
     table, columns, blank_rows = head.csv_table(dataframe, predictions, valid=valid)
     write_predictions_csv(csv_path, table, columns, blank_rows=blank_rows)
-    raw, array_files = _place_disk_arrays(head.raw_predictions(predictions, dataframe), output_dir, split, task=task)
-    write_raw_predictions(pkl_path, raw)
-    files = {"csv": csv_path, "pkl": pkl_path, **{f"npy_{path.stem}": path for path in array_files}}
+    raw = head.raw_predictions(predictions, dataframe)
+    write_raw_predictions(pkl_path, raw)  # arrays on disk (np.memmap) go into the pkl straight from their files
+    for key in raw:  # earlier versions left big arrays beside the pkl as {split}_{key}.npy: such a file would be stale
+        (output_dir / f"{split}_{key}.npy").unlink(missing_ok=True)
+    files = {"csv": csv_path, "pkl": pkl_path}
     npz_path = output_dir / f"{split}_raw_predictions.npz"
     if task.output.write_npz:
         save_arrays(npz_path, {key: np.asarray(value) if not isinstance(value, list) else _object_array(value) for key, value in raw.items()})
@@ -433,44 +434,9 @@ def _write_files(
         # A metrics file from an earlier run would describe other predictions: it must not stay.
         metrics_path.unlink(missing_ok=True)
     zip_path = output_dir / f"{split}_predictions.zip"
-    write_archive(zip_path, [csv_path, pkl_path, *array_files])
+    write_archive(zip_path, [csv_path, pkl_path])
     files["zip"] = zip_path
     return files
-
-
-def _place_disk_arrays(raw: dict[str, Any], output_dir: Path, split: str, *, task: TaskConfig) -> tuple[dict[str, Any], list[Path]]:
-    """Arrays on disk (see predict.writers.row_arrays) in the pkl: the array itself, or the name of its `.npy`.
-
-    Up to `output.pkl_array_limit_mb` an array is pickled as usual (H2O's layout). A bigger one is
-    moved beside the pkl as `{split}_{key}.npy`, and the pkl's `key` holds that file name: load it
-    with `np.load(folder / raw[key], mmap_mode="r")`. Pickling it would need it whole in memory.
-
-    Returns:
-        The dict to pickle, and the `.npy` files it refers to.
-    """
-    placed, array_files = dict(raw), []
-    for key, value in raw.items():
-        if not isinstance(value, np.memmap):
-            continue
-        target = output_dir / f"{split}_{key}.npy"
-        if value.nbytes <= task.output.pkl_array_limit_mb * 2**20 or not _is_whole_npy(value):
-            placed[key] = np.array(value)
-            target.unlink(missing_ok=True)  # a file from an earlier, bigger run would be stale
-            continue
-        os.replace(value.filename, target)
-        placed[key] = target.name
-        array_files.append(target)
-    return placed, array_files
-
-
-def _is_whole_npy(value: np.memmap) -> bool:
-    """Whether a memory map is all of its `.npy` file (not a view of part of it), so the file can stand for it."""
-    if value.filename is None or not value.flags.c_contiguous:
-        return False
-    with open(value.filename, "rb") as handle:
-        np.lib.format.read_magic(handle)
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
-        return (shape, fortran_order, dtype, handle.tell()) == (value.shape, False, value.dtype, value.offset)
 
 
 def _object_array(values: list) -> np.ndarray:

@@ -179,14 +179,15 @@ def test_semantic_masks_resized_before_thresholding_and_metrics():
     assert list(columns) == ["pred_rle_mask"] and blank.tolist() == [False, False, True, True]
 
 
-def test_semantic_test_split_gets_class_id_and_pred_mask():
+def test_semantic_test_split_gets_class_id_and_the_configured_mask_column_name():
     head = semantic_head(activation="softmax")
     maps = np.zeros((1, 2, 2, 2), dtype=np.float32)
     maps[0, 1] = 1.0
     predictions = head.postprocess({"maps": maps}, batch_of([(2, 2)], input_size=(2, 2)))
     assert predictions["rle_predictions"][0] == ["", "1 4"]
     table, columns, _ = head.csv_table(pd.DataFrame({"image_path": ["x.png"]}), predictions, valid=np.array([True]))
-    assert list(table.columns) == ["class_id", "image_path"] and list(columns) == ["pred_mask"]
+    # pred_{rle_mask_column} even though this dataframe has no rle_mask column (FORMATS.md).
+    assert list(table.columns) == ["class_id", "image_path"] and list(columns) == ["pred_rle_mask"]
     assert head.metrics(predictions) == {}
 
 
@@ -245,4 +246,41 @@ def test_mask_rcnn_layout_box_relative_masks_and_no_instances():
     assert mask[:8, :8].all() and mask.sum() == 64  # the 4x4 box, scaled 2x to the image
     raw = head.raw_predictions(predictions, pd.DataFrame({"image_path": ["x.png", "y.png"]}))
     assert raw["instance_predictions"].dtype == object and raw["instance_predictions"][1].shape == (5, 7, 2)
-    assert "raw_probabilities" not in raw and raw["confidences"][1] == {"a": {}, "b": {}}
+    assert raw["confidences"][1] == {"a": {}, "b": {}}
+    # raw_probabilities at the model's 8x8: b's mask in its box; a's detection is under score_threshold.
+    probabilities = raw["raw_probabilities"]
+    assert probabilities.shape == (2, 4, 8, 8) and probabilities.dtype == np.float16
+    assert probabilities[0, 1, :4, :4].min() == 1.0 and probabilities[0, 1].sum() == 16
+    assert not probabilities[0, 0].any()
+    # Instance borders: the box's edges inside the image (row 3, column 3); no other mask touches it.
+    assert_array_equal(np.argwhere(probabilities[0, 2]), [[0, 3], [1, 3], [2, 3], [3, 0], [3, 1], [3, 2], [3, 3]])
+    assert not probabilities[0, 3].any() and not probabilities[1].any()
+
+
+def test_mask_rcnn_raw_probabilities_from_full_image_masks_and_borders_between_instances():
+    masks = np.zeros((1, 3, 6, 8), dtype=np.float32)
+    masks[0, 0, :, :4] = 0.9  # a, the left half
+    masks[0, 1, :, 4:] = 0.7  # b, the right half, touching a
+    masks[0, 2, :, 4:] = 0.6  # b again, less sure, over the first b
+    masks[0, 2, 0, 0] = 0.4  # under threshold: in the class map, in no mask
+    outputs = {
+        "boxes": np.array([[[0, 0, 4, 6], [4, 0, 8, 6], [4, 0, 8, 6]]], dtype=np.float32),
+        "scores": np.array([[0.9, 0.8, 0.5]], dtype=np.float32),
+        "classes": np.array([[0, 1, 1]], dtype=np.float32),
+        "masks": masks,
+    }
+    head = instance_head("mask_rcnn")
+    predictions = head.postprocess(outputs, batch_of([(6, 8)], input_size=(6, 8)))
+    probabilities = predictions["raw_probabilities"][0].astype(np.float32)
+    assert_allclose(probabilities[0], np.pad(np.full((6, 4), 0.9), ((0, 0), (0, 4))), atol=1e-3)
+    expected_b = np.pad(np.full((6, 4), 0.7), ((0, 0), (4, 0)))
+    expected_b[0, 0] = 0.4
+    assert_allclose(probabilities[1], expected_b, atol=1e-3)  # the higher of b's two masks per pixel
+    edges = np.zeros((6, 8))
+    edges[:, 3:5] = 1  # a's right edge and b's left edge
+    assert_array_equal(probabilities[2], edges)
+    between = edges.copy()
+    between[:, 4:] = 1  # the two b masks cover each other
+    assert_array_equal(probabilities[3], between)
+    assert any("mask_rcnn" in note and "derived" in note for note in head.notes)
+    assert any("float16" in note for note in head.notes)

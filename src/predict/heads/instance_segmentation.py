@@ -19,13 +19,17 @@ Labels: one row per image; `data.label_columns` = [class name column, RLE column
 instance (JSON lists in CSV); RLE as in semantic segmentation (`head.rle_order`).
 
 Writes (FORMATS.md "Instance segmentation"):
-- pkl: `raw_probabilities` float16 (n, classes + 2, H, W) (h2o layout only; like semantic `masks`,
-  it may be a `.npy` file name beside the pkl, see `predict.pipeline`), `instance_predictions` one
-  int32 (H0, W0, classes) array per image (a 4-D array when all images share a size, else an
-  object array), `confidences` list of `{class_name: {instance_id: confidence}}`, `class_names`,
-  `{image_column}`.
-- CSV: one row per image, input columns less the label columns, then `{class_name_column}`,
-  `instance_rle`, `confidence` as JSON lists, one entry per instance.
+- pkl: `raw_probabilities` float16 (n, classes + 2, H, W) at the model input's size (float16 to halve
+  the biggest array; the run's notes say so). Layout `h2o`: the model's maps, activated. Layout
+  `mask_rcnn` has no such maps; they are assembled from the kept detections: class c = per pixel
+  the highest mask probability of class c's detections, and the two border channels are derived
+  from those masks at `threshold` (0/1: instance borders, and pixels where masks overlap or touch).
+  `instance_predictions` one int32 (H0, W0, classes) array per image (a 4-D array when all images
+  share a size, else an object array), `confidences` list of `{class_name: {instance_id: confidence}}`,
+  `class_names`, `{image_column}`.
+- CSV: one row per image with exactly `{image_column}`, `{class_name_column}` (the predicted class
+  of each instance), `instance_rle`, `confidence`, as JSON lists, one entry per instance, on both
+  splits; other input columns (the true masks among them) are not repeated.
 Metrics: `mAP` on masks at IoU 0.5 and `mAP@0.5:0.95` (pycocotools COCOeval, iouType segm).
 """
 
@@ -123,7 +127,15 @@ class InstanceSegmentationHead(Head):
         self.input_column = input_column
         self.labels = labels
         self.source_name = source_name
-        self.notes: list[str] = []
+        self.notes: list[str] = [
+            "raw_probabilities are float16 in the pkl (half the size of float32, about 3 significant digits)"
+        ]
+        if config.layout is InstanceLayout.MASK_RCNN:
+            self.notes.append(
+                "raw_probabilities (head.layout mask_rcnn): per class the highest mask probability of its "
+                "detections, at the model input's size; the two border channels are derived from those masks "
+                "(0 or 1), the model predicts none"
+            )
 
     @classmethod
     def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> InstanceSegmentationHead:
@@ -164,11 +176,13 @@ class InstanceSegmentationHead(Head):
         rows = len(batch.row_ids)
         sizes = batch.context[ORIGINAL_SIZES]
         instances = np.empty(rows, dtype=object)  # per row: [[class index, id in class, confidence, rle], ...]
-        predictions: dict[str, np.ndarray] = {}
         if self.config.layout is InstanceLayout.H2O:
             maps = np.asarray(outputs[self.output], dtype=np.float32)
             probabilities = activate(maps.transpose(0, 3, 1, 2) if self.channels_last else maps, self.config.activation)
-            predictions["raw_probabilities"] = probabilities.astype(np.float16)
+        else:  # assembled from the detections, row by row, at the model input's size
+            input_height, input_width = (int(value) for value in batch.context[INPUT_SIZES].max(axis=0))
+            channels = len(self.config.class_names) + 2
+            probabilities = np.zeros((rows, channels, input_height, input_width), dtype=np.float32)
         for slot in range(rows):
             size = (int(sizes[slot][0]), int(sizes[slot][1]))
             if size[0] == 0:  # a row that could not be read
@@ -177,11 +191,15 @@ class InstanceSegmentationHead(Head):
             if self.config.layout is InstanceLayout.H2O:
                 labelled, confidences = self._h2o_instances(to_original_size(probabilities[slot], size, resize_mode=self.resize_mode))
             else:
-                labelled, confidences = self._mask_rcnn_instances(outputs, slot, size, batch.context[INPUT_SIZES][slot])
+                input_size = batch.context[INPUT_SIZES][slot]
+                labelled, confidences = self._mask_rcnn_instances(outputs, slot, size, input_size)
+                probabilities[slot] = self._mask_rcnn_probabilities(outputs, slot, probabilities.shape[2:], input_size)
             instances[slot] = self._describe(labelled, confidences)
-        predictions["instances"] = instances
-        predictions["original_image_shapes"] = sizes.astype(np.int64)
-        return predictions
+        return {
+            "raw_probabilities": probabilities.astype(np.float16),
+            "instances": instances,
+            "original_image_shapes": sizes.astype(np.int64),
+        }
 
     def _h2o_instances(self, probabilities: np.ndarray) -> tuple[np.ndarray, list[list[float]]]:
         """float32[C + 2, h, w] to int32[h, w, C] instance ids and per class the confidences of ids 1..k."""
@@ -222,22 +240,34 @@ class InstanceSegmentationHead(Head):
         means = ndimage.mean(probability, labels=relabelled, index=np.arange(1, kept.size + 1)) if kept.size else []
         return relabelled, [float(value) for value in np.atleast_1d(means)]
 
+    def _detections(
+        self, outputs: dict[str, np.ndarray], slot: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """One image's Mask R-CNN outputs: float32[N] scores, int64[N] class indices, float32[N, h, w] masks,
+        and the detections kept (score >= `score_threshold`, a known class), most confident first."""
+        config = self.config
+        scores = np.asarray(outputs[config.scores_output][slot], dtype=np.float32).reshape(-1)
+        class_ids = np.rint(np.asarray(outputs[config.classes_output][slot], dtype=np.float64)).reshape(-1)
+        class_ids = class_ids.astype(np.int64) - config.first_class_id
+        masks = np.asarray(outputs[config.masks_output][slot], dtype=np.float32)
+        masks = masks.reshape(len(scores), *masks.shape[-2:])
+        classes = len(config.class_names)
+        kept = (scores >= config.score_threshold) & (class_ids >= 0) & (class_ids < classes)
+        order = [int(i) for i in np.argsort(-scores, kind="stable") if kept[i]]
+        return scores, class_ids, masks, order
+
     def _mask_rcnn_instances(
         self, outputs: dict[str, np.ndarray], slot: int, size: tuple[int, int], input_size: np.ndarray
     ) -> tuple[np.ndarray, list[list[float]]]:
         """One image's detections to int32[h, w, C] instance ids and per class the confidences of ids 1..k."""
         config = self.config
         classes = len(config.class_names)
-        scores = np.asarray(outputs[config.scores_output][slot], dtype=np.float32).reshape(-1)
-        class_ids = np.rint(np.asarray(outputs[config.classes_output][slot], dtype=np.float64)).astype(np.int64).reshape(-1) - config.first_class_id
+        scores, class_ids, masks, order = self._detections(outputs, slot)
         boxes = boxes_to_original(
             outputs[config.boxes_output][slot], size, tuple(input_size), resize_mode=self.resize_mode, normalized=config.normalized_boxes
         )
-        masks = np.asarray(outputs[config.masks_output][slot], dtype=np.float32)
-        masks = masks.reshape(len(scores), *masks.shape[-2:])
         full_image = masks.shape[1:] == (int(input_size[0]), int(input_size[1]))
         owner = np.zeros((*size, classes), dtype=np.int64)  # index + 1 of the detection owning each pixel
-        order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= config.score_threshold and 0 <= class_ids[i] < classes]
         for index in order:
             if full_image:
                 mask = to_original_size(masks[index][None], size, resize_mode=self.resize_mode)[0] >= config.threshold
@@ -256,6 +286,39 @@ class InstanceSegmentationHead(Head):
             pixels = np.bincount(instance_map.ravel(), minlength=len(detections) + 1)[1:]
             confidences.append([float(scores[i]) for i, count in zip(detections, pixels) if count >= config.min_instance_pixels])
         return labelled, confidences
+
+    def _mask_rcnn_probabilities(
+        self, outputs: dict[str, np.ndarray], slot: int, shape: tuple[int, int], input_size: np.ndarray
+    ) -> np.ndarray:
+        """One image's detections as H2O's maps at the model input's size: float32[C + 2, H, W].
+
+        Class c: per pixel, the highest mask probability of the kept detections of class c (0 where
+        none). The model predicts no borders; channels C and C + 1 are derived from the kept masks
+        at `threshold`: 1 on a mask's pixels next to a pixel outside it (instance borders), and on
+        pixels of a mask that another mask covers or touches (borders between instances), else 0.
+        """
+        config = self.config
+        classes = len(config.class_names)
+        height, width = int(input_size[0]), int(input_size[1])
+        maps = np.zeros((classes + 2, *shape), dtype=np.float32)
+        _, class_ids, masks, order = self._detections(outputs, slot)
+        boxes = np.asarray(outputs[config.boxes_output][slot], dtype=np.float32).reshape(-1, 4)
+        if config.normalized_boxes:
+            boxes = boxes * np.array([width, height] * 2, dtype=np.float32)
+        boxes = np.clip(boxes, 0, np.array([width, height] * 2, dtype=np.float32))
+        full_image = masks.shape[1:] == (height, width)
+        covering = np.zeros((height, width), dtype=np.int32)  # masks that cover a pixel or touch it
+        inside = np.zeros((height, width), dtype=bool)
+        for index in order:
+            probability = masks[index] if full_image else _paste(masks[index], boxes[index], (height, width))
+            channel = maps[class_ids[index], :height, :width]
+            np.maximum(channel, probability, out=channel)
+            mask = probability >= config.threshold
+            maps[classes, :height, :width][mask & ~ndimage.binary_erosion(mask, border_value=1)] = 1.0
+            covering += ndimage.binary_dilation(mask)
+            inside |= mask
+        maps[classes + 1, :height, :width][inside & (covering >= 2)] = 1.0
+        return maps
 
     def _describe(self, labelled: np.ndarray, confidences: list[list[float]]) -> list[list]:
         """[[class index, id, confidence, rle], ...] for every instance, class by class, ids ascending."""
@@ -278,13 +341,9 @@ class InstanceSegmentationHead(Head):
     def csv_table(
         self, dataframe: pd.DataFrame, predictions: dict[str, np.ndarray], *, valid: np.ndarray
     ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
-        """The instances take the place of the label columns (FORMATS.md)."""
-        columns = self.prediction_columns(predictions)
-        replaced = [column for column in (*columns, *self._label_columns()) if column in dataframe.columns]
-        return dataframe.drop(columns=replaced), columns, ~valid
-
-    def _label_columns(self) -> tuple[str, ...]:
-        return (self.class_column,)
+        """Exactly `{image_column}`, then the instances (FORMATS.md): other input columns, the true
+        masks among them, are not repeated (the true class column would sit beside predicted masks)."""
+        return dataframe[[self.input_column]], self.prediction_columns(predictions), ~valid
 
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
         column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
@@ -304,18 +363,13 @@ class InstanceSegmentationHead(Head):
             instance_predictions = np.empty(len(maps), dtype=object)
             for index, item in enumerate(maps):
                 instance_predictions[index] = item
-        raw: dict[str, Any] = {}
-        if "raw_probabilities" in predictions:
-            raw["raw_probabilities"] = predictions["raw_probabilities"]
-        raw.update(
-            {
-                "instance_predictions": instance_predictions,
-                "confidences": confidences,
-                "class_names": list(self.config.class_names),
-                self.input_column: column_values(dataframe, self.input_column),
-            }
-        )
-        return raw
+        return {
+            "raw_probabilities": predictions["raw_probabilities"],
+            "instance_predictions": instance_predictions,
+            "confidences": confidences,
+            "class_names": list(self.config.class_names),
+            self.input_column: column_values(dataframe, self.input_column),
+        }
 
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.labels is None:

@@ -16,13 +16,15 @@ image (JSON lists in CSV), one RLE per class present; a class not listed has an 
 
 Writes (FORMATS.md "Semantic segmentation"):
 - pkl: `masks` float16 (n, classes, H, W) probabilities at model resolution (float16 always, to
-  halve the biggest array; above `output.pkl_array_limit_mb` the pkl holds the name of the
-  `{split}_masks.npy` file beside it instead, see `predict.pipeline`), `original_image_shapes` int64
-  (n, 2) (height, width), `rle_predictions` (n, classes) strings, `class_names` list, `{image_column}`.
+  halve the biggest array; the run's notes say so; an array in the pkl however large, see
+  `predict.writers.pickle`), `original_image_shapes` int64 (n, 2) (height, width),
+  `rle_predictions` (n, classes) strings, `class_names` list, `{image_column}`.
 - CSV: each input row repeated once per class, with `{class_name_column}` = the class, the true
   `{rle_mask_column}` of that class (`""` if absent) and `pred_{rle_mask_column}`; without the
-  class column the class name goes first in `class_id`; without the RLE column the prediction
-  column is `pred_mask`.
+  class column (a test dataframe) the class name goes first in `class_id` and no true mask
+  column is added. The prediction column is named after the configured mask column
+  (`data.label_columns[1]`) on both splits, whether or not the dataframe has it; H2O's `pred_mask`
+  (a training dataframe without mask column) cannot occur, as the config always names one.
 Metrics: `IoU` and `Dice`, pooled over all pixels of the split per class (`IoU_{class}`,
 `Dice_{class}`), and their mean over the classes that occur in the labels or predictions.
 """
@@ -138,7 +140,7 @@ class SemanticSegmentationHead(Head):
         self.input_column = input_column
         self.labels = labels
         self.source_name = source_name
-        self.notes: list[str] = []
+        self.notes: list[str] = ["masks are float16 in the pkl (half the size of float32, about 3 significant digits)"]
 
     @classmethod
     def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> SemanticSegmentationHead:
@@ -218,8 +220,7 @@ class SemanticSegmentationHead(Head):
         return truth
 
     def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
-        name = f"pred_{self.mask_column}" if self.labels is not None else "pred_mask"
-        return {name: [rle for row in predictions["rle_predictions"] for rle in row]}
+        return {f"pred_{self.mask_column}": [rle for row in predictions["rle_predictions"] for rle in row]}
 
     def csv_table(
         self, dataframe: pd.DataFrame, predictions: dict[str, np.ndarray], *, valid: np.ndarray
@@ -233,10 +234,7 @@ class SemanticSegmentationHead(Head):
             table[self.mask_column] = [row.get(name, "") for row in self.labels for name in classes]
         else:
             table.insert(0, "class_id", names)
-        columns = self.prediction_columns(predictions)
-        if self.labels is None and self.mask_column in table.columns:
-            columns = {f"pred_{self.mask_column}": columns["pred_mask"]}
-        return table, columns, np.repeat(~valid, len(classes))
+        return table, self.prediction_columns(predictions), np.repeat(~valid, len(classes))
 
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
         rles = np.empty((len(dataframe), len(self.config.class_names)), dtype=object)

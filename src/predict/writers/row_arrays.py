@@ -12,8 +12,8 @@ chunk its rows belong to, so after a kill every row of a complete chunk is on di
 reopens the file and overwrites the rows after the checkpoint.
 
 At the end the pipeline hands each file to the head as a read-only `np.memmap` (nothing is read
-until used) and moves it next to the prediction files as `{split}_{key}.npy`; see
-`predict.pipeline` for when the pkl holds the array itself and when it holds that file name.
+until used); the pkl writer copies it into the pickle straight from the file, piece by piece
+(`predict.writers.pickle`), and the file goes away with the checkpoint folder.
 """
 
 from __future__ import annotations

@@ -1,0 +1,85 @@
+"""The pkl holds arrays however large: arrays on disk are pickled from their files, as pickle.dumps would write them."""
+
+from __future__ import annotations
+
+import pickle
+import tracemalloc
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from predict.writers.pickle import write_raw_predictions
+
+MIB = 2**20
+
+
+def on_disk(path, array: np.ndarray) -> np.memmap:
+    np.save(path, array)
+    return np.load(path, mmap_mode="r")
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 2, 4, 4), (5, 3, 128, 128), (1,)],
+    ids=["inside-a-frame", "past-the-frame-size", "one-value"],
+)
+def test_a_memmap_is_pickled_byte_for_byte_as_the_array_in_memory(tmp_path, shape):
+    array = np.random.default_rng(0).random(shape).astype(np.float16)
+    masks = on_disk(tmp_path / "masks.npy", array)
+    names = np.array(["x.png", "y.png", "z.png"], dtype=object)
+    # The same memmap twice: the second is a reference to the first, as for any pickled object.
+    write_raw_predictions(
+        tmp_path / "raw.pkl", {"masks": masks, "again": masks, "class_names": ["a", "b"], "image_path": names}
+    )
+    written = (tmp_path / "raw.pkl").read_bytes()
+    assert written == pickle.dumps(
+        {"masks": array, "again": array, "class_names": ["a", "b"], "image_path": names}, protocol=4
+    )
+    raw = pickle.loads(written)
+    assert type(raw["masks"]) is np.ndarray and raw["masks"].dtype == np.float16 and raw["masks"].flags.writeable
+    assert_array_equal(raw["masks"], array) and raw["again"] is raw["masks"]
+
+
+def test_part_of_a_memmap_and_other_layouts_are_pickled_as_arrays(tmp_path):
+    array = np.arange(2 * 300 * 100, dtype=np.float32).reshape(2, 300, 100)
+    masks = on_disk(tmp_path / "masks.npy", array)
+    raw_file = tmp_path / "raw.bin"  # a memmap of a file without .npy header
+    array.tofile(raw_file)
+    values = {
+        "rows": masks[1:],
+        "transposed": masks.T,
+        "raw": np.memmap(raw_file, dtype=np.float32, mode="r", shape=array.shape),
+    }
+    write_raw_predictions(tmp_path / "raw.pkl", values)
+    with (tmp_path / "raw.pkl").open("rb") as handle:
+        raw = pickle.load(handle)
+    assert all(type(value) is np.ndarray for value in raw.values())
+    assert_array_equal(raw["rows"], array[1:]) and assert_array_equal(
+        raw["transposed"], array.T
+    ) and assert_array_equal(raw["raw"], array)
+
+
+def test_masks_past_the_old_256_mib_limit_unpickle_as_arrays_and_the_writer_holds_none_of_them(tmp_path):
+    # 257 MiB of float16: past the former output.pkl_array_limit_mb default (256), above which the pkl held a file name.
+    shape = (2, 3, 4864, 4624)
+    path = tmp_path / "masks.npy"
+    with path.open("wb") as handle:  # a sparse file: zeros cost no disk, two marked rows tell the payload's order
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f2", "fortran_order": False, "shape": shape})
+        offset = handle.tell()
+        handle.truncate(offset + 2 * int(np.prod(shape)))
+        handle.seek(offset + 2 * int(np.prod(shape[1:])) - 6)
+        handle.write(np.array([1.5, 2.5, 3.5], dtype=np.float16).tobytes())  # the last 3 values of row 0
+    masks = np.load(path, mmap_mode="r")
+    assert masks.nbytes > 256 * MIB
+    tracemalloc.start()
+    try:
+        write_raw_predictions(tmp_path / "raw.pkl", {"masks": masks, "image_path": np.array(["a", "b"], dtype=object)})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * MIB  # the 16 MiB copy buffer, not the 257 MiB array (pickle.dump of it in memory: twice that)
+    with (tmp_path / "raw.pkl").open("rb") as handle:
+        raw = pickle.load(handle)
+    assert type(raw["masks"]) is np.ndarray and raw["masks"].shape == shape and raw["masks"].dtype == np.float16
+    assert raw["masks"][0, -1, -1, -3:].tolist() == [1.5, 2.5, 3.5] and not raw["masks"][1].any()

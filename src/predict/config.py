@@ -168,7 +168,12 @@ class DataConfig:
 
     @property
     def rows_file(self) -> Path:
-        """The file whose rows are scored, for messages: the dataframe, or an array task's labels or inputs."""
+        """The file whose rows are scored, for messages: the dataframe, or an array task's inputs."""
+        return self.dataframe or self.inputs
+
+    @property
+    def labels_file(self) -> Path:
+        """The file the labels are read from, for messages: the dataframe, or an array task's labels."""
         return self.dataframe or self.labels or self.inputs
 
 
@@ -358,6 +363,9 @@ def _build_task(raw: dict, source: Path) -> TaskConfig:
         for name, cls in _SECTIONS.items()
         if name in raw or name != "data"
     }
+    data = sections.get("data")
+    if data is not None and data.dataframe is None and (problem_type is None or problem_type.modality != "array"):
+        errors.append("data.dataframe is missing")  # array problem types may give data.inputs instead
     head = None
     if problem_type is not None:
         head = parse_section(
@@ -446,8 +454,8 @@ def _check_task(task: TaskConfig) -> list[str]:
 
 
 def _check_not_array_data(task: TaskConfig) -> list[str]:
-    """A dataframe, and none of the keys that only array problem types read."""
-    errors = [] if task.data.dataframe is not None else ["data.dataframe is missing"]
+    """None of the keys that only array problem types read."""
+    errors = []
     for key in ("inputs", "labels", "feature_columns", "id_column"):
         if getattr(task.data, key) is not None:
             errors.append(f"data.{key} applies to array_regression and array_classification only (got {task.problem_type})")

@@ -177,7 +177,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
             if batch.errors and not skip:
                 row, message = batch.errors[0]
                 more = f" (and {len(batch.errors) - 1} more in rows {row}..{batch.row_ids[-1]})" if len(batch.errors) > 1 else ""
-                raise InputError(f"{task.data.dataframe.name}: {message}{more} (data.on_error: skip leaves such rows out)")
+                raise InputError(f"{task.data.rows_file.name}: {message}{more} (data.on_error: skip leaves such rows out)")
             in_flight.append((batch, model_thread.submit(batch.inputs), tick))
             fed += 1
             if probe and fed == PROBE_BATCHES:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch.utils.data
 
-from predict.config import ROW_COLUMN, ProblemType, TaskConfig, feature_column_lists
+from predict.config import ROW_COLUMN, ProblemType, TaskConfig
 from predict.data.collate import Batch, to_shared
 from predict.data.dataframe import read_dataframe
 from predict.errors import ConfigError, InputError, one_line
@@ -81,7 +81,7 @@ def _inputs_index(path: Path, id_column: str | None) -> tuple[str, np.ndarray]:
         if len(rows) != 1:
             raise InputError(f"data.inputs {path.name}: its arrays have different numbers of rows ({sorted(rows)})")
         return ROW_COLUMN, np.arange(rows.pop())
-    table = _read_table(path, "inputs", index_column=id_column)
+    table = _read_table(path, "inputs", index_column=id_column, index_only=True)
     return table.index.name or ROW_COLUMN, table.index.to_numpy()
 
 
@@ -139,27 +139,35 @@ def _are_class_ids(values: np.ndarray, classes: int) -> bool:
     return bool(np.all(np.mod(values, 1) == 0) and values.min() >= 0 and values.max() < classes)
 
 
-def _read_table(path: Path, key: str, *, index_column: str | None) -> pd.DataFrame:
-    """A CSV or Parquet table with its index: `index_column`, or an unnamed first column, or none."""
+def _read_table(path: Path, key: str, *, index_column: str | None, index_only: bool = False) -> pd.DataFrame:
+    """A CSV or Parquet table with its index: `index_column`, else an unnamed first column (named
+    `row`, or `index_column` when that names it), else none. `index_only`: read no other column."""
     try:
+        columns = _table_columns(path)
+        index = index_column if index_column in columns else columns[0] if columns and columns[0] in _UNNAMED else None
+        if index_column is not None and index is None:
+            raise InputError(f"data.id_column: column '{index_column}' is not in {path.name} (columns: {', '.join(columns)})")
+        wanted = [index] if index_only and index is not None else None
         if path.suffix.lower() == ".csv":
-            table = pd.read_csv(path, encoding="utf-8")
+            table = pd.read_csv(path, encoding="utf-8", usecols=wanted)
         else:
-            table = pd.read_parquet(path)
+            table = pd.read_parquet(path, columns=wanted)
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
         raise InputError(f"data.{key} {path}: cannot be read as a table: {one_line(error)}") from None
     if len(table) == 0:
         raise InputError(f"data.{key} {path}: the table has no rows")
-    first = str(table.columns[0])
-    if index_column is not None:
-        if index_column not in table.columns:
-            raise InputError(f"data.id_column: column '{index_column}' is not in {path.name} (columns: {', '.join(map(str, table.columns))})")
-        return table.set_index(index_column)
-    if first in _UNNAMED:
-        table = table.set_index(table.columns[0])
-        table.index.name = None if first.startswith("Unnamed") else first
-        table.index.name = table.index.name or ROW_COLUMN
+    if index is not None:
+        table = table.set_index(index)
+        table.index.name = index_column or ROW_COLUMN
     return table
+
+
+def _table_columns(path: Path) -> list[str]:
+    if path.suffix.lower() == ".csv":
+        return [str(name) for name in pd.read_csv(path, nrows=0, encoding="utf-8").columns]
+    import pyarrow.parquet
+
+    return list(pyarrow.parquet.read_schema(path).names)
 
 
 # --- Model inputs ----------------------------------------------------------------------------------
@@ -305,26 +313,23 @@ def _table_sources(
 ) -> list[ArraySource]:
     """One float64 array per model input from its feature columns; cells that are not numbers go to `row_problems`."""
     data = task.data
-    columns = dict(feature_column_lists(data.feature_columns))
-    if data.feature_columns is None:
-        excluded = {*data.label_columns, data.id_column} if data.dataframe is not None else set()
-        columns = {"data.feature_columns": tuple(str(name) for name in table.columns if name not in excluded)}
     names = [spec.name for spec in model_inputs]
-    if not isinstance(data.feature_columns, dict):
-        if len(names) != 1:
+    if isinstance(data.feature_columns, dict):
+        columns = data.feature_columns
+        if sorted(columns) != sorted(names):
             raise ConfigError(
-                f"model {task.model.name} takes {len(names)} inputs ({', '.join(names)}): give data.feature_columns "
-                "as a mapping, input name -> its columns"
+                f"data.feature_columns names inputs {', '.join(columns)} but model {task.model.name} takes {', '.join(names)}"
             )
-        columns = {names[0]: next(iter(columns.values()))}
-    else:
-        unknown = [name for name in columns if name not in names]
-        missing = [name for name in names if name not in columns]
-        if unknown or missing:
-            raise ConfigError(
-                f"data.feature_columns names inputs {', '.join(columns)} but model {task.model.name} takes "
-                f"{', '.join(names)}"
-            )
+    elif len(names) != 1:
+        raise ConfigError(
+            f"model {task.model.name} takes {len(names)} inputs ({', '.join(names)}): give data.feature_columns "
+            "as a mapping, input name -> its columns"
+        )
+    elif data.feature_columns is not None:
+        columns = {names[0]: data.feature_columns}
+    else:  # every column but the labels and the id (an inputs table has neither)
+        excluded = {*data.label_columns, data.id_column} if data.dataframe is not None else set()
+        columns = {names[0]: tuple(str(name) for name in table.columns if name not in excluded)}
     return [
         ArraySource(name=name, described=f"{described} columns of '{name}'", array=_numeric(table, list(cols), row_problems))
         for name, cols in columns.items()

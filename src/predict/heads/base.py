@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from predict.config import TaskConfig
+from predict.config import ROW_COLUMN, TaskConfig
 from predict.data.collate import Batch
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
@@ -116,7 +116,10 @@ def output_width(spec: TensorSpec, *, model_name: str) -> int | None:
 
 
 def column_values(dataframe: pd.DataFrame, column: str) -> np.ndarray:
-    """A dataframe column as the 1-D array stored under its name in the pkl."""
+    """A dataframe column as the 1-D array stored under its name in the pkl; `row` (an array task's
+    rows without an id column, FORMATS.md "Arrays and tables") is 0..n-1 unless the dataframe has one."""
+    if column == ROW_COLUMN and column not in dataframe.columns:
+        return np.arange(len(dataframe))
     return dataframe[column].to_numpy()
 
 

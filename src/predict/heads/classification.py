@@ -100,7 +100,7 @@ class ClassificationHead(Head):
         has_labels = all(column in dataframe.columns for column in label_columns)
         layout = _layout(config.label_layout, label_columns, width)
         notes: list[str] = []
-        source = task.data.rows_file
+        source = task.data.labels_file
 
         class_names: tuple[str, ...] = ()
         labels = None

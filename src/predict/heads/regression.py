@@ -57,7 +57,7 @@ class RegressionHead(Head):
             )
         labels = None
         if all(column in dataframe.columns for column in label_columns):
-            labels = numeric_labels(dataframe, label_columns, source=task.data.rows_file)
+            labels = numeric_labels(dataframe, label_columns, source=task.data.labels_file)
         return cls(output=spec.name, label_columns=label_columns, input_column=task.input_column, labels=labels)
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:

@@ -49,6 +49,7 @@ from predict.config import (
     MelNorm,
     MelScale,
     MelTriangles,
+    PadMode,
     SpectrogramRecipe,
     Window,
 )
@@ -164,14 +165,15 @@ class MelFeatures:
         """
         recipe = self.recipe
         before, after = padding(recipe)
-        samples = chunks.astype(np.float64)
-        if before or after:
-            # numpy pads any length (torch's reflect needs more samples than the padding).
-            samples = np.pad(samples, ((0, 0), (before, after)), mode=recipe.pad_mode.value)
+        samples = torch.from_numpy(chunks).to(torch.float64)
+        if (before or after) and recipe.pad_mode is PadMode.CONSTANT:
+            samples = torch.nn.functional.pad(samples, (before, after))
+        elif before or after:  # numpy reflects any length; torch's reflect needs more samples than the padding
+            samples = torch.from_numpy(np.pad(samples.numpy(), ((0, 0), (before, after)), mode=recipe.pad_mode.value))
         if samples.shape[1] < recipe.fft_size:
             raise ValueError(f"a chunk of {chunks.shape[1]} samples is shorter than one frame of {recipe.fft_size}")
         spectrum = torch.stft(
-            torch.from_numpy(samples),
+            samples,
             n_fft=recipe.fft_size,
             hop_length=recipe.hop_size,
             win_length=recipe.fft_size,

@@ -41,7 +41,9 @@ sys.path.insert(0, str(REPOSITORY_ROOT / "scripts"))
 from make_examples import CLASS_NAMES as SHAPE_NAMES  # noqa: E402  (the shapes images' generator)
 from make_examples import draw_split, preprocess_image  # noqa: E402
 
-from predict.data.audio import LogMel, read_audio, split_chunks  # noqa: E402
+from predict.config import PreprocessingConfig  # noqa: E402
+from predict.data.audio import read_audio, split_chunks  # noqa: E402
+from predict.data.spectrogram import MelFeatures  # noqa: E402
 
 CONFIGS_FOLDER = REPOSITORY_ROOT / "configs"
 SOUNDS_FOLDER = CONFIGS_FOLDER / "data" / "sounds"
@@ -121,13 +123,21 @@ def training_clips(chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.stack(waves), np.array(classes), np.array(levels, dtype=np.float32)
 
 
+def log_mel_features() -> MelFeatures:
+    """The classifier's features: the librosa recipe, as configs/audio_classification.yaml sets it."""
+    preprocessing = PreprocessingConfig(
+        sample_rate=SAMPLE_RATE, mel_frequency_bins=MEL_BINS, window_size=WINDOW_SIZE, hop_size=HOP_SIZE
+    )
+    return MelFeatures(preprocessing.spectrogram_recipe())
+
+
 def train_classifier() -> None:
     """A Keras CNN on (64 mels, 17 frames, 1) log-mels, saved as .h5."""
     import keras
 
     keras.utils.set_random_seed(SEED_MODEL)
     waves, classes, _ = training_clips(CLASSIFIER_CHUNK)
-    features = LogMel(sample_rate=SAMPLE_RATE, window_size=WINDOW_SIZE, hop_size=HOP_SIZE, mel_bins=MEL_BINS)(waves)
+    features = log_mel_features()(waves)
     model = keras.Sequential(
         [
             keras.Input((MEL_BINS, 17, 1), name="log_mel"),
@@ -227,7 +237,7 @@ def verify(frame: pd.DataFrame) -> None:
 
     classifier = keras.models.load_model(CLASSIFIER_PATH, compile=False)
     level = onnxruntime.InferenceSession(str(LEVEL_PATH), providers=["CPUExecutionProvider"])
-    log_mel = LogMel(sample_rate=SAMPLE_RATE, window_size=WINDOW_SIZE, hop_size=HOP_SIZE, mel_bins=MEL_BINS)
+    log_mel = log_mel_features()
     correct, errors = 0, []
     for path, sound, level_db in zip(frame["audio_path"], frame["sound"], frame["level_db"]):
         samples = read_audio(CLIPS_FOLDER / path, SAMPLE_RATE)

@@ -232,3 +232,83 @@ def test_unreadable_audio_names_its_row(tmp_path, sounds):
     with pytest.raises(InputError, match=r"labels.csv: row 1, path 'broken.wav': not a readable audio file \(WAV, FLAC, OGG\)"):
         run_task(load_config(config), progress=False)
     assert not (tmp_path / "out" / "validation_predictions.csv").exists()
+
+
+def test_spectrogram_config_errors_name_their_keys(tmp_path, sounds, torch_models):
+    _, model = torch_models["regression1"]
+    recipe = {"sample_rate": 8000, "audio_features": "log_mel", "feature_recipe": "tf_signal", "window_size": 400}
+    bad = recipe | {"fft_size": 256, "spectrum_power": 3, "center": True, "f_min": 5000.0, "f_max": 4100.0, "log_offset": 0.0, "top_db": 80.0}
+    with pytest.raises(ConfigError) as error:
+        load_config(audio_task(tmp_path, model, sounds, preprocessing=bad))
+    message = str(error.value)
+    assert "preprocessing.fft_size 256 must be >= preprocessing.window_size 400: the window must fit in the FFT" in message
+    assert "preprocessing.spectrum_power must be 1 (magnitude) or 2 (power) (got 3)" in message
+    assert "preprocessing.center must be false with framing: tf_signal (tf.signal.stft does not centre frames)" in message
+    assert "preprocessing.f_max must be <= sample_rate / 2 = 4000 Hz (got 4100)" in message
+    assert "preprocessing.f_min 5000 must be < f_max 4100 Hz" in message
+    assert "preprocessing.log_offset must be > 0 with log_scale: natural (silence would give -inf)" in message
+    assert "preprocessing.top_db applies to log_scale: decibel only (got log_scale: natural)" in message
+    decibel = recipe | {"log_scale": "decibel", "log_offset": -1.0, "top_db": 0.0, "f_min": -5.0}
+    with pytest.raises(ConfigError) as error:
+        load_config(audio_task(tmp_path, model, sounds, preprocessing=decibel))
+    message = str(error.value)
+    assert "preprocessing.log_offset must be >= 0 (got -1)" in message
+    assert "preprocessing.top_db must be > 0 dB (got 0)" in message
+    assert "preprocessing.f_min must be >= 0 Hz (got -5)" in message
+    with pytest.raises(ConfigError, match=r"preprocessing.log_scale must be one of decibel, natural, log10, none \(got 'decibels'\); did you mean 'decibel'\?"):
+        load_config(audio_task(tmp_path, model, sounds, preprocessing=recipe | {"log_scale": "decibels"}))
+    with pytest.raises(ConfigError, match=r"preprocessing.feature_recipe must be one of librosa, torchaudio, tf_signal \(got 'tf.signal'\); did you mean 'tf_signal'\?"):
+        load_config(audio_task(tmp_path, model, sounds, preprocessing=recipe | {"feature_recipe": "tf.signal"}))
+    with pytest.raises(ConfigError, match=r"unknown key preprocessing.fft_sise: did you mean 'fft_size'\?"):
+        load_config(audio_task(tmp_path, model, sounds, preprocessing=recipe | {"fft_sise": 512}))
+
+
+class MelRegressor(torch.nn.Module):
+    """(batch, 1, 40 mels, frames) features to one score: a fixed random projection of the frame mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(40, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features.mean(dim=3)[:, 0])
+
+
+@pytest.mark.parametrize("recipe", ["torchaudio", "tf_signal"])
+def test_a_recipe_set_in_yaml_reaches_the_model(tmp_path, sounds, recipe):
+    # The reference features come from librosa (torchaudio's definitions, see tests/data/test_spectrogram.py)
+    # or tf.signal, computed here from the decoded chunks, not from predict.data.spectrogram.
+    module = MelRegressor().eval()
+    model = tmp_path / "mel.onnx"
+    torch.onnx.export(
+        module, (torch.zeros(2, 1, 40, 11),), str(model), input_names=["log_mel"], output_names=["score"],
+        dynamic_axes={"log_mel": {0: "chunks"}, "score": {0: "chunks"}}, opset_version=17, dynamo=False,
+    )
+    keys = {"feature_recipe": recipe, "window_size": 400, "hop_size": 160, "mel_frequency_bins": 40, "feature_normalization": "per_example"}
+    config = audio_task(tmp_path, model, sounds, preprocessing={"sample_rate": 8000, "audio_features": "log_mel", **keys})
+    task = load_config(config)
+    assert main(["--config", str(config), "--quiet"]) == 0
+    _, raw = read_outputs(tmp_path / "out")
+    # 11 frames every 160 samples: centred (torchaudio) 10 * 160 samples; tf.signal frames of 400: 400 + 10 * 160.
+    chunk = 400 + 10 * 160 if recipe == "tf_signal" else 10 * 160
+    assert task.preprocessing.inference_chunk_seconds is None
+    expected = []
+    for path in pd.read_csv(sounds / "labels.csv")["path"]:
+        chunks = split_chunks(read_audio(sounds / path, 8000), chunk).astype(np.float64)
+        if recipe == "torchaudio":
+            librosa = pytest.importorskip("librosa")
+            mel = librosa.feature.melspectrogram(
+                y=chunks, sr=8000, n_fft=400, hop_length=160, n_mels=40, htk=True, norm=None, pad_mode="reflect", dtype=np.float64
+            )
+            features = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+        else:
+            tf = pytest.importorskip("tensorflow")
+            stfts = tf.signal.stft(tf.constant(chunks), frame_length=400, frame_step=160)
+            weights = tf.signal.linear_to_mel_weight_matrix(40, stfts.shape[-1], 8000, 0.0, 4000.0, dtype=tf.float64)
+            features = tf.math.log(tf.tensordot(tf.abs(stfts), weights, 1) + 1e-6).numpy().transpose(0, 2, 1)
+        features = np.stack([(item - item.mean()) / (item.std() + 1e-6) for item in features])
+        assert features.shape[1:] == (40, 11)
+        with torch.no_grad():
+            expected.append(module(torch.from_numpy(features[:, None]).float()).numpy().mean(axis=0))
+    assert_allclose(raw["predictions"], np.stack(expected), rtol=1e-4, atol=1e-5)

@@ -149,6 +149,19 @@ def test_torch_encoder_matches_torch_with_workers_long_and_empty_texts(text_regr
         )
     np.testing.assert_allclose(serial, expected, rtol=1e-4, atol=1e-5)
 
+    # truncation_side: left keeps the end of the long text, as tokenizers' direction="left" does.
+    run_task(load_config(config, ["preprocessing.truncation_side=left", "output.dir=" + str(tmp_path / "cut")]), progress=False)
+    with open(tmp_path / "cut" / "validation_raw_predictions.pkl", "rb") as handle:
+        cut_left = pickle.load(handle)["predictions"]
+    tokenizer.enable_truncation(16, direction="left")
+    with torch.no_grad():
+        expected = np.concatenate(
+            [module(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.int64)).numpy() for ids in (tokenizer.encode(t).ids for t in texts)]
+        )
+    np.testing.assert_allclose(cut_left, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(cut_left[2], serial[2], rtol=1e-3)  # the long row: its end, not its start
+    np.testing.assert_allclose(cut_left[:2], serial[:2], rtol=1e-5, atol=1e-6)  # short rows: nothing cut
+
 
 def test_non_utf8_csv_is_a_clear_error(text_regressor, tmp_path, capsys):
     dataframe = tmp_path / "latin1.csv"
@@ -175,6 +188,10 @@ def test_text_config_errors(text_regressor, tmp_path):
         load_config(config, span)
     with pytest.raises(ConfigError, match=r"data.context_column: column 'ctx' is not in texts.csv"):
         load_config(config, [*span, "data.question_column=text", "data.context_column=ctx"])
+    with pytest.raises(ConfigError, match=r"preprocessing.truncation_side must be one of right, left \(got 'pre'\)"):
+        load_config(config, ["preprocessing.truncation_side=pre"])
+    with pytest.raises(ConfigError, match="preprocessing.truncation_side: left does not apply to text_span_prediction"):
+        load_config(config, [*span, "data.question_column=text", "data.context_column=text", "preprocessing.truncation_side=left"])
     with pytest.raises(ConfigError, match="span prediction takes one answer column"):
         load_config(config, ["problem_type=text_span_prediction", "data.question_column=text", "data.context_column=text"])
 

@@ -80,11 +80,96 @@ class PaddingSide(StrEnum):
     LEFT = "left"
 
 
+class TruncationSide(StrEnum):
+    """Which end of a too-long text is cut: `right` keeps its start (tokenizers' default), `left` keeps its end
+    (Keras `pad_sequences(truncating="pre")`, its default)."""
+
+    RIGHT = "right"
+    LEFT = "left"
+
+
 class AudioFeatures(StrEnum):
     """What an audio model takes: the `waveform` itself, or its `log_mel` spectrogram (see predict.data.audio)."""
 
     WAVEFORM = "waveform"
     LOG_MEL = "log_mel"
+
+
+class FeatureRecipe(StrEnum):
+    """The library whose spectrogram conventions a log_mel model was trained with (see predict.data.spectrogram).
+
+    A recipe only fills the keys left unset (`fft_size`, `center`, `pad_mode`, `framing`, `mel_scale`,
+    `mel_norm`, `mel_triangles`, `spectrum_power`, `log_scale`, `log_offset`); an explicit key wins.
+    """
+
+    LIBROSA = "librosa"  # librosa.feature.melspectrogram + power_to_db: the default, as before recipes existed
+    TORCHAUDIO = "torchaudio"  # torchaudio.transforms.MelSpectrogram + AmplitudeToDB: HTK mels, no norm, reflect
+    TF_SIGNAL = "tf_signal"  # tf.signal.stft + linear_to_mel_weight_matrix, |STFT|, log(mel + 1e-6), no centring
+
+
+class Window(StrEnum):
+    """The STFT window, periodic (librosa `get_window(..., fftbins=True)`, torch and tf.signal defaults)."""
+
+    HANN = "hann"
+    HAMMING = "hamming"
+
+
+class PadMode(StrEnum):
+    """How centred frames pad the clip's ends (numpy `np.pad` modes; torch calls `edge` `replicate`)."""
+
+    CONSTANT = "constant"
+    REFLECT = "reflect"
+    EDGE = "edge"
+
+
+class Framing(StrEnum):
+    """How frames are cut when `fft_size` > `window_size`.
+
+    `librosa`: a frame is `fft_size` samples with the window centred in it (librosa, torch.stft,
+    torchaudio); `tf_signal`: a frame is `window_size` samples, zero-padded at its end to `fft_size`
+    (tf.signal.stft). Equal when `fft_size` == `window_size`, except that `tf_signal` also takes
+    tf.signal's windows, periodic for an even `window_size` only (symmetric for an odd one).
+    """
+
+    LIBROSA = "librosa"
+    TF_SIGNAL = "tf_signal"
+
+
+class MelScale(StrEnum):
+    """Hz to mel: `slaney` (linear below 1 kHz, log above; librosa's default) or `htk` (2595 log10(1 + f / 700))."""
+
+    SLANEY = "slaney"
+    HTK = "htk"
+
+
+class MelNorm(StrEnum):
+    """Mel filter weights: `slaney` scales each to unit area (2 / bandwidth in Hz), `none` keeps peaks at 1."""
+
+    SLANEY = "slaney"
+    NONE = "none"
+
+
+class MelTriangles(StrEnum):
+    """Where mel filters are triangles: over `hertz` (librosa, torchaudio) or over `mel` (tf.signal)."""
+
+    HERTZ = "hertz"
+    MEL = "mel"
+
+
+class LogScale(StrEnum):
+    """The log applied to mel energies (see predict.data.spectrogram for the exact formulas)."""
+
+    DECIBEL = "decibel"  # 10 log10(max(mel + log_offset, 1e-10)) for power, 20 log10(max(., 1e-5)) for magnitude
+    NATURAL = "natural"  # ln(mel + log_offset)
+    LOG10 = "log10"  # log10(mel + log_offset)
+    NONE = "none"  # the mel energies themselves
+
+
+class FeatureNormalization(StrEnum):
+    """Standardise each chunk's features: `none`, or `per_example`: (x - mean) / (std + 1e-6) over the whole chunk."""
+
+    NONE = "none"
+    PER_EXAMPLE = "per_example"
 
 
 class OnError(StrEnum):
@@ -193,15 +278,146 @@ class PreprocessingConfig:
     lowercase: bool | None = None  # word-index vocabularies only (default true); tokenizer.json normalizes itself
     oov_token: str | None = None  # word-index vocabularies: the out-of-vocabulary token (default: the file's own)
     padding_side: PaddingSide = PaddingSide.RIGHT
+    truncation_side: TruncationSide = TruncationSide.RIGHT  # Keras pad_sequences' default is left (and padding left)
     doc_stride: int = 128  # span prediction: tokens shared by consecutive windows over a long context
     # Audio (see predict.data.audio): files are read mono and resampled to `sample_rate`, cut into
     # chunks of `inference_chunk_seconds` (default: the model's static length), features per chunk.
     sample_rate: int | None = None  # Hz the model was trained at; required for audio
     audio_features: AudioFeatures = AudioFeatures.LOG_MEL
-    mel_frequency_bins: int = 128  # log_mel: mel bands (librosa n_mels)
-    window_size: int = 2048  # log_mel: STFT window and FFT length in samples (librosa n_fft)
-    hop_size: int = 512  # log_mel: samples between frames (librosa hop_length)
     inference_chunk_seconds: float | None = None
+    # log_mel (see predict.data.spectrogram). None = the feature_recipe's default.
+    feature_recipe: FeatureRecipe = FeatureRecipe.LIBROSA
+    mel_frequency_bins: int = 128  # mel bands (librosa n_mels)
+    window_size: int = 2048  # window length in samples (librosa win_length); also the FFT length unless fft_size
+    hop_size: int = 512  # samples between frames (librosa hop_length)
+    fft_size: int | None = None  # FFT length (librosa n_fft); default window_size (tf_signal: next power of 2)
+    window: Window = Window.HANN
+    center: bool | None = None  # pad fft_size // 2 at both ends so frame t is centred on sample t * hop_size
+    pad_mode: PadMode | None = None  # centred frames' padding
+    framing: Framing | None = None
+    mel_scale: MelScale | None = None
+    mel_norm: MelNorm | None = None
+    mel_triangles: MelTriangles | None = None
+    f_min: float = 0.0  # lowest mel edge, Hz
+    f_max: float | None = None  # highest mel edge, Hz; default sample_rate / 2
+    spectrum_power: int | None = None  # 2: power |STFT|^2, 1: magnitude |STFT|
+    log_scale: LogScale | None = None
+    log_offset: float | None = None  # added to mel energies before the log
+    top_db: float | None = None  # decibel only: clip each chunk to its maximum - top_db (librosa power_to_db)
+    feature_normalization: FeatureNormalization = FeatureNormalization.NONE
+
+    def spectrogram_recipe(self) -> SpectrogramRecipe:
+        """The log-mel recipe in full: the keys set, and `feature_recipe`'s defaults for those left unset.
+
+        Raises:
+            ValueError: `sample_rate` is unset (load_config reports it first for audio tasks).
+        """
+        if self.sample_rate is None:
+            raise ValueError("preprocessing.sample_rate is needed for a spectrogram")
+        defaults = _RECIPE_DEFAULTS[self.feature_recipe]
+        chosen = {
+            name: getattr(defaults, name) if getattr(self, name) is None else getattr(self, name)
+            for name in _RECIPE_KEYS
+        }
+        fft_size = self.fft_size
+        if fft_size is None:
+            # tf.signal.stft's fft_length=None: the smallest power of 2 that holds a frame.
+            power_of_two = self.feature_recipe is FeatureRecipe.TF_SIGNAL
+            fft_size = 1 << (self.window_size - 1).bit_length() if power_of_two else self.window_size
+        return SpectrogramRecipe(
+            sample_rate=self.sample_rate,
+            mel_bins=self.mel_frequency_bins,
+            window_size=self.window_size,
+            hop_size=self.hop_size,
+            fft_size=fft_size,
+            window=self.window,
+            f_min=self.f_min,
+            f_max=self.sample_rate / 2 if self.f_max is None else self.f_max,
+            top_db=self.top_db,
+            feature_normalization=self.feature_normalization,
+            **chosen,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _RecipeDefaults:
+    """What a `FeatureRecipe` sets: the `PreprocessingConfig` keys whose default is None (but `fft_size`)."""
+
+    center: bool
+    pad_mode: PadMode
+    framing: Framing
+    mel_scale: MelScale
+    mel_norm: MelNorm
+    mel_triangles: MelTriangles
+    spectrum_power: int
+    log_scale: LogScale
+    log_offset: float
+
+
+_RECIPE_KEYS = tuple(item.name for item in dataclasses.fields(_RecipeDefaults))
+_RECIPE_DEFAULTS = {
+    # librosa.feature.melspectrogram defaults, then power_to_db(ref=1.0, amin=1e-10, top_db=None).
+    FeatureRecipe.LIBROSA: _RecipeDefaults(
+        center=True,
+        pad_mode=PadMode.CONSTANT,
+        framing=Framing.LIBROSA,
+        mel_scale=MelScale.SLANEY,
+        mel_norm=MelNorm.SLANEY,
+        mel_triangles=MelTriangles.HERTZ,
+        spectrum_power=2,
+        log_scale=LogScale.DECIBEL,
+        log_offset=0.0,
+    ),
+    # torchaudio.transforms.MelSpectrogram defaults, then AmplitudeToDB(stype="power", top_db=None).
+    FeatureRecipe.TORCHAUDIO: _RecipeDefaults(
+        center=True,
+        pad_mode=PadMode.REFLECT,
+        framing=Framing.LIBROSA,
+        mel_scale=MelScale.HTK,
+        mel_norm=MelNorm.NONE,
+        mel_triangles=MelTriangles.HERTZ,
+        spectrum_power=2,
+        log_scale=LogScale.DECIBEL,
+        log_offset=0.0,
+    ),
+    # The tf.signal guide: abs(stft(...)) @ linear_to_mel_weight_matrix(...), then tf.math.log(mel + 1e-6).
+    FeatureRecipe.TF_SIGNAL: _RecipeDefaults(
+        center=False,
+        pad_mode=PadMode.CONSTANT,
+        framing=Framing.TF_SIGNAL,
+        mel_scale=MelScale.HTK,
+        mel_norm=MelNorm.NONE,
+        mel_triangles=MelTriangles.MEL,
+        spectrum_power=1,
+        log_scale=LogScale.NATURAL,
+        log_offset=1e-6,
+    ),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpectrogramRecipe:
+    """Every log-mel setting resolved: what `predict.data.spectrogram.MelFeatures` computes (see there)."""
+
+    sample_rate: int
+    mel_bins: int
+    window_size: int
+    hop_size: int
+    fft_size: int
+    window: Window
+    center: bool
+    pad_mode: PadMode
+    framing: Framing
+    mel_scale: MelScale
+    mel_norm: MelNorm
+    mel_triangles: MelTriangles
+    f_min: float
+    f_max: float
+    spectrum_power: int
+    log_scale: LogScale
+    log_offset: float
+    top_db: float | None
+    feature_normalization: FeatureNormalization
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -498,6 +714,8 @@ def _check_audio(task: TaskConfig) -> list[str]:
         value = getattr(preprocessing, key)
         if value < minimum:
             errors.append(f"preprocessing.{key} must be >= {minimum} (got {value})")
+    if preprocessing.sample_rate is not None and preprocessing.sample_rate >= 1 and preprocessing.window_size >= 2:
+        errors.extend(_check_spectrogram(preprocessing.spectrogram_recipe()))
     seconds = preprocessing.inference_chunk_seconds
     if seconds is not None and seconds <= 0:
         errors.append(f"preprocessing.inference_chunk_seconds must be > 0 (got {seconds})")
@@ -505,6 +723,44 @@ def _check_audio(task: TaskConfig) -> list[str]:
         errors.append(
             f"preprocessing.inference_chunk_seconds {seconds} is shorter than one sample at {preprocessing.sample_rate} Hz"
         )
+    return errors
+
+
+def _check_spectrogram(recipe: SpectrogramRecipe) -> list[str]:
+    """The log-mel recipe's ranges and combinations, on the resolved values (a recipe's defaults included)."""
+    errors = []
+    if recipe.fft_size < recipe.window_size:  # only an explicit fft_size can be: every default is >= window_size
+        errors.append(
+            f"preprocessing.fft_size {recipe.fft_size} must be >= preprocessing.window_size {recipe.window_size}: "
+            "the window must fit in the FFT"
+        )
+    if recipe.spectrum_power not in (1, 2):
+        errors.append(f"preprocessing.spectrum_power must be 1 (magnitude) or 2 (power) (got {recipe.spectrum_power})")
+    if recipe.framing is Framing.TF_SIGNAL and recipe.center:
+        errors.append(
+            "preprocessing.center must be false with framing: tf_signal (tf.signal.stft does not centre frames)"
+        )
+    nyquist = recipe.sample_rate / 2
+    if recipe.f_min < 0:
+        errors.append(f"preprocessing.f_min must be >= 0 Hz (got {recipe.f_min:g})")
+    if recipe.f_max > nyquist:
+        errors.append(f"preprocessing.f_max must be <= sample_rate / 2 = {nyquist:g} Hz (got {recipe.f_max:g})")
+    if recipe.f_min >= recipe.f_max:
+        errors.append(f"preprocessing.f_min {recipe.f_min:g} must be < f_max {recipe.f_max:g} Hz")
+    if recipe.log_offset < 0:
+        errors.append(f"preprocessing.log_offset must be >= 0 (got {recipe.log_offset:g})")
+    elif recipe.log_offset == 0 and recipe.log_scale in (LogScale.NATURAL, LogScale.LOG10):
+        errors.append(
+            f"preprocessing.log_offset must be > 0 with log_scale: {recipe.log_scale} (silence would give -inf); "
+            "the usual recipe is log(mel + 1e-6): log_offset: 1.0e-6"
+        )
+    if recipe.top_db is not None:
+        if recipe.log_scale is not LogScale.DECIBEL:
+            errors.append(
+                f"preprocessing.top_db applies to log_scale: decibel only (got log_scale: {recipe.log_scale})"
+            )
+        elif recipe.top_db <= 0:
+            errors.append(f"preprocessing.top_db must be > 0 dB (got {recipe.top_db:g})")
     return errors
 
 
@@ -524,6 +780,11 @@ def _check_text(task: TaskConfig) -> list[str]:
         for key in ("question_column", "context_column"):
             if getattr(task.data, key) is None:
                 errors.append(f"data.{key} is missing (needed for {task.problem_type})")
+        if preprocessing.truncation_side is TruncationSide.LEFT:
+            errors.append(
+                "preprocessing.truncation_side: left does not apply to text_span_prediction: long contexts are cut "
+                "into windows (preprocessing.doc_stride), never truncated; remove the key"
+            )
         if len(task.data.label_columns) > 1:
             errors.append(f"data.label_columns: span prediction takes one answer column (got {list(task.data.label_columns)})")
     return errors

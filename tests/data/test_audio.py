@@ -1,4 +1,4 @@
-"""Audio decoding and features against librosa (the dev-only reference), chunking and layouts."""
+"""Audio decoding against librosa (the dev-only reference), chunking and layouts; features: test_spectrogram.py."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import soundfile
 from numpy.testing import assert_allclose
 
-from predict.config import AudioFeatures, PreprocessingConfig
-from predict.data.audio import LogMel, audio_input_from, mel_filterbank, read_audio, split_chunks
+from predict.config import AudioFeatures, FeatureRecipe, PreprocessingConfig
+from predict.data.audio import audio_input_from, read_audio, split_chunks
 from predict.data.collate import CHUNK_COUNTS, Batch, average_chunks
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
@@ -37,17 +37,6 @@ def test_read_audio_equals_librosa_load(tmp_path, extension, rate, subtype):
     samples = read_audio(path, 16000)
     assert samples.dtype == np.float32 and samples.shape == expected.shape
     assert_allclose(samples, expected, atol=1e-6)
-
-
-@pytest.mark.parametrize(("window", "hop", "mels"), [(2048, 512, 128), (400, 160, 40), (256, 512, 64)])
-def test_log_mel_matches_librosa(window, hop, mels):
-    clip = reference_clip()
-    assert_allclose(mel_filterbank(16000, window, mels), librosa.filters.mel(sr=16000, n_fft=window, n_mels=mels), atol=1e-7)
-    ours = LogMel(sample_rate=16000, window_size=window, hop_size=hop, mel_bins=mels)(clip[None])[0]
-    power = librosa.feature.melspectrogram(y=clip, sr=16000, n_fft=window, hop_length=hop, n_mels=mels)
-    expected = librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=None)
-    assert ours.shape == expected.shape == (mels, 1 + len(clip) // hop)
-    assert_allclose(ours, expected, atol=1e-4)
 
 
 def test_split_chunks_pads_short_clips_and_aligns_the_last_chunk_to_the_end():
@@ -109,3 +98,21 @@ def test_integer_audio_input_is_refused():
     spec = TensorSpec(name="audio", shape=(None, 8000), dtype=np.dtype(np.int16))
     with pytest.raises(ConfigError, match=r"input 'audio' takes int16; audio models need float"):
         audio_input_from(spec, preprocessing(audio_features=AudioFeatures.WAVEFORM), model_name="m.onnx")
+
+
+def test_uncentred_frames_set_the_chunk_length():
+    # 17 frames of 256 samples every 512: 256 + 16 * 512 samples, not the centred 16 * 512.
+    spec = TensorSpec(name="audio", shape=(None, 64, 17), dtype=np.dtype(np.float32))
+    audio_input = audio_input_from(spec, preprocessing(center=False), model_name="m.onnx")
+    assert audio_input.chunk_samples == 256 + 16 * 512
+    tf_framing = preprocessing(feature_recipe=FeatureRecipe.TF_SIGNAL, window_size=200, fft_size=256)
+    assert audio_input_from(spec, tf_framing, model_name="m.onnx").chunk_samples == 200 + 16 * 512
+    with pytest.raises(ConfigError, match=r"gives 17 frames per chunk but model m.onnx takes 18 .* set it to 1.1"):
+        audio_input_from(TensorSpec(name="audio", shape=(None, 64, 18), dtype=np.dtype(np.float32)),
+                         preprocessing(center=False, inference_chunk_seconds=1.056), model_name="m.onnx")  # fmt: skip
+
+
+def test_chunk_shorter_than_an_uncentred_frame_is_refused():
+    spec = TensorSpec(name="audio", shape=(None, 64, None), dtype=np.dtype(np.float32))
+    with pytest.raises(ConfigError, match=r"inference_chunk_seconds 0.01 gives 80 samples per chunk, shorter than one frame of 256"):
+        audio_input_from(spec, preprocessing(center=False, inference_chunk_seconds=0.01), model_name="m.onnx")

@@ -121,3 +121,119 @@ def test_tokenizer_errors(tmp_path, tokenizer_json):
     keras.write_text(json.dumps({"class_name": "Tokenizer", "config": {"char_level": True, "word_index": "{}"}}))
     with pytest.raises(ConfigError, match="a character-level Keras Tokenizer is not supported"):
         load_tokenizer(keras)
+
+
+# Keras-era text: fitted on reviews, scored on others with unseen words, capitals, line breaks and
+# characters Keras does not treat as separators (\r, a no-break space, a dotted capital I that
+# lower-cases to two characters).
+KERAS_FIT_TEXTS = [
+    "I loved this film. The acting was superb, and the story kept me guessing until the very end!",
+    "Terrible movie; the plot made no sense and the dialogue was painfully slow.",
+    "A decent sequel: not as good as the original, but the soundtrack is wonderful.",
+    "The food was cold, the service was slow, and the waiter forgot our drinks twice.",
+    "Great value for money -- the room was clean, quiet and close to the station.",
+    "I would not recommend this phone: the battery dies before lunch and the screen cracks easily.",
+    "Istanbul in spring is beautiful; we walked along the Bosphorus every evening.",
+    "Customer support answered within minutes and solved my problem. Five stars!",
+]
+KERAS_TEXTS = [
+    "The story was wonderful, but the acting was slow.",
+    "",
+    "I LOVED the soundtrack!!! The waiter, however, was terrible.\r\nWould not recommend.",
+    "İstanbul's station\u00a0was quiet\tand clean -- great value",
+    "the battery dies, the screen cracks, the phone dies: no stars from me, not one, not even half a star, never again",
+    "Five stars for customer support|the room|the food",
+]
+
+
+def keras_tokenizer_file(tmp_path, **options):
+    """Fit a real `tf_keras.preprocessing.text.Tokenizer` and save its `to_json()`."""
+    text = pytest.importorskip("tf_keras.preprocessing.text")
+    keras_tokenizer = text.Tokenizer(**options)
+    keras_tokenizer.fit_on_texts(KERAS_FIT_TEXTS)
+    path = tmp_path / "keras_tokenizer.json"
+    path.write_text(keras_tokenizer.to_json())
+    return path, keras_tokenizer
+
+
+KERAS_OPTIONS = {
+    "defaults": {},
+    "oov-num-words": {"num_words": 25, "oov_token": "<OOV>"},
+    "cased-few-filters": {"lower": False, "filters": "!,.:;\n", "oov_token": "[UNK]"},
+    "num-words-no-oov": {"num_words": 12},
+    "pipe-split": {"split": "|", "filters": " ,.!'\t\n", "oov_token": "<OOV>"},
+    "two-character-split": {"split": "--", "filters": " ,.!", "oov_token": "<OOV>"},
+}
+
+
+@pytest.mark.parametrize("options", KERAS_OPTIONS.values(), ids=KERAS_OPTIONS.keys())
+@pytest.mark.parametrize(("padding", "truncating"), [("pre", "pre"), ("post", "post"), ("pre", "post")])
+def test_keras_tokenizer_json_equals_texts_to_sequences_and_pad_sequences(tmp_path, options, padding, truncating):
+    from predict.config import PaddingSide, TruncationSide
+    from predict.data.text import TextBatches, TextInputs, TextLayout
+
+    sequence = pytest.importorskip("tf_keras.preprocessing.sequence")
+    path, keras_tokenizer = keras_tokenizer_file(tmp_path, **options)
+    keras_ids = keras_tokenizer.texts_to_sequences(KERAS_TEXTS)
+    expected = sequence.pad_sequences(keras_ids, maxlen=5, padding=padding, truncating=truncating)
+
+    tokenizer = load_tokenizer(path)
+    unpadded = tokenizer.encode(KERAS_TEXTS, max_length=1000)
+    assert [encoding.ids.tolist() for encoding in unpadded] == keras_ids
+    assert any(len(ids) > 5 for ids in keras_ids) and any(len(ids) < 5 for ids in keras_ids)
+    side = {"pre": "left", "post": "right"}
+    batches = TextBatches(
+        KERAS_TEXTS,
+        tokenizer=tokenizer,
+        inputs=TextInputs(
+            ids="ids", mask=None, token_types=None, dtypes={"ids": np.dtype(np.int32)}, max_length=5, pad_to_max_length=True
+        ),
+        layout=TextLayout.SEQUENCE,
+        batch_size=len(KERAS_TEXTS),
+        column="text",
+        padding_side=PaddingSide(side[padding]),
+        truncation_side=TruncationSide(side[truncating]),
+    )
+    ids = np.asarray(batches[0].inputs["ids"])  # shared-memory torch tensors, as workers hand them over
+    assert ids.dtype == np.int32
+    np.testing.assert_array_equal(ids, expected)
+
+
+def test_keras_word_offsets_point_at_the_words_in_the_original_text(tmp_path):
+    path, keras_tokenizer = keras_tokenizer_file(tmp_path, oov_token="<OOV>")
+    words = [keras_tokenizer.index_word[i] for i in keras_tokenizer.texts_to_sequences([KERAS_TEXTS[3]])[0]]
+    (encoding,) = load_tokenizer(path).encode([KERAS_TEXTS[3]], max_length=100)
+    spans = [KERAS_TEXTS[3][start:end] for start, end in encoding.offsets]
+    # "İstanbul's" lower-cases to one character more; its span is still the original word.
+    assert spans == ["İstanbul's", "station\u00a0was", "quiet", "and", "clean", "great", "value"]
+    assert [span.lower() if keras_tokenizer.word_index.get(span.lower()) else "<OOV>" for span in spans] == words
+
+
+def test_truncation_side_keeps_the_end_of_words_and_texts(tmp_path, tokenizer_json):
+    from predict.config import TruncationSide
+
+    path = tmp_path / "word_index.json"
+    path.write_text(json.dumps({"<OOV>": 1, "the": 2, "dog": 3, "sleeps": 4, "here": 5}))
+    word_index = load_tokenizer(path)
+    (kept,) = word_index.encode(["the dog sleeps here"], max_length=2, truncation_side=TruncationSide.LEFT)
+    assert kept.ids.tolist() == [4, 5] and kept.offsets.tolist() == [[8, 14], [15, 19]]
+    words_in = [["the", "dog", "sleeps", "here"]]
+    (words,) = word_index.encode_words(words_in, max_length=3, truncation_side=TruncationSide.LEFT)
+    assert words.ids.tolist() == [3, 4, 5] and words.word_ids.tolist() == [1, 2, 3]
+    hugging_face = load_tokenizer(tokenizer_json)
+    (right,) = hugging_face.encode([SENTENCES[2]], max_length=6)
+    (left,) = hugging_face.encode([SENTENCES[2]], max_length=6, truncation_side=TruncationSide.LEFT)
+    assert left.ids[0] == right.ids[0] == 2 and left.ids[-1] == right.ids[-1] == 3  # specials kept either way
+    assert left.ids[1:-1].tolist() != right.ids[1:-1].tolist()
+    assert SENTENCES[2][left.offsets[-2][0] : left.offsets[-2][1]] == "."  # the text's last token
+    (tagged,) = hugging_face.encode_words([SENTENCES[0].split()], max_length=5, truncation_side=TruncationSide.LEFT)
+    assert tagged.word_ids[1:-1].max() == len(SENTENCES[0].split()) - 1
+
+
+def test_keras_tokenizer_with_an_empty_split_is_refused(tmp_path):
+    path = tmp_path / "keras_tokenizer.json"
+    config = {"split": "", "word_index": json.dumps({"a": 1})}
+    path.write_text(json.dumps({"class_name": "Tokenizer", "config": config}))
+    message = r"keras_tokenizer.json: the Keras Tokenizer's split must be a non-empty string \(got ''\)"
+    with pytest.raises(ConfigError, match=message):
+        load_tokenizer(path)

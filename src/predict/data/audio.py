@@ -19,14 +19,12 @@ heads are the image ones, unchanged: they see one output per row. `runtime.batch
 
 Features (`preprocessing.audio_features`):
 - `waveform`: the chunk's samples. Model input (batch, samples), (batch, samples, 1) or (batch, 1, samples).
-- `log_mel` (librosa's definitions): power spectrogram `|STFT|^2` with a periodic Hann window of
-  `window_size` samples (= FFT length), `hop_size`, centred frames with zero padding (librosa's
-  `center=True, pad_mode="constant"`); a Slaney-style mel filterbank of `mel_frequency_bins` bands
-  from 0 Hz to sample_rate / 2 with Slaney area normalisation (`librosa.filters.mel` defaults);
-  then `10 * log10(max(mel, 1e-10))` (`librosa.power_to_db(ref=1.0, amin=1e-10, top_db=None)`).
-  A chunk of C samples has `1 + C // hop_size` frames. Model input: two axes (mels, frames) or
-  (frames, mels), found by which one has `mel_frequency_bins` entries, with an optional channel
-  axis of size 1 first or last: (batch, 1, mels, frames), (batch, frames, mels, 1), ...
+- `log_mel`: a mel spectrogram, by default librosa's `power_to_db(melspectrogram(...))`; the feature
+  recipes of librosa, torchaudio and tf.signal, and every setting of them, are in
+  predict.data.spectrogram. A chunk of C samples has `frame_count(recipe, C)` frames (`1 + C // hop_size`
+  for centred frames and an even FFT size). Model input: two axes (mels, frames) or (frames, mels),
+  found by which one has `mel_frequency_bins` entries, with an optional channel axis of size 1 first
+  or last: (batch, 1, mels, frames), (batch, frames, mels, 1), ...
 """
 
 from __future__ import annotations
@@ -46,11 +44,11 @@ import torch.utils.data
 from predict.config import AudioFeatures, PreprocessingConfig, TaskConfig
 from predict.data.collate import Batch, CHUNK_COUNTS, to_shared
 from predict.data.paths import UnreadableRow, resolve_data_path
+from predict.data.spectrogram import MelFeatures, chunk_samples_for, frame_count
 from predict.errors import ConfigError, one_line
 from predict.runners.base import TensorSpec, format_shape, single_input
 
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
-_AMIN = 1e-10  # librosa.power_to_db's floor: -100 dB for silence
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,8 +131,8 @@ def _chunk_samples(
     preprocessing: PreprocessingConfig, model_length: int | None, *, features: AudioFeatures, model_name: str, shown: str
 ) -> int:
     """C from the config, or from the model's static time axis; both must agree when both are given."""
-    hop = preprocessing.hop_size
-    unit = "samples" if features is AudioFeatures.WAVEFORM else "frames"
+    recipe = preprocessing.spectrogram_recipe() if features is AudioFeatures.LOG_MEL else None
+    unit = "samples" if recipe is None else "frames"
     seconds = preprocessing.inference_chunk_seconds
     if seconds is None:
         if model_length is None:
@@ -142,14 +140,17 @@ def _chunk_samples(
                 f"preprocessing.inference_chunk_seconds is missing and model {model_name} takes any number of {unit} "
                 f"{shown}: set it to the clip length the model was trained on"
             )
-        return model_length if features is AudioFeatures.WAVEFORM else (model_length - 1) * hop
+        return model_length if recipe is None else chunk_samples_for(recipe, model_length)
     chunk = round(seconds * preprocessing.sample_rate)
-    length = chunk if features is AudioFeatures.WAVEFORM else 1 + chunk // hop
+    length = chunk if recipe is None else frame_count(recipe, chunk)
+    if recipe is not None and length < 1:
+        raise ConfigError(
+            f"preprocessing.inference_chunk_seconds {seconds:g} gives {chunk} samples per chunk, shorter than one frame "
+            f"of {recipe.fft_size} samples without centring (preprocessing.center: false); make chunks longer"
+        )
     if model_length is not None and length != model_length:
-        if features is AudioFeatures.WAVEFORM:
-            fits = f"{model_length / preprocessing.sample_rate:g}"
-        else:
-            fits = f"{(model_length - 1) * hop / preprocessing.sample_rate:g}"
+        fits_samples = model_length if recipe is None else chunk_samples_for(recipe, model_length)
+        fits = f"{fits_samples / preprocessing.sample_rate:g}"
         raise ConfigError(
             f"preprocessing.inference_chunk_seconds {seconds:g} gives {length} {unit} per chunk but model {model_name} "
             f"takes {model_length} {shown}; set it to {fits} (or leave it out to use the model's length)"
@@ -188,74 +189,6 @@ def split_chunks(samples: np.ndarray, chunk_samples: int) -> np.ndarray:
     return np.stack([samples[start : start + chunk_samples] for start in starts])
 
 
-def mel_filterbank(sample_rate: int, fft_size: int, mel_bins: int) -> np.ndarray:
-    """`librosa.filters.mel(sr=sample_rate, n_fft=fft_size, n_mels=mel_bins)` (Slaney scale and norm, 0 Hz to Nyquist).
-
-    Returns:
-        float32[mel_bins, fft_size // 2 + 1] triangular filters, each scaled to unit area (2 / bandwidth).
-    """
-    fft_frequencies = np.fft.rfftfreq(fft_size, d=1.0 / sample_rate)
-    mel_edges = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), mel_bins + 2)
-    hz_edges = _mel_to_hz(mel_edges)
-    widths = np.diff(hz_edges)
-    ramps = hz_edges[:, None] - fft_frequencies[None, :]
-    lower = -ramps[:-2] / widths[:-1, None]
-    upper = ramps[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (hz_edges[2:] - hz_edges[:-2]))[:, None]
-    return weights.astype(np.float32)
-
-
-# Slaney's auditory-toolbox mel scale (librosa's default, htk=False): linear below 1 kHz, log above.
-_MEL_LINEAR_HZ = 200.0 / 3
-_MEL_BREAK_HZ = 1000.0
-_MEL_BREAK = _MEL_BREAK_HZ / _MEL_LINEAR_HZ
-_MEL_LOG_STEP = math.log(6.4) / 27.0
-
-
-def _hz_to_mel(hz: float | np.ndarray) -> np.ndarray:
-    hz = np.asarray(hz, dtype=np.float64)
-    linear = hz / _MEL_LINEAR_HZ
-    logarithmic = _MEL_BREAK + np.log(np.maximum(hz, _MEL_BREAK_HZ) / _MEL_BREAK_HZ) / _MEL_LOG_STEP
-    return np.where(hz >= _MEL_BREAK_HZ, logarithmic, linear)
-
-
-def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
-    mels = np.asarray(mels, dtype=np.float64)
-    linear = mels * _MEL_LINEAR_HZ
-    logarithmic = _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (np.maximum(mels, _MEL_BREAK) - _MEL_BREAK))
-    return np.where(mels >= _MEL_BREAK, logarithmic, linear)
-
-
-class LogMel:
-    """Log-mel spectrograms in torch, librosa's definitions (see the module docstring)."""
-
-    def __init__(self, *, sample_rate: int, window_size: int, hop_size: int, mel_bins: int) -> None:
-        self.window_size = window_size
-        self.hop_size = hop_size
-        self.window = torch.hann_window(window_size, periodic=True, dtype=torch.float64)
-        self.filterbank = torch.from_numpy(mel_filterbank(sample_rate, window_size, mel_bins).astype(np.float64))
-
-    def __call__(self, chunks: np.ndarray) -> np.ndarray:
-        """float32[N, C] samples to float32[N, mel_bins, 1 + C // hop_size] decibels.
-
-        Computed in float64 (as cheap as float32 at these sizes) so it matches librosa to well under 1e-4 dB.
-        """
-        spectrum = torch.stft(
-            torch.from_numpy(chunks).to(torch.float64),
-            n_fft=self.window_size,
-            hop_length=self.hop_size,
-            win_length=self.window_size,
-            window=self.window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )
-        power = spectrum.real.square() + spectrum.imag.square()
-        mel = torch.matmul(self.filterbank, power)
-        return (10.0 * torch.log10(torch.clamp(mel, min=_AMIN))).to(torch.float32).numpy()
-
-
 class AudioBatches(torch.utils.data.Dataset):
     """Item i is batch i: consecutive rows, each read, chunked and turned into features.
 
@@ -280,14 +213,9 @@ class AudioBatches(torch.utils.data.Dataset):
         self.sample_rate = preprocessing.sample_rate
         self.batch_size = batch_size
         self.column = column
-        self.log_mel = None
+        self.mel_features = None
         if audio_input.features is AudioFeatures.LOG_MEL:
-            self.log_mel = LogMel(
-                sample_rate=preprocessing.sample_rate,
-                window_size=preprocessing.window_size,
-                hop_size=preprocessing.hop_size,
-                mel_bins=preprocessing.mel_frequency_bins,
-            )
+            self.mel_features = MelFeatures(preprocessing.spectrogram_recipe())
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
@@ -325,10 +253,10 @@ class AudioBatches(torch.utils.data.Dataset):
     def _features(self, chunks: np.ndarray) -> np.ndarray:
         """float32[N, C] chunks to the model's layout and dtype."""
         spec = self.audio_input
-        if self.log_mel is None:
+        if self.mel_features is None:
             values, order = chunks, ("time",)
         else:
-            values, order = self.log_mel(chunks), ("mels", "time")
+            values, order = self.mel_features(chunks), ("mels", "time")
         wanted = [axis for axis in spec.axes if axis != "channel"]
         if list(order) != wanted:
             values = values.transpose(0, *(1 + order.index(axis) for axis in wanted))

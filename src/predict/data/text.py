@@ -8,6 +8,10 @@ is a config error, as is a dynamic axis with no `max_length`.
 
 Padding: models with an attention mask get batches padded to their longest sequence (at most
 `max_length`); models without one (Keras RNNs) always see exactly `max_length` tokens, as in training.
+Padding goes after the tokens (`preprocessing.padding_side: right`) or before them (`left`), and a
+longer text loses its end (`truncation_side: right`) or its start (`left`). The defaults, right/right,
+are Hugging Face tokenizers'; Keras `pad_sequences(padding="pre", truncating="pre")`, its defaults,
+is left/left.
 
 Three layouts, by problem type:
 - one sequence per row (classification, regression, metric learning): `data.text_column`;
@@ -28,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch.utils.data
 
-from predict.config import PaddingSide, ProblemType, TaskConfig
+from predict.config import PaddingSide, ProblemType, TaskConfig, TruncationSide
 from predict.data.collate import Batch, to_shared
 from predict.data.tokenizer import Encoding, TextTokenizer, load_tokenizer
 from predict.errors import ConfigError
@@ -143,6 +147,7 @@ class TextBatches(torch.utils.data.Dataset):
         contexts: Sequence[object] | None = None,
         context_column: str | None = None,
         padding_side: PaddingSide = PaddingSide.RIGHT,
+        truncation_side: TruncationSide = TruncationSide.RIGHT,
         doc_stride: int = 0,
     ) -> None:
         self.texts = list(texts)
@@ -154,6 +159,7 @@ class TextBatches(torch.utils.data.Dataset):
         self.column = column
         self.context_column = context_column
         self.padding_side = padding_side
+        self.truncation_side = truncation_side
         self.doc_stride = doc_stride
 
     def __len__(self) -> int:
@@ -181,10 +187,10 @@ class TextBatches(torch.utils.data.Dataset):
             context["contexts"] = _object_array(contexts)
         elif self.layout is TextLayout.WORDS:
             words = [text.split() for text in texts]
-            encodings = self.tokenizer.encode_words(words, max_length=max_length)
+            encodings = self.tokenizer.encode_words(words, max_length=max_length, truncation_side=self.truncation_side)
             context["word_counts"] = np.asarray([len(row) for row in words], dtype=np.int32)
         else:
-            encodings = self.tokenizer.encode(texts, max_length=max_length)
+            encodings = self.tokenizer.encode(texts, max_length=max_length, truncation_side=self.truncation_side)
         inputs, positions = self._pad(encodings)
         width = inputs[self.inputs.ids].shape[1]
         if self.layout is TextLayout.WORDS:
@@ -274,6 +280,7 @@ def build_text_dataset(
         contexts=contexts,
         context_column=task.data.context_column,
         padding_side=preprocessing.padding_side,
+        truncation_side=preprocessing.truncation_side,
         doc_stride=preprocessing.doc_stride,
     )
     return dataset

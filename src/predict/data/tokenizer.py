@@ -5,15 +5,21 @@ Two families, chosen by the file (`preprocessing.tokenizer`), never downloaded:
 - a Hugging Face `tokenizer.json` (the `tokenizers` library): sub-words, special tokens and
   normalisation exactly as saved with the model;
 - a Keras-style word index, one id per word:
-  - `*.json` holding Keras' `Tokenizer.to_json()` (its `word_index`, `lower`, `filters`,
-    `oov_token`, `num_words` are used), or a plain `{"word": id}` word index (ids from 1, 0 =
-    padding), split as Keras' `Tokenizer` splits: the `filters` characters and whitespace separate words;
+  - `*.json` holding Keras' `Tokenizer.to_json()` (`keras.preprocessing.text.Tokenizer` of Keras 2 /
+    tf_keras; its `word_index`, `lower`, `filters`, `split`, `oov_token` and `num_words` are used), or a
+    plain `{"word": id}` word index (ids from 1, 0 = padding) read with that Tokenizer's defaults.
+    Words as `Tokenizer.texts_to_sequences` makes them (`text_to_word_sequence`): the text is
+    lower-cased, every `filters` character becomes `split`, the text is split on `split` (only: a
+    `\r` or no-break space not in `filters` stays inside a word) and empty words are dropped; a word
+    whose id is >= `num_words` counts as unknown; unknown words get the `oov_token`'s id, or are
+    dropped without one;
   - `*.txt`: a `TextVectorization.get_vocabulary()` list, one token per line, line i = id i
     (`""` padding at 0, `[UNK]` at 1), split as its default `lower_and_strip_punctuation` does.
 
 Every tokenizer gives `Encoding`s with the same fields, so the loaders and heads never ask which
-family they have. Truncation keeps the start of a text; specials added by a tokenizer.json's
-post-processor are kept inside `max_length`.
+family they have. Truncation keeps the start of a text (`truncation_side: right`, tokenizers' default)
+or its end (`left`, Keras `pad_sequences`' default `truncating="pre"`); specials added by a
+tokenizer.json's post-processor are kept inside `max_length` either way.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ import json
 import re
 import string
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from predict.config import TruncationSide
 from predict.errors import ConfigError, one_line
 
 # Keras `Tokenizer(filters=...)` default: these characters separate words like whitespace does.
@@ -75,12 +82,20 @@ class TextTokenizer(ABC):
     description: str
 
     @abstractmethod
-    def encode(self, texts: Sequence[str], *, max_length: int) -> list[Encoding]:
-        """Each text as one sequence of at most `max_length` tokens (truncated at the end)."""
+    def encode(
+        self, texts: Sequence[str], *, max_length: int, truncation_side: TruncationSide = TruncationSide.RIGHT
+    ) -> list[Encoding]:
+        """Each text as one sequence of at most `max_length` tokens, cut at its end (`right`) or its start (`left`)."""
 
     @abstractmethod
-    def encode_words(self, words: Sequence[Sequence[str]], *, max_length: int) -> list[Encoding]:
-        """Pre-split texts (lists of whitespace words); `word_ids` index into each list."""
+    def encode_words(
+        self,
+        words: Sequence[Sequence[str]],
+        *,
+        max_length: int,
+        truncation_side: TruncationSide = TruncationSide.RIGHT,
+    ) -> list[Encoding]:
+        """Pre-split texts (lists of whitespace words); `word_ids` index into each whole list, cut or not."""
 
     @abstractmethod
     def encode_windows(self, question: str, context: str, *, max_length: int, stride: int) -> list[Encoding]:
@@ -115,19 +130,27 @@ class HuggingFaceTokenizer(TextTokenizer):
             self.pad_id = next((int(token_id) for token_id in found if token_id is not None), 0)
         self.description = f"tokenizer {path.name} ({self.tokenizer.get_vocab_size()} tokens, pad id {self.pad_id})"
 
-    def encode(self, texts: Sequence[str], *, max_length: int) -> list[Encoding]:
-        self.tokenizer.enable_truncation(max_length)
+    def encode(
+        self, texts: Sequence[str], *, max_length: int, truncation_side: TruncationSide = TruncationSide.RIGHT
+    ) -> list[Encoding]:
+        self.tokenizer.enable_truncation(max_length, direction=truncation_side.value)
         return [_from_hf(encoding) for encoding in self.tokenizer.encode_batch(list(texts))]
 
-    def encode_words(self, words: Sequence[Sequence[str]], *, max_length: int) -> list[Encoding]:
-        self.tokenizer.enable_truncation(max_length)
+    def encode_words(
+        self,
+        words: Sequence[Sequence[str]],
+        *,
+        max_length: int,
+        truncation_side: TruncationSide = TruncationSide.RIGHT,
+    ) -> list[Encoding]:
+        self.tokenizer.enable_truncation(max_length, direction=truncation_side.value)
         encoded = self.tokenizer.encode_batch([list(row) for row in words], is_pretokenized=True)
         return [_from_hf(encoding) for encoding in encoded]
 
     def encode_windows(self, question: str, context: str, *, max_length: int, stride: int) -> list[Encoding]:
         # tokenizers' own overflow: every window repeats the question and specials (as transformers' QA does).
         try:
-            self.tokenizer.enable_truncation(max_length, stride=stride, strategy="only_second")
+            self.tokenizer.enable_truncation(max_length, stride=stride, strategy="only_second", direction="right")
             first = self.tokenizer.encode(question, context)
         except Exception as error:  # too long a question, or a stride as long as the room left
             raise ValueError(
@@ -154,7 +177,7 @@ class WordIndexTokenizer(TextTokenizer):
         vocabulary: word to id.
         lowercase: lower-case words before the lookup.
         strip_punctuation: True: delete punctuation from each whitespace word (TextVectorization);
-            False: `filters` characters split words like whitespace (Keras `Tokenizer`).
+            False: Keras `Tokenizer` words (`filters` characters become `split`, see the module docstring).
         oov_id: the id of unknown words; None drops them (Keras `Tokenizer` without `oov_token`).
         num_words: ids >= this are unknown (Keras `Tokenizer(num_words=...)`); None keeps all.
     """
@@ -167,6 +190,7 @@ class WordIndexTokenizer(TextTokenizer):
         lowercase: bool,
         strip_punctuation: bool,
         filters: str = KERAS_FILTERS,
+        split: str = " ",
         oov_id: int | None,
         num_words: int | None = None,
     ) -> None:
@@ -175,50 +199,99 @@ class WordIndexTokenizer(TextTokenizer):
         self.strip_punctuation = strip_punctuation
         self.oov_id = oov_id
         self.num_words = num_words
-        separators = "".join(sorted(set(filters) | set(string.whitespace)))
-        self._words = re.compile(r"\S+" if strip_punctuation else "[^" + re.escape(separators) + "]+")
+        self.filters = frozenset(filters)
+        self.split = split
+        self._to_split = str.maketrans({character: split for character in self.filters})
+        self._between_splits = re.compile("[^" + re.escape(split) + "]+") if len(split) == 1 else None
         self.pad_id = 0
         oov = "dropped" if oov_id is None else f"id {oov_id}"
         self.description = f"word index {name} ({len(vocabulary)} words, lowercase {lowercase}, unknown words {oov})"
 
-    def _lookup(self, word: str) -> int | None:
-        if self.lowercase:
-            word = word.lower()
-        if self.strip_punctuation:
-            word = _STRIP_PUNCTUATION.sub("", word)
+    def _id(self, word: str) -> int | None:
+        """The id of a word already lower-cased and split as the vocabulary's tokenizer does."""
         token_id = self.vocabulary.get(word)
         if token_id is None or (self.num_words is not None and token_id >= self.num_words):
             return self.oov_id
         return token_id
 
+    def _lookup(self, word: str) -> int | None:
+        """The id of one whitespace word of a pre-split text (token classification)."""
+        if self.lowercase:
+            word = word.lower()
+        if self.strip_punctuation:
+            word = _STRIP_PUNCTUATION.sub("", word)
+        return self._id(word)
+
+    def _keras_words(self, text: str) -> Iterator[tuple[str, int, int]]:
+        """Keras `text_to_word_sequence(text, filters, lower, split)`, with each word's span in `text`."""
+        source = text.lower() if self.lowercase else text
+        translated = source.translate(self._to_split)
+        if self._between_splits is not None and len(translated) == len(text):  # one character in, one out
+            for match in self._between_splits.finditer(translated):
+                yield match.group(), match.start(), match.end()
+            return
+        # Lower-casing that changes length ("İ" becomes "i̇") or a longer `split`: track where each character
+        # came from. The whole text lowers to as many characters as its characters one by one (only the
+        # final sigma depends on context, and it stays one character).
+        origins = [
+            index for index, character in enumerate(text) for _ in (character.lower() if self.lowercase else character)
+        ]
+        mapped = [
+            origin
+            for origin, character in zip(origins, source)
+            for _ in (self.split if character in self.filters else character)
+        ]
+        position = 0
+        for word in translated.split(self.split):
+            if word:
+                yield word, mapped[position], mapped[position + len(word) - 1] + 1
+            position += len(word) + len(self.split)
+
     def _tokens(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         ids, offsets = [], []
-        for match in self._words.finditer(text):
-            word = match.group()
-            if self.strip_punctuation and not _STRIP_PUNCTUATION.sub("", word):
-                continue  # punctuation only: TextVectorization deletes it, it is no word
-            token_id = self._lookup(word)
+        if self.strip_punctuation:
+            for match in re.finditer(r"\S+", text):
+                word = match.group()
+                if not _STRIP_PUNCTUATION.sub("", word):
+                    continue  # punctuation only: TextVectorization deletes it, it is no word
+                token_id = self._lookup(word)
+                if token_id is not None:
+                    ids.append(token_id)
+                    offsets.append(match.span())
+            return ids, offsets
+        for word, start, end in self._keras_words(text):
+            token_id = self._id(word)
             if token_id is not None:
                 ids.append(token_id)
-                offsets.append(match.span())
+                offsets.append((start, end))
         return ids, offsets
 
-    def encode(self, texts: Sequence[str], *, max_length: int) -> list[Encoding]:
+    def encode(
+        self, texts: Sequence[str], *, max_length: int, truncation_side: TruncationSide = TruncationSide.RIGHT
+    ) -> list[Encoding]:
         encodings = []
         for text in texts:
             ids, offsets = self._tokens(text)
-            encodings.append(_word_encoding(ids[:max_length], offsets[:max_length], sequence=0))
+            kept = _kept(len(ids), max_length, truncation_side)
+            encodings.append(_word_encoding(ids[kept], offsets[kept], sequence=0))
         return encodings
 
-    def encode_words(self, words: Sequence[Sequence[str]], *, max_length: int) -> list[Encoding]:
+    def encode_words(
+        self,
+        words: Sequence[Sequence[str]],
+        *,
+        max_length: int,
+        truncation_side: TruncationSide = TruncationSide.RIGHT,
+    ) -> list[Encoding]:
         # Exactly one position per whitespace word, so word i is token i; an unknown word without an
         # OOV id takes the padding id (a word-level tagger still needs its slot).
         encodings = []
         for row in words:
-            ids = [self._lookup(word) for word in row[:max_length]]
+            kept = _kept(len(row), max_length, truncation_side)
+            ids = [self._lookup(word) for word in row[kept]]
             ids = [self.pad_id if token_id is None else token_id for token_id in ids]
-            offsets = [(0, len(word)) for word in row[:max_length]]
-            encodings.append(_word_encoding(ids, offsets, sequence=0))
+            offsets = [(0, len(word)) for word in row[kept]]
+            encodings.append(_word_encoding(ids, offsets, sequence=0, first_word=kept.start))
         return encodings
 
     def encode_windows(self, question: str, context: str, *, max_length: int, stride: int) -> list[Encoding]:
@@ -240,6 +313,13 @@ class WordIndexTokenizer(TextTokenizer):
             if stop >= len(context_ids):
                 return windows
             start = stop - stride
+
+
+def _kept(length: int, max_length: int, side: TruncationSide) -> slice:
+    """The positions of a sequence of `length` tokens that truncation keeps."""
+    if length <= max_length:
+        return slice(0, length)
+    return slice(length - max_length, length) if side is TruncationSide.LEFT else slice(0, max_length)
 
 
 def _word_encoding(ids: list[int], offsets: list[tuple[int, int]], *, sequence: int, first_word: int = 0) -> Encoding:
@@ -318,6 +398,12 @@ def _keras_tokenizer(config: dict, *, path: Path, lowercase: bool | None, oov_to
         word_index = json.loads(word_index)
     if not isinstance(word_index, dict) or not word_index:
         raise ConfigError(f"preprocessing.tokenizer {path.name}: the Keras Tokenizer has no word_index (was it fitted?)")
+    split = config.get("split", " ")
+    if not isinstance(split, str) or not split:
+        raise ConfigError(
+            f"preprocessing.tokenizer {path.name}: the Keras Tokenizer's split must be a non-empty string "
+            f"(got {split!r})"
+        )
     saved_oov = config.get("oov_token")
     oov_id = _oov_id(word_index, oov_token or saved_oov, defaults=(), path=path)
     num_words = config.get("num_words")
@@ -327,8 +413,9 @@ def _keras_tokenizer(config: dict, *, path: Path, lowercase: bool | None, oov_to
         lowercase=bool(config.get("lower", True)) if lowercase is None else lowercase,
         strip_punctuation=False,
         filters=config.get("filters") or "",
+        split=split,
         oov_id=oov_id,
-        num_words=int(num_words) if num_words else None,
+        num_words=int(num_words) if num_words else None,  # Keras: num_words None or 0 keeps every word
     )
 
 

@@ -2,7 +2,8 @@
 
 Words are the whitespace-separated words of `{text_column}`; the label column holds one tag per word,
 space-separated. The model scores sub-word tokens (batch, tokens, classes); a word takes the scores
-of its first sub-token. Words past `max_length` tokens get NaN probabilities and `head.overflow_tag`.
+of its first sub-token. Words cut off by `max_length` (the last ones, or the first ones with
+`preprocessing.truncation_side: left`) get NaN probabilities and `head.overflow_tag`.
 
 Writes (FORMATS.md "Text", token classification):
 - pkl: `probabilities` list of float32 (words, classes) arrays, `predictions` (n,) lists of tags,
@@ -151,7 +152,8 @@ class TokenClassificationHead(Head):
         cut = sum(bool(np.isnan(values).any()) for values in predictions["probabilities"])
         if cut:
             self.notes.append(
-                f"{cut} row(s) have more tokens than max_length: their last words got NaN probabilities and tag '{self.overflow_tag}'"
+                f"{cut} row(s) have more tokens than max_length: the words cut off got NaN probabilities and tag "
+                f"'{self.overflow_tag}'"
             )
         return predictions
 

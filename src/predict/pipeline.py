@@ -26,11 +26,17 @@ from tqdm import tqdm
 
 from predict.config import Engine, OnError, ProblemType, TaskConfig
 from predict.data.arrays import build_array_dataset, name_unlabelled_outputs, read_array_rows
-from predict.data.audio import build_audio_dataset
-from predict.data.collate import DEFAULT_WORKERS, Batch, average_chunks, batch_loader, decoding_workers, from_shared
+from predict.data.collate import (
+    DEFAULT_WORKERS,
+    Batch,
+    BatchDataset,
+    InProcessBatches,
+    average_chunks,
+    batch_loader,
+    decoding_workers,
+    from_shared,
+)
 from predict.data.dataframe import read_dataframe
-from predict.data.image import build_image_dataset
-from predict.data.text import build_text_dataset
 from predict.errors import ConfigError, InputError
 from predict.heads import HEADS
 from predict.heads.base import Head
@@ -47,12 +53,6 @@ from predict.writers.row_arrays import DiskRows
 if TYPE_CHECKING:
     import torch.utils.data
 
-_DATASETS = {
-    "text": build_text_dataset,
-    "image": build_image_dataset,
-    "audio": build_audio_dataset,
-    "array": build_array_dataset,
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,11 +285,26 @@ class _ModelThread:
 
 def build_loader(
     task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple, *, first_batch: int, model_on_cuda: bool = False
-) -> torch.utils.data.DataLoader:
+) -> InProcessBatches | torch.utils.data.DataLoader:
     """The modality's batches from batch `first_batch` on; pinned for a CUDA model (see `decoding_workers`)."""
-    dataset = _DATASETS[task.problem_type.modality](task, dataframe, model_inputs)
+    dataset = build_dataset(task, dataframe, model_inputs)
     workers = decoding_workers(task.runtime.num_workers, model_on_cuda=model_on_cuda)
     return batch_loader(dataset, num_workers=workers, first_batch=first_batch, pin_memory=model_on_cuda)
+
+
+def build_dataset(task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple) -> BatchDataset:
+    """The modality's dataset (item i is batch i). Each modality's module is imported only for its
+    own tasks: an image run never loads the audio (torch) or text (tokenizers) code (issue 18)."""
+    modality = task.problem_type.modality
+    if modality == "image":
+        from predict.data.image import build_image_dataset as build
+    elif modality == "text":
+        from predict.data.text import build_text_dataset as build
+    elif modality == "audio":
+        from predict.data.audio import build_audio_dataset as build
+    else:
+        build = build_array_dataset
+    return build(task, dataframe, model_inputs)
 
 
 def read_rows(task: TaskConfig) -> tuple[TaskConfig, pd.DataFrame]:

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch.utils.data
 
 from predict.config import ROW_COLUMN, ProblemType, TaskConfig
-from predict.data.collate import Batch, to_shared
+from predict.data.collate import Batch, BatchDataset
 from predict.data.dataframe import read_dataframe
 from predict.errors import ConfigError, InputError, one_line
 from predict.runners.base import TensorSpec, format_shape
@@ -197,7 +196,7 @@ class ArraySource:
         return state
 
 
-class ArrayBatches(torch.utils.data.Dataset):
+class ArrayBatches:
     """Item i is batch i: the rows' values of every model input, in the model's dtype and shape."""
 
     def __init__(
@@ -233,7 +232,7 @@ class ArrayBatches(torch.utils.data.Dataset):
             errors.append((row, f"row {row}, {problems[row]}"))
             for values in inputs.values():
                 values[row - start] = 0  # never fed as if it were real: its predictions are blanked
-        return to_shared(Batch(np.arange(start, stop, dtype=np.int64), inputs, errors, {}))
+        return Batch(np.arange(start, stop, dtype=np.int64), inputs, errors, {})
 
 
 def _batch_values(values: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -247,7 +246,7 @@ def _batch_values(values: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.n
 
 def build_array_dataset(
     task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
-) -> torch.utils.data.Dataset:
+) -> BatchDataset:
     """Batches of the task's numeric inputs in row order, checked against the model's inputs.
 
     Raises:

@@ -38,11 +38,9 @@ import numpy as np
 import pandas as pd
 import soundfile
 import soxr
-import torch
-import torch.utils.data
 
 from predict.config import AudioFeatures, PreprocessingConfig, TaskConfig
-from predict.data.collate import Batch, CHUNK_COUNTS, to_shared
+from predict.data.collate import CHUNK_COUNTS, Batch, BatchDataset
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.data.spectrogram import MelFeatures, chunk_samples_for, frame_count
 from predict.errors import ConfigError, one_line
@@ -189,7 +187,7 @@ def split_chunks(samples: np.ndarray, chunk_samples: int) -> np.ndarray:
     return np.stack([samples[start : start + chunk_samples] for start in starts])
 
 
-class AudioBatches(torch.utils.data.Dataset):
+class AudioBatches:
     """Item i is batch i: consecutive rows, each read, chunked and turned into features.
 
     A worker builds a whole batch, so one message crosses processes per batch, not per clip.
@@ -233,8 +231,7 @@ class AudioBatches(torch.utils.data.Dataset):
                 pieces.append(np.zeros((1, spec.chunk_samples), dtype=np.float32))
         counts = np.array([len(piece) for piece in pieces], dtype=np.int64)
         features = self._features(np.concatenate(pieces))
-        batch = Batch(np.arange(start, stop, dtype=np.int64), {spec.name: features}, errors, {CHUNK_COUNTS: counts})
-        return to_shared(batch)
+        return Batch(np.arange(start, stop, dtype=np.int64), {spec.name: features}, errors, {CHUNK_COUNTS: counts})
 
     def _read(self, value: str) -> np.ndarray:
         path = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)
@@ -267,7 +264,7 @@ class AudioBatches(torch.utils.data.Dataset):
 
 def build_audio_dataset(
     task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
-) -> torch.utils.data.Dataset:
+) -> BatchDataset:
     """Batches of the audio column in row order (`predict.data.collate.batch_loader` feeds them to the model).
 
     Raises:

@@ -1,16 +1,24 @@
-"""The batch that travels from a loader worker to the main process.
+"""The batch that travels from a loader to the model, and the loaders that build batches.
 
-Arrays travel as torch tensors: torch moves them through shared memory instead of pickling them
-through a pipe, and `.numpy()` on the other side is free.
+Batches are built in the main thread (`InProcessBatches`, no torch at all) or, with worker
+processes, by a torch `DataLoader`: there arrays travel as torch tensors, which torch moves through
+shared memory instead of pickling them through a pipe, and `.numpy()` on the other side is free.
+torch is imported only then (it takes 2-4 s to import on the 2-core development VM; issue 18).
 """
 
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+    import torch.utils.data
 
 
 class Batch(NamedTuple):
@@ -31,8 +39,19 @@ class Batch(NamedTuple):
     context: dict[str, np.ndarray]
 
 
+class BatchDataset(Protocol):
+    """What the modality loaders build (`predict.data.image.ImageBatches`, ...): item i is batch i."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Batch: ...
+
+
 def to_shared(batch: Batch) -> Batch:
-    """Worker side: wrap arrays as tensors (no copy) so they cross processes through shared memory."""
+    """Worker side (the DataLoader's collate function, run in the worker on each item): wrap arrays
+    as tensors (no copy) so they cross processes through shared memory, or get pinned for CUDA."""
+    import torch
+
     return Batch(
         torch.from_numpy(batch.row_ids),
         {name: torch.from_numpy(array) for name, array in batch.inputs.items()},
@@ -52,17 +71,17 @@ def from_shared(batch: Batch) -> Batch:
 
 
 def _as_tensor(value: np.ndarray) -> torch.Tensor | np.ndarray:
+    import torch
+
     # Object arrays (strings, ragged lists) cannot become tensors; they are pickled as they are.
     return torch.from_numpy(value) if isinstance(value, np.ndarray) and value.dtype != object else value
 
 
 def _as_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
-    return value.numpy() if isinstance(value, torch.Tensor) else value
-
-
-def keep_as_is(batch: Batch) -> Batch:
-    """DataLoader collate function: items are already whole batches."""
-    return batch
+    # from_shared sees every batch, with or without workers: a value can only be a tensor if torch
+    # was imported, so asking never imports it.
+    torch = sys.modules.get("torch")
+    return value.numpy() if torch is not None and isinstance(value, torch.Tensor) else value
 
 
 # A loader that feeds one row as several model inputs (audio chunks) puts every row's pieces next to
@@ -112,21 +131,45 @@ def decoding_workers(configured: int | None, *, model_on_cuda: bool) -> int:
     return DEFAULT_WORKERS if model_on_cuda or cpus > FEW_CPUS else 0
 
 
-def batch_loader(
-    dataset: torch.utils.data.Dataset, *, num_workers: int, first_batch: int = 0, pin_memory: bool = False
-) -> torch.utils.data.DataLoader:
-    """A DataLoader over a dataset whose item i is batch i, in order, from `first_batch` on.
+@dataclass(frozen=True)
+class InProcessBatches:
+    """Batches `first_batch`.. of a dataset, each built when the loop asks for it, in the calling thread.
 
-    `num_workers` processes build batches ahead of the model; starting later than batch 0 is how a
-    resumed run skips the rows its checkpoint already holds, without decoding them. `pin_memory`
-    (for CUDA) page-locks each batch so the host-to-device copy is a direct DMA.
+    The same items in the same order as a `DataLoader` with `num_workers=0` (which calls
+    `dataset[i]` in turn), without importing torch.
     """
+
+    dataset: BatchDataset
+    first_batch: int = 0
+    num_workers: ClassVar[int] = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        return (self.dataset[index] for index in range(self.first_batch, len(self.dataset)))
+
+    def __len__(self) -> int:
+        return max(0, len(self.dataset) - self.first_batch)
+
+
+def batch_loader(
+    dataset: BatchDataset, *, num_workers: int, first_batch: int = 0, pin_memory: bool = False
+) -> InProcessBatches | torch.utils.data.DataLoader:
+    """The batches of a dataset whose item i is batch i, in order, from `first_batch` on.
+
+    `num_workers` processes build batches ahead of the model (a torch DataLoader); with none, the
+    batches are built in the calling thread and torch is not imported. Starting later than batch 0
+    is how a resumed run skips the rows its checkpoint already holds, without decoding them.
+    `pin_memory` (for CUDA) page-locks each batch so the host-to-device copy is a direct DMA.
+    """
+    if num_workers == 0 and not pin_memory:
+        return InProcessBatches(dataset, first_batch)
+    import torch.utils.data
+
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=None,  # items are whole batches already
+        batch_size=None,  # items are whole batches already: the collate function gets each one whole
         sampler=range(first_batch, len(dataset)),
         num_workers=num_workers,
-        collate_fn=keep_as_is,
+        collate_fn=to_shared,
         prefetch_factor=2 if num_workers else None,
         pin_memory=pin_memory,
     )

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyspng
-import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
 from predict.config import Interpolation, PreprocessingConfig, ResizeMode, TaskConfig
-from predict.data.collate import Batch, to_shared
+from predict.data.collate import Batch, BatchDataset
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.errors import ConfigError, one_line
 from predict.runners.base import TensorSpec, format_shape, single_input
@@ -126,7 +125,7 @@ def image_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
     )
 
 
-class ImageBatches(torch.utils.data.Dataset):
+class ImageBatches:
     """Item i is batch i: consecutive rows, decoded and pre-processed into one array.
 
     A worker builds a whole batch, so one message crosses processes per batch, not per image.
@@ -171,8 +170,7 @@ class ImageBatches(torch.utils.data.Dataset):
                 errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
         input_sizes = np.tile(np.array([spec.height, spec.width], dtype=np.int64), (stop - start, 1))
         context = {ORIGINAL_SIZES: original_sizes, INPUT_SIZES: input_sizes}
-        batch = Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors, context)
-        return to_shared(batch)
+        return Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors, context)
 
     def _decode(self, value: str) -> tuple[np.ndarray, tuple[int, int]]:
         """uint8[H, W, C] pixels at the model's size, and the image's own (height, width)."""
@@ -248,7 +246,7 @@ def _is_rgb_png(header: bytes) -> bool:
 
 def build_image_dataset(
     task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
-) -> torch.utils.data.Dataset:
+) -> BatchDataset:
     """Batches of the image column in row order (`predict.data.collate.batch_loader` feeds them to the model).
 
     Raises:

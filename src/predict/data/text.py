@@ -30,10 +30,9 @@ from enum import StrEnum
 
 import numpy as np
 import pandas as pd
-import torch.utils.data
 
 from predict.config import PaddingSide, ProblemType, TaskConfig, TruncationSide
-from predict.data.collate import Batch, to_shared
+from predict.data.collate import Batch, BatchDataset
 from predict.data.tokenizer import Encoding, TextTokenizer, load_tokenizer
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
@@ -126,7 +125,7 @@ def text_inputs_from(model_inputs: Sequence[TensorSpec], *, max_length: int | No
     )
 
 
-class TextBatches(torch.utils.data.Dataset):
+class TextBatches:
     """Item i is batch i: consecutive rows, tokenized and padded into the model's input arrays.
 
     Args:
@@ -199,7 +198,7 @@ class TextBatches(torch.utils.data.Dataset):
         elif self.layout is TextLayout.WINDOWS:
             offsets = [np.where((e.sequence_ids == 1)[:, None], e.offsets, -1) for e in encodings]
             context["offsets"] = _scatter(positions, offsets, width=width, fill=-1)
-        return to_shared(Batch(np.arange(start, stop, dtype=np.int64), inputs, errors, context))
+        return Batch(np.arange(start, stop, dtype=np.int64), inputs, errors, context)
 
     def _text(self, values: Sequence[object], row: int, column: str, errors: list[tuple[int, str]]) -> str:
         value = values[row]
@@ -251,7 +250,7 @@ def _object_array(values: Sequence[object]) -> np.ndarray:
 
 def build_text_dataset(
     task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
-) -> torch.utils.data.Dataset:
+) -> BatchDataset:
     """Batches of the text column(s) in row order (`predict.data.collate.batch_loader` feeds them to the model).
 
     Any text problem type not named in `_LAYOUTS` (classification, regression, metric learning)

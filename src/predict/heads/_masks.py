@@ -8,7 +8,6 @@ them) by default, or left to right, then top to bottom (row-major) on request. A
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from predict.config import ResizeMode
 from predict.data.image import letterbox_geometry
@@ -100,6 +99,8 @@ def to_original_size(
         maps = maps[:, top : top + new_height, left : left + new_width]
     if maps.shape[1:] == (height, width):
         return np.ascontiguousarray(maps)
+    import torch  # here only: `predict show`/`report` and non-dense runs never import torch (issue 18)
+
     resized = torch.nn.functional.interpolate(
         torch.from_numpy(np.ascontiguousarray(maps))[None], size=(height, width), mode="bilinear", align_corners=False
     )

@@ -31,6 +31,9 @@ Writes (FORMATS.md "Instance segmentation"):
   of each instance), `instance_rle`, `confidence`, as JSON lists, one entry per instance, on both
   splits; other input columns (the true masks among them) are not repeated.
 Metrics: `mAP` on masks at IoU 0.5 and `mAP@0.5:0.95` (pycocotools COCOeval, iouType segm).
+
+scipy and torch are imported in the functions that use them: the head registry imports every head,
+and runs of other problem types (and `predict show`) must not pay for them (issue 18).
 """
 
 from __future__ import annotations
@@ -42,8 +45,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from scipy import ndimage
 
 from predict.config import ResizeMode, TaskConfig
 from predict.data.collate import Batch
@@ -203,6 +204,8 @@ class InstanceSegmentationHead(Head):
 
     def _h2o_instances(self, probabilities: np.ndarray) -> tuple[np.ndarray, list[list[float]]]:
         """float32[C + 2, h, w] to int32[h, w, C] instance ids and per class the confidences of ids 1..k."""
+        from scipy import ndimage
+
         config = self.config
         classes = len(config.class_names)
         border = np.maximum(probabilities[classes], probabilities[classes + 1]) >= config.border_threshold
@@ -232,6 +235,8 @@ class InstanceSegmentationHead(Head):
 
     def _relabel(self, instance_map: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, list[float]]:
         """Drop instances under `min_instance_pixels`, number the rest 1..k; their mean probabilities."""
+        from scipy import ndimage
+
         ids, counts = np.unique(instance_map[instance_map > 0], return_counts=True)
         kept = ids[counts >= self.config.min_instance_pixels]
         lookup = np.zeros(int(instance_map.max()) + 1, dtype=np.int32)
@@ -297,6 +302,8 @@ class InstanceSegmentationHead(Head):
         at `threshold`: 1 on a mask's pixels next to a pixel outside it (instance borders), and on
         pixels of a mask that another mask covers or touches (borders between instances), else 0.
         """
+        from scipy import ndimage
+
         config = self.config
         classes = len(config.class_names)
         height, width = int(input_size[0]), int(input_size[1])
@@ -398,6 +405,8 @@ class InstanceSegmentationHead(Head):
 
 def _paste(mask: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A box-relative float[h, w] mask resized into its xyxy box on a float32[H, W] canvas of the image."""
+    import torch
+
     canvas = np.zeros(size, dtype=np.float32)
     x_min, y_min = int(np.floor(box[0])), int(np.floor(box[1]))
     x_max, y_max = int(np.ceil(box[2])), int(np.ceil(box[3]))

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +49,9 @@ from predict.data.target_tokens import DEFAULT_END_TOKENS, DEFAULT_START_TOKENS,
 from predict.errors import ConfigError
 from predict.model_file import resolve_onnx_model
 from predict.runners.base import TensorSpec
-from predict.runners.ort import OrtRunner
+
+if TYPE_CHECKING:
+    from predict.runners.ort import OrtRunner
 
 GENERATED_IDS = "generated_ids"
 SEQUENCE_SCORES = "sequence_scores"
@@ -214,6 +216,10 @@ class GenerationRunner:
         encoder_name: str | None = None,
         decoder_name: str | None = None,
     ) -> None:
+        # Imported here, not above: the sequence-to-sequence head takes GENERATED_IDS from this module,
+        # and the head registry must not import onnxruntime for `predict show` (issue 18).
+        from predict.runners.ort import OrtRunner
+
         self.encoder = OrtRunner(encoder_path, device=device, threads=threads)
         self.decoder = OrtRunner(decoder_path, device=device, threads=threads)
         self.settings = settings

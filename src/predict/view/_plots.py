@@ -2,16 +2,19 @@
 
 Figures are built with `matplotlib.figure.Figure` and an explicit `FigureCanvasAgg`, never through
 `pyplot`, so viewing a run neither needs a display nor changes the backend of the caller's process.
+Matplotlib is imported when the first figure is made: `predict show` draws none (issue 18).
 """
 
 from __future__ import annotations
 
 import io
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 # Beyond this many classes the per-cell counts and per-class ROC legends stop being readable.
@@ -21,6 +24,9 @@ MAX_ROC_CURVES = 12
 
 def new_figure(width: float, height: float) -> Figure:
     """A figure of `width` x `height` inches on an Agg canvas, laid out so labels are not clipped."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure

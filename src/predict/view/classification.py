@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as sk
 
 from predict.errors import InputError
 from predict.report.metrics import ClassificationKind
@@ -133,6 +132,8 @@ class ClassificationView(View):
         return self.scores[np.arange(len(self.scores)), self.truth]
 
     def _confusion_matrix(self) -> Plot:
+        from sklearn import metrics as sk  # here, not above: `predict show` draws no plots (issue 18)
+
         if self.kind is ClassificationKind.MULTILABEL:
             matrices = sk.multilabel_confusion_matrix(self.truth, self.predicted.astype(int))
             shown = min(len(self.classes), _plots.MAX_ROC_CURVES)
@@ -155,6 +156,8 @@ class ClassificationView(View):
         return Plot(title=f"Confusion matrix ({np.trace(counts)} of {counts.sum()} correct, {accuracy:.1%})", png=_plots.to_png(figure), caption=caption)
 
     def _roc_curves(self) -> Plot:
+        from sklearn import metrics as sk  # here, not above: `predict show` draws no plots (issue 18)
+
         if self.kind is ClassificationKind.BINARY:
             curves = [(self.classes[1], self.truth, self.scores[:, 1])]
         else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as sk
 
 from predict.errors import InputError
 from predict.report.text_metrics import bio_entities
@@ -120,6 +119,8 @@ class TokenClassificationView(View):
         return plots
 
     def _confusion_matrix(self) -> Plot:
+        from sklearn import metrics as sk  # here, not above: `predict show` draws no plots (issue 18)
+
         index = {tag: i for i, tag in enumerate(self.tags)}
         true_flat, predicted_flat = [], []
         for row in range(len(self.words)):

@@ -2,6 +2,6 @@
 
 import sys
 
-from predict.cli import main
+from predict.cli import entry_point
 
-sys.exit(main())
+sys.exit(entry_point())

@@ -8,11 +8,11 @@ exit code 2, no traceback unless `--debug`.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from predict.errors import PredictError
@@ -45,6 +45,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: no prediction file was written by this run", file=sys.stderr)
         return 130
+
+
+def entry_point() -> int:
+    """The `predict` command and `python -m predict`: `main()` in a process that exits right after.
+
+    At exit the interpreter's final garbage collections walk every object still alive (pandas',
+    onnx's, the config's, ...); frozen first, they are skipped. Measured on the 96-row example on
+    the shared 2-core VM: exit 0.37 s -> 0.09 s (medians of 6; issue 18). Not for `main()` called
+    in a process that goes on: frozen objects are never collected.
+    """
+    code = main()
+    gc.freeze()
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:

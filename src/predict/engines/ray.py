@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch.utils.data
 
 from predict.config import Device, TaskConfig
-from predict.data.collate import Batch, from_shared
+from predict.data.collate import Batch, BatchDataset, from_shared
 from predict.errors import ConfigError
 from predict.model_file import ResolvedModel
 from predict.runners.backend import load_runner
@@ -71,7 +70,7 @@ class RayScoredRunner:
 
 
 def ray_batches(
-    task: TaskConfig, dataset: torch.utils.data.Dataset, *, model: ResolvedModel, runner: Runner, first_batch: int
+    task: TaskConfig, dataset: BatchDataset, *, model: ResolvedModel, runner: Runner, first_batch: int
 ) -> tuple[Iterator[Batch], RayScoredRunner]:
     """Score batches `first_batch`.. of `dataset` on Ray.
 

@@ -21,6 +21,7 @@ Runs:
 
 Usage (the data of docs/performance.md: `python scripts/make_benchmark_data.py /tmp/bench`):
     python scripts/bench_whole_command.py /tmp/bench/benchmark.yaml --runs 5 [--set KEY=VALUE ...]
+        [--compare OTHER_CHECKOUT/src:OTHER_CHECKOUT]   (another version of predict, in the same rounds)
 prints a Markdown summary and writes whole_command.json beside the config (or `--output`).
 """
 
@@ -50,6 +51,12 @@ def main() -> int:
     parser.add_argument("--cold-runs", type=int, default=1, help="runs in a fresh output folder (default: 1)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras baseline")
+    parser.add_argument(
+        "--compare",
+        metavar="PYTHONPATH",
+        help="also time another version of predict (e.g. an older checkout's src), its warm and staged runs "
+        "in the same rounds; it shares the warm output folder",
+    )
     parser.add_argument("-o", "--output", type=Path, help="JSON file (default: whole_command.json beside the config)")
     options = parser.parse_args()
     config = options.config.resolve()
@@ -69,9 +76,15 @@ def main() -> int:
         # In rounds, one of each kind back to back, so that a busy spell of a shared machine weighs on
         # every kind alike (Keras every other round: it is the slowest).
         warm, stages, raw, keras, load = [], [], [], [], []
+        compared: dict = {"pythonpath": options.compare, "warm_seconds": [], "stage_seconds": []}
         for round_index in range(options.runs):
             warm.append(_timed(_command(config, warm_dir, options.overrides)))
             stages.append(_staged_run(config, warm_dir, options.overrides, scratch))
+            if options.compare:
+                compared["warm_seconds"].append(_timed(_command(config, warm_dir, options.overrides), options.compare))
+                compared["stage_seconds"].append(
+                    _staged_run(config, warm_dir, options.overrides, scratch, options.compare)
+                )
             raw.append(_child(["raw", str(report["onnx_model"]), str(inputs), str(batch_size), str(threads)]))
             if with_keras and round_index % 2 == 0:
                 keras.append(_child(["keras", report["model"], str(inputs), str(batch_size)]))
@@ -88,6 +101,7 @@ def main() -> int:
         "cold_seconds": cold,
         "warm_seconds": warm,
         "stage_seconds": stages,
+        "compared": compared if options.compare else None,
         "raw": raw,
         "keras": keras or None,
     }
@@ -118,13 +132,16 @@ def format_markdown(results: dict) -> str:
             f"({_spread([run['wall'] for run in results['warm_seconds']])}); CPU median {warm_cpu:.2f} s"
         ),
     ]
-    staged = results["stage_seconds"]
-    medians = {stage: statistics.median(run[stage] for run in staged) for stage in STAGES}
-    total = statistics.median(sum(run[stage] for stage in STAGES) for run in staged)
-    lines.append(
-        f"- stages, warm, medians of {len(staged)} runs (total {total:.2f} s with the timestamps): "
-        + ", ".join(f"{stage} {seconds:.3f}" for stage, seconds in medians.items())
-    )
+    lines.append(_stages_line("stages, warm", results["stage_seconds"]))
+    compared = results["compared"]
+    if compared:
+        lines.append(
+            f"- compared ({compared['pythonpath']}), warm: median "
+            f"{statistics.median(run['wall'] for run in compared['warm_seconds']):.2f} s "
+            f"({_spread([run['wall'] for run in compared['warm_seconds']])}); CPU median "
+            f"{statistics.median(run['cpu'] for run in compared['warm_seconds']):.2f} s"
+        )
+        lines.append(_stages_line("compared, stages", compared["stage_seconds"]))
     raw = results["raw"]
     raw_total = statistics.median(run["session"] + run["run"] for run in raw)
     lines.append(
@@ -148,6 +165,14 @@ def format_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _stages_line(title: str, staged: list[dict[str, float]]) -> str:
+    medians = {stage: statistics.median(run[stage] for run in staged) for stage in STAGES}
+    total = statistics.median(sum(run[stage] for stage in STAGES) for run in staged)
+    return f"- {title}, medians of {len(staged)} runs (total {total:.2f} s with the timestamps): " + ", ".join(
+        f"{stage} {seconds:.3f}" for stage, seconds in medians.items()
+    )
+
+
 def _spread(values: list[float]) -> str:
     return " / ".join(f"{value:.2f}" for value in values)
 
@@ -157,11 +182,11 @@ def _command(config: Path, output_dir: Path, overrides: list[str]) -> list[str]:
     return ["--config", str(config), *settings, "--quiet", "--overwrite"]
 
 
-def _timed(arguments: list[str]) -> dict[str, float]:
+def _timed(arguments: list[str], pythonpath: str | None = None) -> dict[str, float]:
     """`python -m predict ARGUMENTS`: seconds from its start to its exit (wall), and the CPU seconds
     (user + system) it and its children used, which a shared machine inflates less than the wall time."""
     started, used = time.monotonic(), _children_cpu()
-    subprocess.run([sys.executable, "-m", "predict", *arguments], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "predict", *arguments], check=True, cwd=ROOT, env=_environment(pythonpath))
     return {"wall": time.monotonic() - started, "cpu": _children_cpu() - used}
 
 
@@ -170,10 +195,16 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _staged_run(config: Path, output_dir: Path, overrides: list[str], scratch: Path) -> dict[str, float]:
+def _environment(pythonpath: str | None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else dict(os.environ)
+
+
+def _staged_run(
+    config: Path, output_dir: Path, overrides: list[str], scratch: Path, pythonpath: str | None = None
+) -> dict[str, float]:
     """One warm run with timestamps at its stages' edges (see the module docstring)."""
     marks_path = scratch / "marks.json"
-    environment = {**os.environ, "BENCH_MARKS": str(marks_path)}
+    environment = {**_environment(pythonpath), "BENCH_MARKS": str(marks_path)}
     started = time.monotonic()
     environment["BENCH_STARTED"] = repr(started)
     command = [sys.executable, __file__, "--child", "stages", *_command(config, output_dir, overrides)]

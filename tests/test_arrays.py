@@ -388,3 +388,33 @@ def test_benchmark_runs_on_an_array_task(tmp_path):
     results, facts = run_benchmark(load_config(config), batch_sizes=[64, 256], warmup=0, iterations=2)
     assert [result.batch_size for result in results] == [64, 256] and facts["rows"] == 500
     assert all(result.rows_per_second > 0 and result.raw_rows_per_second > 0 for result in results)
+
+
+KERAS_2_FORECASTER = """
+import sys
+import numpy as np
+import tf_keras as keras
+
+folder = sys.argv[1]
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.layers.LSTM(8, input_shape=(12, 2)), keras.layers.Dense(1)])
+windows = np.random.default_rng(0).normal(size=(40, 12, 2)).astype("float32")
+model.save(folder + "/keras2_lstm.h5")
+np.save(folder + "/X.npy", windows)
+np.save(folder + "/keras_predictions.npy", model.predict(windows, verbose=0))
+"""
+
+
+def test_legacy_keras_2_forecaster(tmp_path):
+    """A Keras 2 `.h5` (saved by tf_keras, as Keras-FAQ-era models were) over windows: equal to Keras 2's predict."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tf_keras")
+    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-c", KERAS_2_FORECASTER, str(tmp_path)], check=True, env=environment, capture_output=True)
+    assert run(tmp_path, tmp_path / "keras2_lstm.h5", "array_regression", {"inputs": str(tmp_path / "X.npy")}, "--set", "data.split=test") == 0
+    with open(tmp_path / "out" / "test_raw_predictions.pkl", "rb") as handle:
+        raw = pickle.load(handle)
+    assert_allclose(raw["predictions"], np.load(tmp_path / "keras_predictions.npy"), rtol=1e-4, atol=1e-5)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -94,10 +93,10 @@ def pipeline_seconds(config: Path, *, batch_size: int, rounds: int) -> dict[str,
 def peak_rss_mb(config: Path, *, batch_size: int) -> float:
     """Peak RSS of one whole `python -m predict` run, in its own process."""
     command = [sys.executable, "-m", "predict", "--config", str(config), "--quiet", "--overwrite", "--set", f"runtime.batch_size={batch_size}"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(command, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: a fresh parent per measurement keeps them apart.
+    parent = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    completed = subprocess.run([sys.executable, "-c", parent, *command], check=True, capture_output=True, text=True)
+    return int(completed.stdout.split()[-1]) / 1024
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from predict.data.dataframe import read_dataframe
 from predict.data.image import build_image_dataset
 from predict.data.text import build_text_dataset
 from predict.errors import ConfigError, InputError
+from predict.fidelity import FidelityCheck
 from predict.heads import HEADS
 from predict.heads.base import Head
 from predict.model_file import ResolvedModel, file_sha256
@@ -68,6 +69,7 @@ class RunSummary:
     batch_seconds: list[float] = field(default_factory=list)  # per batch: from loading it to its post-processing
     model_seconds: float = 0.0  # the model's own busy time (it overlaps loading and post-processing)
     decoding_workers: int = 0  # decoding processes at the end of the run (0: the main thread)
+    fidelity: dict[str, Any] | None = None  # Keras vs the converted model on the first batch (predict.fidelity)
 
     @property
     def scoring_seconds(self) -> float:
@@ -101,6 +103,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     _check_output_dir(output_dir, split, resume=resume, overwrite=overwrite)
     dataframe = read_dataframe(task.data.dataframe)
     model = resolve_model(task, output_dir=output_dir)  # runtime.backend: the .onnx, a .pt/.pt2, or a converted .h5
+    fidelity = FidelityCheck(task)  # an .h5: the first batch also goes through Keras, in a child process
     if task.problem_type is ProblemType.TEXT_SEQUENCE_TO_SEQUENCE:  # an encoder/decoder pair, many decoder calls per batch
         runner = build_generation_runner(task, model.path, cache_dir=output_dir / "onnx_cache")
     else:
@@ -141,6 +144,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
         batch, future, tick = in_flight.popleft()
         waited = time.perf_counter()
         # A row fed as several chunks (long audio) gets the mean of its chunks' outputs.
+        fidelity.observe(batch.inputs, future.result())
         outputs = average_chunks(future.result(), batch)
         stages["inference"] += time.perf_counter() - waited
         postprocess_started = time.perf_counter()
@@ -193,7 +197,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     valid = whole.valid
     predictions = head.finalize({**_blank_rows(whole.predictions, valid), **disk_rows.close()})
     metrics = head.metrics(predictions) if valid.all() else _metrics_of_valid_rows(head, predictions, valid)
-    notes = [*model_notes(model), *runner.notes, *head.notes, *notes]
+    notes = [*model_notes(model), *fidelity.notes(), *runner.notes, *head.notes, *notes]
     if resumed_from:
         notes.append(f"resumed at row {resumed_from}: rows before it came from the checkpoint")
     if whole.errors:
@@ -221,6 +225,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
         batch_seconds=batch_seconds,
         model_seconds=model_thread.busy_seconds,
         decoding_workers=decoders,
+        fidelity=fidelity.result(),
     )
     report_path = output_dir / f"{split}_report.json"
     _write_json(report_path, _report(summary, task))
@@ -489,6 +494,7 @@ def _report(summary: RunSummary, task: TaskConfig) -> dict[str, Any]:
         "decoding_workers": summary.decoding_workers if task.runtime.engine is Engine.LOCAL else None,
         "model": str(task.model),
         "onnx_model": str(summary.model.path),
+        "fidelity": summary.fidelity,
         "metrics": summary.metrics,
         "notes": summary.notes,
         "files": {name: str(path) for name, path in summary.files.items()},

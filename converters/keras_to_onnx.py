@@ -26,7 +26,7 @@ The `.onnx` is then written to a temp file in the target folder and moved over t
 `os.replace`, so a failed conversion never leaves a file behind (an older file there is kept as is).
 
 CLI:
-    python -m converters.keras_to_onnx model.h5 -o model.onnx [--opset 17] [--atol 1e-3] [--rtol 1e-3]
+    python -m converters.keras_to_onnx model.h5 -o model.onnx [--opset 17] [--atol 5e-3] [--rtol 1e-3]
         [--custom-objects my_layers.py] [--allow-unsafe-deserialization] [--debug]
 prints the report and exits 0; on a `PredictError` it prints one line `error: <message>` to stderr
 and exits 2 (with `--debug`, the traceback comes first).
@@ -74,13 +74,14 @@ _ERROR_TEXT_LIMIT = 300
 
 
 # Parity tolerance, element-wise as np.allclose: |onnx - keras| <= ATOL + RTOL * |keras|. Chosen from
-# the Keras applications zoo (docs/fidelity.md, scripts/keras_zoo.py): float32 re-association noise
-# grows with depth and with the output's scale, to 2-5e-5 of the largest |logit| over ~100
-# BatchNorm layers (ResNet50: 2.4e-4 at logits of 13; the InceptionV3 of issue 14: 4e-4 at 8), and it
-# hits logits near zero as hard as large ones, so the absolute part must cover it: 1e-3. A dropped
-# layer or a wrong layout moves outputs by a sizeable part of their scale and still fails
+# the Keras applications zoo (docs/fidelity.md, scripts/keras_zoo.py, logits scaled to a largest |logit|
+# of 10 as a trained classifier's): float32 re-association noise is 1e-5 to 3e-5 of the output's scale
+# for most families and 1.7e-4 for InceptionV3 (1.7e-3 absolute; the trained InceptionV3 of issue 14:
+# 4e-4 at logits of 8), and it hits logits near zero as hard as large ones, so the absolute part must
+# cover it: 5e-3 leaves a 3x margin. A wrong layout or a dropped layer moves a model's outputs by a
+# sizeable part of their variation, 0.1 and more on such logits, and fails
 # (tests/converters/test_tolerance.py corrupts converted graphs to prove it).
-DEFAULT_ATOL = 1e-3
+DEFAULT_ATOL = 5e-3
 DEFAULT_RTOL = 1e-3
 
 

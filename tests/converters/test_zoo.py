@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ def _load_script():
     """scripts/keras_zoo.py (scripts/ is not a package)."""
     spec = importlib.util.spec_from_file_location("keras_zoo", _ROOT / "scripts" / "keras_zoo.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["keras_zoo"] = module  # its dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 

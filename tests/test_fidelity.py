@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -77,12 +78,13 @@ def test_custom_layer_from_the_config_folder_runs_and_is_checked(make_task, tmp_
     import keras
 
     (tmp_path / "my_layers.py").write_text(MY_LAYERS)
-    namespace: dict = {}
-    exec(compile(MY_LAYERS, "my_layers.py", "exec"), namespace)
+    spec = importlib.util.spec_from_file_location("fidelity_test_layers", tmp_path / "my_layers.py")
+    my_layers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(my_layers)
     keras.utils.set_random_seed(0)
     pixels = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="pixels")
     hidden = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(pixels))
-    model = keras.Model(pixels, keras.layers.Dense(3, name="scores")(namespace["Gain"]()(hidden)))
+    model = keras.Model(pixels, keras.layers.Dense(3, name="scores")(my_layers.Gain()(hidden)))
     h5_path = tmp_path / "gain.h5"
     model.save(h5_path)
 

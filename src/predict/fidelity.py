@@ -99,14 +99,15 @@ class FidelityCheck:
             return []
         if "error" in result:
             return [f"Keras could not check the first batch: {result['error']}"]
-        line = f"{describe(result)}"
+        line = describe(result)
         if result["within_tolerance"]:
             return [line]
-        return [
+        warning = (
             f"WARNING: the converted model differs from Keras on your data beyond the tolerance: {line}. "
             "Parity on the converter's random batch is not parity on your data: check the predictions "
             "(predict convert prints the random-batch figures)"
-        ]
+        )
+        return [warning]
 
 
 def describe(result: dict[str, Any]) -> str:

@@ -145,6 +145,7 @@ def test_predict_convert_takes_both_options(custom_model, lambda_model, tmp_path
     command = [sys.executable, "-m", "predict", "convert", str(h5_path), "-o", str(tmp_path / "c.onnx")]
     completed = subprocess.run(
         [*command, "--custom-objects", str(layers_file)],
+        check=False,
         env=subprocess_env(),
         capture_output=True,
         text=True,
@@ -156,10 +157,15 @@ def test_predict_convert_takes_both_options(custom_model, lambda_model, tmp_path
 
     lambda_h5, _, _ = lambda_model
     command = [sys.executable, "-m", "predict", "convert", str(lambda_h5), "-o", str(tmp_path / "l.onnx")]
-    refused = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(command, check=False, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "--allow-unsafe-deserialization" in refused.stderr
     allowed = subprocess.run(
-        [*command, "--allow-unsafe-deserialization"], env=subprocess_env(), capture_output=True, text=True, timeout=300
+        [*command, "--allow-unsafe-deserialization"],
+        check=False,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert allowed.returncode == 0, allowed.stderr
     assert "warning: lambda.h5: unsafe deserialization is allowed" in allowed.stderr

@@ -526,11 +526,7 @@ def _load_model(h5_path: Path, header: _H5Header, options: LoadOptions | None = 
     options = options or LoadOptions()
     user_objects = load_custom_objects(options.custom_objects) if options.custom_objects is not None else {}
     if options.allow_unsafe_deserialization:
-        print(
-            f"warning: {h5_path.name}: unsafe deserialization is allowed: the Python bytecode of its Lambda "
-            "layers runs while it loads; only do this for a file you trust",
-            file=sys.stderr,
-        )
+        warn_unsafe_deserialization(h5_path)
     keras_error: Exception
     with tempfile.TemporaryDirectory(prefix="keras_to_onnx_") as scratch:
         config = _drop_time_major(header.model_config) if header.is_keras_2 else header.model_config
@@ -545,7 +541,7 @@ def _load_model(h5_path: Path, header: _H5Header, options: LoadOptions | None = 
                     custom_objects=custom_objects,
                     safe_mode=not options.allow_unsafe_deserialization,
                 )
-        except Exception as exc:  # Keras raises ValueError, TypeError, KeyError... for a config it cannot read
+        except Exception as exc:  # noqa: BLE001  (Keras raises ValueError, TypeError, KeyError... for a config)
             keras_error = exc
 
     what = f"Keras {keras.__version__} cannot load this model (saved by Keras {header.keras_version})"
@@ -597,6 +593,15 @@ class LoadOptions:
 
     custom_objects: Path | None = None
     allow_unsafe_deserialization: bool = False
+
+
+def warn_unsafe_deserialization(h5_path: Path) -> None:
+    """Print the `warning:` line the inference core relays when Lambda bytecode is allowed to load."""
+    print(
+        f"warning: {h5_path.name}: unsafe deserialization is allowed: the Python bytecode of its Lambda "
+        "layers runs while it loads; only do this for a file you trust",
+        file=sys.stderr,
+    )
 
 
 def load_custom_objects(path: Path) -> dict[str, Any]:

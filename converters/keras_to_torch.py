@@ -55,6 +55,7 @@ from converters.keras_to_onnx import (
     _unique_names,
     add_load_arguments,
     load_custom_objects,
+    warn_unsafe_deserialization,
 )
 from predict.errors import ConversionError, PredictError
 
@@ -240,11 +241,7 @@ def _load_model(keras: Any, h5_path: Path, header: Any, options: LoadOptions) ->
     """Load as keras_to_onnx does: Keras' application layers, op nodes renamed, the user's custom objects."""
     user_objects = load_custom_objects(options.custom_objects) if options.custom_objects is not None else {}
     if options.allow_unsafe_deserialization:
-        print(
-            f"warning: {h5_path.name}: unsafe deserialization is allowed: the Python bytecode of its Lambda "
-            "layers runs while it loads; only do this for a file you trust",
-            file=sys.stderr,
-        )
+        warn_unsafe_deserialization(h5_path)
     with tempfile.TemporaryDirectory(prefix="keras_to_torch_") as scratch:
         # Keras 3 rejects Keras 2's `time_major: false` (see keras_to_onnx)
         config = _drop_time_major(header.model_config) if header.is_keras_2 else header.model_config

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from predict.config import ProblemType, TaskConfig
+from predict.config import Engine, ProblemType, TaskConfig
 from predict.model_file import KERAS_SUFFIXES, load_arguments
 
 # Seconds the end of a run waits for Keras on the first batch: importing TensorFlow and loading a
@@ -31,8 +31,9 @@ _TIMEOUT_SECONDS = 600
 class FidelityCheck:
     """Sends the first batch it sees through Keras in a child process; `result()` collects the comparison.
 
-    Does nothing when the model is not a Keras `.h5`, when TensorFlow is not installed, or for
-    sequence to sequence models (an encoder and a decoder run many times per batch).
+    Does nothing when the model is not a Keras `.h5`, when TensorFlow is not installed, for
+    sequence to sequence models (an encoder and a decoder run many times per batch), or on the Ray
+    engine (the inputs stay on the Ray workers; only outputs come back to this process).
     """
 
     def __init__(self, task: TaskConfig) -> None:
@@ -41,6 +42,7 @@ class FidelityCheck:
         self.enabled = (
             task.model.suffix.lower() in KERAS_SUFFIXES
             and task.problem_type is not ProblemType.TEXT_SEQUENCE_TO_SEQUENCE
+            and task.runtime.engine is Engine.LOCAL
             and importlib.util.find_spec("tensorflow") is not None
         )
         self._process: subprocess.Popen | None = None

@@ -143,8 +143,8 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     def finish_oldest() -> None:
         batch, future, tick = in_flight.popleft()
         waited = time.perf_counter()
+        fidelity.observe(batch.inputs, future.result())  # the first batch only
         # A row fed as several chunks (long audio) gets the mean of its chunks' outputs.
-        fidelity.observe(batch.inputs, future.result())
         outputs = average_chunks(future.result(), batch)
         stages["inference"] += time.perf_counter() - waited
         postprocess_started = time.perf_counter()

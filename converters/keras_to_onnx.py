@@ -1,13 +1,18 @@
 """Convert a Keras `.h5` model to ONNX, then prove that onnxruntime agrees with Keras.
 
-This is the only module of the project that imports TensorFlow, and it does so inside functions:
-`import converters.keras_to_onnx` stays cheap and works where TensorFlow is not installed.
+This module and its siblings in `converters/` are the only code of the project that imports
+TensorFlow, inside functions: `import converters.keras_to_onnx` stays cheap and works where
+TensorFlow is not installed.
 
 Route (measured with TF 2.21, Keras 3.15, tf2onnx 1.17):
-`keras.models.load_model(h5, compile=False)` → a `tf.function` with an explicit input signature whose
-batch dimension is `None`, returning a dict `{output_name: tensor}` → `tf2onnx.convert.from_function`.
-tf2onnx's own `from_keras` fails on Keras 3 Sequential models (`KeyError: 'keras_tensor_N'`), and
-the dict keeps the output names, which would otherwise come out as `Identity:0`, `Identity_1:0`.
+`keras.models.load_model(h5, compile=False)` (given Keras' application-only layers, renamed op
+nodes and the user's custom objects, see `_load_model`) → a `tf.function` with an explicit input
+signature whose batch dimension is `None`, returning a dict `{output_name: tensor}` → its concrete
+function frozen by `convert_variables_to_constants_v2` (captured tensors become constants, see
+`_frozen_graph`) → `tf2onnx.convert.from_graph_def`, with handlers for the TensorFlow ops tf2onnx
+lacks (`_op_handlers`). tf2onnx's own `from_keras` fails on Keras 3 Sequential models
+(`KeyError: 'keras_tensor_N'`), and the dict keeps the output names, which would otherwise come out
+as `Identity:0`, `Identity_1:0`. docs/fidelity.md shows every `keras.applications` family converted.
 
 Keras 2 files (root attribute `keras_version` 2.x) are loaded by Keras 3 after dropping the
 `time_major: false` argument of their RNN layers, which Keras 3 rejects. When Keras 3 still cannot

@@ -31,15 +31,21 @@ def _load_script():
 
 
 _ZOO = _load_script()
-_SELECTED = {"": {"ci"}, "1": {"ci", "table"}, "all": {"ci", "table", "all"}}.get(os.environ.get("PREDICT_ZOO", ""), {"ci"})
+_SELECTED = {"": {"ci"}, "1": {"ci", "table"}, "all": {"ci", "table", "all"}}.get(
+    os.environ.get("PREDICT_ZOO", ""), {"ci"}
+)
 
 
 def _param(entry):
     marks = [] if entry.tier == "ci" else [pytest.mark.slow]
     if entry.tier not in _SELECTED:
-        marks.append(pytest.mark.skip(reason=f"tier {entry.tier}: set PREDICT_ZOO={'1' if entry.tier == 'table' else 'all'}"))
+        marks.append(
+            pytest.mark.skip(reason=f"tier {entry.tier}: set PREDICT_ZOO={'1' if entry.tier == 'table' else 'all'}")
+        )
     if entry.keras2:
-        marks.append(pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf_keras (Keras 2)"))
+        marks.append(
+            pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf_keras (Keras 2)")
+        )
     return pytest.param(entry, id=entry.label.replace(" ", "_"), marks=marks)
 
 
@@ -56,3 +62,32 @@ def test_application_converts_with_parity_on_real_images(entry, tmp_path):
     # The calibrated model's logits vary across images: parity on a constant would prove nothing.
     assert result.max_abs_logit == pytest.approx(_ZOO.LOGIT_SCALE, rel=1e-3)
     assert result.logit_spread > 0.1 * _ZOO.LOGIT_SCALE
+
+
+def test_fine_tuned_application_nested_in_a_model(tmp_path):
+    """The usual fine-tuning shape: an application without its top, called inside the user's model.
+
+    The application's own layers (MobileNetV3's `x + 3.0` op nodes, its Rescaling) sit in a nested
+    model config, which the converter must patch too.
+    """
+    import keras
+    import numpy as np
+    import onnxruntime
+    from numpy.testing import assert_allclose
+
+    from converters.keras_to_onnx import convert_keras_to_onnx
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV3Small(
+        weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.75, pooling="avg"
+    )
+    image = keras.Input((32, 32, 3), name="image")
+    model = keras.Model(image, keras.layers.Dense(4, name="scores")(base(image)))
+    path = tmp_path / "fine_tuned.h5"
+    model.save(path)
+    images = _ZOO.real_images(32)
+    report = convert_keras_to_onnx(path, tmp_path / "fine_tuned.onnx")
+    session = onnxruntime.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"])
+    expected = model.predict(images, verbose=0)
+    assert np.std(expected, axis=0).max() > 0  # outputs vary with the image
+    assert_allclose(session.run(None, {"image": images})[0], expected, rtol=1e-3, atol=1e-4)

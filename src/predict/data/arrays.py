@@ -370,10 +370,10 @@ def _check_shape(source: ArraySource, spec: TensorSpec, *, model_name: str) -> N
     values = source.values()
     wanted = spec.shape[1:]
     found = values.shape[1:]
-    if source.path is None and values.ndim == 2 and len(wanted) > 1 and None not in wanted:
-        if math.prod(wanted) == found[0]:  # flat columns for a (T, F) input: row-major, as numpy reshapes
-            source.array = values.reshape((len(values), *wanted))
-            return
+    flat_columns = source.path is None and values.ndim == 2 and len(wanted) > 1 and None not in wanted
+    if flat_columns and math.prod(wanted) == found[0]:  # for a (T, F) input: row-major, as numpy reshapes
+        source.array = values.reshape((len(values), *wanted))
+        return
     fits = len(found) == len(wanted) and all(w is None or w == f for w, f in zip(wanted, found))
     if not fits:
         raise ConfigError(

@@ -40,16 +40,22 @@ import numpy as np
 
 from converters.keras_to_onnx import (
     _OPEN_DIM_SIZE,
+    LoadOptions,
     OutputParity,
     _clean_input_name,
     _copy_with_config,
     _drop_time_major,
     _embedding_vocabularies,
     _first_line,
+    _keras_objects,
     _output_names,
     _quiet_python_warnings,
     _read_h5_header,
+    _rename_op_nodes,
     _unique_names,
+    add_load_arguments,
+    load_custom_objects,
+    warn_unsafe_deserialization,
 )
 from predict.errors import ConversionError, PredictError
 
@@ -87,7 +93,13 @@ class TorchConversionReport:
 
 
 def convert_keras_to_torch(
-    h5_path: Path | str, pt2_path: Path | str, *, atol: float = 1e-4, parity_batch_size: int = 4, seed: int = 0
+    h5_path: Path | str,
+    pt2_path: Path | str,
+    *,
+    atol: float = 1e-4,
+    parity_batch_size: int = 4,
+    seed: int = 0,
+    options: LoadOptions | None = None,
 ) -> TorchConversionReport:
     """Export a Keras `.h5` model as a `.pt2` program and check it against Keras on the torch backend.
 
@@ -97,6 +109,7 @@ def convert_keras_to_torch(
         atol: largest allowed |Keras - exported program| over every output element.
         parity_batch_size: rows of the random parity batch (then 1 row).
         seed: seed of the parity batch.
+        options: the user's custom objects file and unsafe-deserialization switch (see keras_to_onnx.LoadOptions).
 
     Raises:
         ConversionError: the file is not a Keras model, Keras cannot load it on torch, export fails,
@@ -108,7 +121,7 @@ def convert_keras_to_torch(
         raise ConversionError(f"atol must be a finite number >= 0 (got {atol})")
     header = _read_h5_header(h5_path)
     keras, torch = _import_keras_on_torch()
-    model = _load_model(keras, h5_path, header)
+    model = _load_model(keras, h5_path, header, options or LoadOptions())
     tensors = list(getattr(model, "inputs", None) or [])
     if not tensors:
         raise ConversionError(f"{h5_path}: the model has no defined inputs; build it with keras.Input before saving")
@@ -182,11 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("h5_path", type=Path, help="model saved with model.save('model.h5')")
     parser.add_argument("-o", "--output", type=Path, default=None, help=".pt2 file to write (default: beside the .h5)")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest allowed |keras - torch| (default: 1e-4)")
+    add_load_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     args = parser.parse_args(argv)
     output = args.output if args.output is not None else args.h5_path.with_suffix(".pt2")
+    options = LoadOptions(custom_objects=args.custom_objects, allow_unsafe_deserialization=args.allow_unsafe_deserialization)
     try:
-        report = convert_keras_to_torch(args.h5_path, output, atol=args.atol)
+        report = convert_keras_to_torch(args.h5_path, output, atol=args.atol, options=options)
     except PredictError as error:
         if args.debug:
             traceback.print_exc()
@@ -222,16 +237,24 @@ def _import_keras_on_torch() -> tuple[Any, Any]:
     return keras, torch
 
 
-def _load_model(keras: Any, h5_path: Path, header: Any) -> Any:
+def _load_model(keras: Any, h5_path: Path, header: Any, options: LoadOptions) -> Any:
+    """Load as keras_to_onnx does: Keras' application layers, op nodes renamed, the user's custom objects."""
+    user_objects = load_custom_objects(options.custom_objects) if options.custom_objects is not None else {}
+    if options.allow_unsafe_deserialization:
+        warn_unsafe_deserialization(h5_path)
     with tempfile.TemporaryDirectory(prefix="keras_to_torch_") as scratch:
-        source = h5_path
-        if header.is_keras_2:  # Keras 3 rejects Keras 2's `time_major: false` (see keras_to_onnx)
-            config = _drop_time_major(header.model_config)
-            if config != header.model_config:
-                source = _copy_with_config(h5_path, config, Path(scratch))
+        # Keras 3 rejects Keras 2's `time_major: false` (see keras_to_onnx)
+        config = _drop_time_major(header.model_config) if header.is_keras_2 else header.model_config
+        config, op_objects = _rename_op_nodes(config)
+        source = h5_path if config == header.model_config else _copy_with_config(h5_path, config, Path(scratch))
         try:
             with _quiet_python_warnings():
-                return keras.models.load_model(source, compile=False)
+                return keras.models.load_model(
+                    source,
+                    compile=False,
+                    custom_objects={**_keras_objects(), **op_objects, **user_objects},
+                    safe_mode=not options.allow_unsafe_deserialization,
+                )
         except Exception as error:  # Keras raises ValueError, TypeError, KeyError... for configs it cannot read
             raise ConversionError(
                 f"{h5_path}: Keras {keras.__version__} on torch cannot load this model (saved by Keras "

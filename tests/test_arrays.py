@@ -340,3 +340,81 @@ def test_array_keys_are_refused_elsewhere(tmp_path, capsys, image_folder):
     data = {"dataframe": str(image_folder / "labels.csv"), "image_column": "image_path", "label_columns": ["label"], "inputs": str(tmp_path / "model.onnx")}
     assert run(tmp_path, tmp_path / "model.onnx", "image_classification", data) == 2
     assert "data.inputs applies to array_regression and array_classification only" in capsys.readouterr().err
+
+
+def test_torchscript_backend_equals_onnxruntime(tmp_path):
+    """The same torch MLP as TorchScript on the torch backend and as ONNX on onnxruntime."""
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    torch.jit.save(torch.jit.trace(module, torch.zeros(2, 6)), str(tmp_path / "mlp.pt"))
+    torch.onnx.export(
+        module, (torch.zeros(1, 6),), str(tmp_path / "mlp.onnx"), input_names=["x"], output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+    )  # fmt: skip
+    features = np.random.default_rng(11).normal(size=(ROWS, 6)).astype(np.float32)
+    np.save(tmp_path / "X.npy", features)
+    np.save(tmp_path / "y.npy", features[:, :3].argmax(axis=1))
+    data = {"inputs": str(tmp_path / "X.npy"), "labels": str(tmp_path / "y.npy")}
+    predictions = {}
+    for backend, model in (("onnxruntime", "mlp.onnx"), ("torch", "mlp.pt")):
+        runtime = {"backend": backend, "batch_size": 16, "num_workers": 0, **({"input_spec": ["input: float32[?, 6]"]} if backend == "torch" else {})}
+        (tmp_path / backend).mkdir()
+        assert run(tmp_path / backend, tmp_path / model, "array_classification", data, runtime=runtime) == 0
+        predictions[backend] = outputs(tmp_path / backend)[1]["predictions"]
+    expected = torch.softmax(module(torch.from_numpy(features)), dim=1).detach().numpy()
+    assert_allclose(predictions["onnxruntime"], expected, rtol=1e-4, atol=1e-5)
+    assert_allclose(predictions["torch"], predictions["onnxruntime"], rtol=1e-4, atol=1e-5)
+
+
+def test_benchmark_runs_on_an_array_task(tmp_path):
+    """`predict benchmark` on a seed-style task: pipeline and raw session.run over the same rows."""
+    import torch
+
+    from predict.benchmark import run_benchmark
+    from predict.config import load_config
+
+    module = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)).eval()
+    torch.onnx.export(
+        module, (torch.zeros(1, 32),), str(tmp_path / "mlp.onnx"), input_names=["x"], output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17, dynamo=False,
+    )  # fmt: skip
+    np.save(tmp_path / "X.npy", np.random.default_rng(12).normal(size=(500, 32)).astype(np.float32))
+    config = write_config(
+        tmp_path / "task.yaml",
+        {"problem_type": "array_regression", "model": "mlp.onnx", "data": {"inputs": "X.npy", "split": "test"}},
+    )
+    results, facts = run_benchmark(load_config(config), batch_sizes=[64, 256], warmup=0, iterations=2)
+    assert [result.batch_size for result in results] == [64, 256] and facts["rows"] == 500
+    assert all(result.rows_per_second > 0 and result.raw_rows_per_second > 0 for result in results)
+
+
+KERAS_2_FORECASTER = """
+import sys
+import numpy as np
+import tf_keras as keras
+
+folder = sys.argv[1]
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.layers.LSTM(8, input_shape=(12, 2)), keras.layers.Dense(1)])
+windows = np.random.default_rng(0).normal(size=(40, 12, 2)).astype("float32")
+model.save(folder + "/keras2_lstm.h5")
+np.save(folder + "/X.npy", windows)
+np.save(folder + "/keras_predictions.npy", model.predict(windows, verbose=0))
+"""
+
+
+def test_legacy_keras_2_forecaster(tmp_path):
+    """A Keras 2 `.h5` (saved by tf_keras, as Keras-FAQ-era models were) over windows: equal to Keras 2's predict."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tf_keras")
+    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-c", KERAS_2_FORECASTER, str(tmp_path)], check=True, env=environment, capture_output=True)
+    assert run(tmp_path, tmp_path / "keras2_lstm.h5", "array_regression", {"inputs": str(tmp_path / "X.npy")}, "--set", "data.split=test") == 0
+    with open(tmp_path / "out" / "test_raw_predictions.pkl", "rb") as handle:
+        raw = pickle.load(handle)
+    assert_allclose(raw["predictions"], np.load(tmp_path / "keras_predictions.npy"), rtol=1e-4, atol=1e-5)

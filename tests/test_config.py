@@ -158,3 +158,32 @@ def test_wrong_model_suffix(tmp_path, valid):
     valid["model"] = str(other)
     with pytest.raises(ConfigError, match=r"model must be one of .onnx, .h5, .hdf5 \(got 'model.pt'\)"):
         load(tmp_path, valid)
+
+
+def test_model_options_resolve_against_the_config_folder(tmp_path, valid, keras_models):
+    (tmp_path / "my_layers.py").write_text("import keras\n")
+    valid["model"] = str(keras_models["sequential_cnn"])
+    valid["model_options"] = {"custom_objects": "my_layers.py", "allow_unsafe_deserialization": True}
+    task = load(tmp_path, valid)
+    assert task.model_options.custom_objects == tmp_path / "my_layers.py"
+    assert task.model_options.allow_unsafe_deserialization is True
+
+
+def test_model_options_errors(tmp_path, valid, keras_models):
+    (tmp_path / "layers.txt").write_text("")
+    valid["model_options"] = {"custom_object": "my_layers.py"}
+    with pytest.raises(ConfigError, match=r"unknown key model_options\.custom_object: did you mean 'custom_objects'\?"):
+        load(tmp_path, valid)
+    valid["model_options"] = {"custom_objects": "missing.py", "allow_unsafe_deserialization": "yes"}
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, valid)
+    assert "model_options.allow_unsafe_deserialization must be true or false (got 'yes')" in str(error.value)
+    valid["model_options"] = {"custom_objects": "missing.py"}
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, valid)
+    assert f"model_options.custom_objects file not found: {tmp_path / 'missing.py'}" in str(error.value)
+    assert "model_options apply to Keras .h5 models only (model is 'logits3.onnx')" in str(error.value)
+    valid["model"] = str(keras_models["sequential_cnn"])
+    valid["model_options"] = {"custom_objects": "layers.txt"}
+    with pytest.raises(ConfigError, match=r"model_options\.custom_objects must be a Python file \(\.py\) \(got 'layers\.txt'\)"):
+        load(tmp_path, valid)

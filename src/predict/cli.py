@@ -88,7 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("model", type=Path, help="Keras model saved with model.save('x.h5')")
     convert.add_argument("-o", "--output", type=Path, help="ONNX file to write (default: beside the model)")
     convert.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
-    convert.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed vs Keras (default: 1e-4)")
+    # Shared with `python -m converters.keras_to_onnx` (a cheap import: no TensorFlow, no onnx).
+    from converters.keras_to_onnx import add_load_arguments, add_tolerance_arguments
+
+    add_tolerance_arguments(convert)
+    add_load_arguments(convert)
     convert.set_defaults(handler=_convert)
 
     show = commands.add_parser("show", help="print a run's predictions next to the actual values, and its metrics")
@@ -157,7 +161,15 @@ def _convert(options: argparse.Namespace) -> int:
     from converters.keras_to_onnx import convert_keras_to_onnx, format_report
 
     output = options.output or options.model.with_suffix(".onnx")
-    report = convert_keras_to_onnx(options.model, output, opset=options.opset, atol=options.atol)
+    report = convert_keras_to_onnx(
+        options.model,
+        output,
+        opset=options.opset,
+        atol=options.atol,
+        rtol=options.rtol,
+        custom_objects=options.custom_objects,
+        allow_unsafe_deserialization=options.allow_unsafe_deserialization,
+    )
     print(format_report(report))
     return 0
 

@@ -441,6 +441,17 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelOptionsConfig:
+    """How a Keras `.h5` model is loaded (converted or checked against Keras); see converters.keras_to_onnx."""
+
+    # A Python file you trust, relative to the config's folder: its classes and functions are given
+    # to Keras by name before the model loads (custom layers, activations...).
+    custom_objects: Path | None = None
+    # Let Lambda layers that hold Python bytecode load: the bytecode runs, so only for files you trust.
+    allow_unsafe_deserialization: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutputConfig:
     """Where the prediction files go."""
 
@@ -459,6 +470,7 @@ class TaskConfig:
     data: DataConfig
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    model_options: ModelOptionsConfig = field(default_factory=ModelOptionsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     head: Any = None  # the head's own frozen `Config` dataclass, see predict.heads
 
@@ -480,6 +492,7 @@ _SECTIONS = {
     "data": DataConfig,
     "preprocessing": PreprocessingConfig,
     "runtime": RuntimeConfig,
+    "model_options": ModelOptionsConfig,
     "output": OutputConfig,
 }
 _TOP_LEVEL_KEYS = ("problem_type", "model", *_SECTIONS, "head")
@@ -630,6 +643,7 @@ def _check_task(task: TaskConfig) -> list[str]:
         from predict.runners.torch_spec import check_runtime
 
         errors.extend(check_runtime(task))  # backend and model file, runtime.input_spec, runtime.engine
+    errors.extend(_check_model_options(task))
     if data.data_folder is not None and not data.data_folder.is_dir():
         errors.append(f"data.data_folder is not a folder: {data.data_folder}")
 
@@ -699,6 +713,22 @@ def _check_array_data(task: TaskConfig) -> list[str]:
             errors.append(f"data.{key} must be one of {', '.join(suffixes)} (got '{path.name}')")
     if data.inputs is not None and data.feature_columns is not None and data.inputs.suffix.lower() in (".npy", ".npz"):
         errors.append(f"data.feature_columns: {data.inputs.name} has no columns (it applies to a dataframe or a CSV of features)")
+    return errors
+
+
+def _check_model_options(task: TaskConfig) -> list[str]:
+    """The custom objects file exists and is Python, and the options apply to the model given."""
+    errors = []
+    options = task.model_options
+    if options.custom_objects is not None:
+        if not options.custom_objects.is_file():
+            errors.append(f"model_options.custom_objects file not found: {options.custom_objects}")
+        elif options.custom_objects.suffix != ".py":
+            name = options.custom_objects.name
+            errors.append(f"model_options.custom_objects must be a Python file (.py) (got '{name}')")
+    uses_options = options.custom_objects is not None or options.allow_unsafe_deserialization
+    if uses_options and task.model.suffix.lower() not in (".h5", ".hdf5"):
+        errors.append(f"model_options apply to Keras .h5 models only (model is '{task.model.name}')")
     return errors
 
 

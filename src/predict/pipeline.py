@@ -38,6 +38,7 @@ from predict.data.collate import (
 )
 from predict.data.dataframe import read_dataframe
 from predict.errors import ConfigError, InputError
+from predict.fidelity import FidelityCheck
 from predict.heads import HEADS
 from predict.heads.base import Head
 from predict.model_file import ResolvedModel, file_sha256
@@ -74,6 +75,7 @@ class RunSummary:
     model_seconds: float = 0.0  # the model's own busy time (it overlaps loading and post-processing)
     decoding_workers: int = 0  # decoding processes at the end of the run (0: the main thread)
     model_inputs: dict[str, list[int | None]] = field(default_factory=dict)  # input name -> shape (None: any size)
+    fidelity: dict[str, Any] | None = None  # Keras vs the converted model on the first batch (predict.fidelity)
 
     @property
     def scoring_seconds(self) -> float:
@@ -107,6 +109,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     _check_output_dir(output_dir, split, resume=resume, overwrite=overwrite)
     task, dataframe = read_rows(task)
     model = resolve_model(task, output_dir=output_dir)  # runtime.backend: the .onnx, a .pt/.pt2, or a converted .h5
+    fidelity = FidelityCheck(task, converted=model.path)  # an .h5: the first batch also goes through Keras, once
     if task.problem_type is ProblemType.TEXT_SEQUENCE_TO_SEQUENCE:  # an encoder/decoder pair, many decoder calls per batch
         runner = build_generation_runner(task, model.path, cache_dir=output_dir / "onnx_cache")
     else:
@@ -127,7 +130,12 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     decoders = loader.num_workers
     # num_workers unset and decoding on the main thread (few CPUs): check after a few batches that the
     # model, not the decoder, is the bottleneck; if not, parallel worker processes decode the rest.
-    probe = task.runtime.num_workers is None and decoders == 0 and task.runtime.engine is Engine.LOCAL
+    probe = (
+        task.runtime.num_workers is None
+        and decoders == 0
+        and task.runtime.engine is Engine.LOCAL
+        and task.problem_type.modality not in _READ_NOT_DECODED
+    )
     notes: list[str] = []
     if task.runtime.engine is Engine.RAY:  # decoding and inference on Ray; the head, checkpoints and files stay here
         from predict.engines.ray import ray_batches
@@ -147,6 +155,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     def finish_oldest() -> None:
         batch, future, tick = in_flight.popleft()
         waited = time.perf_counter()
+        fidelity.observe(batch.inputs, future.result())  # the first batch only
         # A row fed as several chunks (long audio) gets the mean of its chunks' outputs.
         outputs = average_chunks(future.result(), batch)
         stages["inference"] += time.perf_counter() - waited
@@ -206,7 +215,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     valid = whole.valid
     predictions = head.finalize({**_blank_rows(whole.predictions, valid), **disk_rows.close()})
     metrics = head.metrics(predictions) if valid.all() else _metrics_of_valid_rows(head, predictions, valid)
-    notes = [*model_notes(model), *runner.notes, *head.notes, *notes]
+    notes = [*model_notes(model), *fidelity.notes(), *runner.notes, *head.notes, *notes]
     if resumed_from:
         notes.append(f"resumed at row {resumed_from}: rows before it came from the checkpoint")
     if whole.errors:
@@ -235,12 +244,18 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
         model_seconds=model_thread.busy_seconds,
         decoding_workers=decoders,
         model_inputs={spec.name: list(spec.shape) for spec in runner.inputs},
+        fidelity=fidelity.result(),
     )
     report_path = output_dir / f"{split}_report.json"
     _write_json(report_path, _report(summary, task))
     files["report"] = report_path
     return summary
 
+
+# Array rows are read from memory or a file, not decoded: handing a batch over from a worker process
+# costs more than reading it (1,000,000 x 32 float32, batch 1024: 0.49M rows/s through 2 workers,
+# against 6.5M rows/s for raw session.run). With runtime.num_workers unset they are read on the main thread.
+_READ_NOT_DECODED = {"array"}
 
 # num_workers unset on few CPUs: batches decoded on the main thread before run_task compares the
 # decoder's time per batch with the model's (see decoder_bound).
@@ -288,7 +303,10 @@ def build_loader(
 ) -> InProcessBatches | torch.utils.data.DataLoader:
     """The modality's batches from batch `first_batch` on; pinned for a CUDA model (see `decoding_workers`)."""
     dataset = build_dataset(task, dataframe, model_inputs)
-    workers = decoding_workers(task.runtime.num_workers, model_on_cuda=model_on_cuda)
+    configured = task.runtime.num_workers
+    if configured is None and task.problem_type.modality in _READ_NOT_DECODED:
+        configured = 0
+    workers = decoding_workers(configured, model_on_cuda=model_on_cuda)
     return batch_loader(dataset, num_workers=workers, first_batch=first_batch, pin_memory=model_on_cuda)
 
 
@@ -494,6 +512,7 @@ def _report(summary: RunSummary, task: TaskConfig) -> dict[str, Any]:
         "decoding_workers": summary.decoding_workers if task.runtime.engine is Engine.LOCAL else None,
         "model": str(task.model),
         "onnx_model": str(summary.model.path),
+        "fidelity": summary.fidelity,
         "metrics": summary.metrics,
         "notes": summary.notes,
         "files": {name: str(path) for name, path in summary.files.items()},

@@ -97,3 +97,27 @@ def test_cuda_on_a_cluster_without_gpus():
     assert _gpus_per_actor(ray, Device.AUTO) == 0
     with pytest.raises(ConfigError, match=r"runtime.device: cuda, but the Ray cluster has no GPU"):
         _gpus_per_actor(ray, Device.CUDA)
+
+
+def test_array_regression_from_a_memory_mapped_npy(tmp_path):
+    """Windows from a `.npy`: Ray's tasks reopen the memory map from its path; a NaN row is skipped on both engines."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).eval()
+    torch.onnx.export(
+        module, (torch.zeros(1, 4, 3),), str(tmp_path / "windows.onnx"), input_names=["window"], output_names=["next"],
+        dynamic_axes={"window": {0: "batch"}, "next": {0: "batch"}}, opset_version=17, dynamo=False,
+    )  # fmt: skip
+    windows = np.random.default_rng(0).normal(size=(70, 4, 3)).astype(np.float32)
+    windows[33, 1, 2] = np.inf
+    np.save(tmp_path / "X.npy", windows)
+    np.save(tmp_path / "y.npy", windows[:, -1, :2])
+    config = tmp_path / "task.yaml"
+    config.write_text(
+        json.dumps({
+            "problem_type": "array_regression", "model": "windows.onnx",
+            "data": {"inputs": "X.npy", "labels": "y.npy", "on_error": "skip"}, "runtime": {"batch_size": 16},
+        })  # fmt: skip
+    )
+    files = run_both(config, tmp_path)
+    assert "errors" in files["ray"]
+    assert_same_files(files)

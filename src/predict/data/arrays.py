@@ -174,20 +174,37 @@ def _table_columns(path: Path) -> list[str]:
 
 @dataclass
 class ArraySource:
-    """The values of one model input for every row: an array in memory, or a `.npy` memory map.
+    """The values of one model input for every row: an array in memory, or a `.npy` file read batch by batch.
 
-    A memory map is reopened, not pickled, when the dataset crosses to a worker process or Ray.
+    A `.npy` is opened as a memory map (its shape, dtype and data offset; nothing is read), and each
+    batch's rows are read with one plain read: pages of a memory map that were read count in the
+    process's resident memory, plain reads leave them in the page cache only, so memory stays flat
+    however large the file. The map is reopened, not pickled, when the dataset crosses to a worker
+    process or to Ray.
     """
 
     name: str  # the model input
     described: str  # for messages: `X_test.npy`, `valid.csv feature columns`
-    path: Path | None = None  # .npy, memory-mapped lazily
+    path: Path | None = None  # .npy
     array: np.ndarray | None = None
 
     def values(self) -> np.ndarray:
+        """Every row: the array in memory, or the `.npy`'s memory map (for its shape and dtype)."""
         if self.array is None:
             self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)
         return self.array
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` as a new array (read from the file for a `.npy`)."""
+        values = self.values()
+        if not isinstance(values, np.memmap) or not values.flags.c_contiguous:
+            return np.array(values[start:stop])
+        rows = np.empty((stop - start, *values.shape[1:]), dtype=values.dtype)
+        with open(self.path, "rb") as handle:
+            handle.seek(values.offset + start * (values.nbytes // max(len(values), 1)))
+            if handle.readinto(memoryview(rows).cast("B")) != rows.nbytes:
+                raise InputError(f"data.inputs {self.path}: the file ends before row {stop - 1}; was it truncated?")
+        return rows
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -223,7 +240,7 @@ class ArrayBatches:
         problems = {row: self.row_problems[row] for row in range(start, stop) if row in self.row_problems}
         inputs = {}
         for source in self.sources:
-            values, bad = _batch_values(source.values()[start:stop], np.dtype(self.specs[source.name].dtype))
+            values, bad = _batch_values(source.rows(start, stop), np.dtype(self.specs[source.name].dtype))
             for slot in np.flatnonzero(bad):
                 problems.setdefault(start + int(slot), f"{source.described}: NaN or inf in the inputs of '{source.name}'")
             inputs[source.name] = values
@@ -236,12 +253,12 @@ class ArrayBatches:
 
 
 def _batch_values(values: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """A batch in the model's dtype (a new, writable array), and bool[B]: rows that are not all finite."""
+    """A batch (a new array) in the model's dtype, and bool[B]: rows that are not all finite."""
     if values.dtype.kind == "f":
         bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
     else:
         bad = np.zeros(len(values), dtype=bool)
-    return np.array(values, dtype=dtype, copy=True), bad
+    return values.astype(dtype, copy=False), bad
 
 
 def build_array_dataset(
@@ -352,10 +369,10 @@ def _check_shape(source: ArraySource, spec: TensorSpec, *, model_name: str) -> N
     values = source.values()
     wanted = spec.shape[1:]
     found = values.shape[1:]
-    if source.path is None and values.ndim == 2 and len(wanted) > 1 and None not in wanted:
-        if math.prod(wanted) == found[0]:  # flat columns for a (T, F) input: row-major, as numpy reshapes
-            source.array = values.reshape((len(values), *wanted))
-            return
+    flat_columns = source.path is None and values.ndim == 2 and len(wanted) > 1 and None not in wanted
+    if flat_columns and math.prod(wanted) == found[0]:  # for a (T, F) input: row-major, as numpy reshapes
+        source.array = values.reshape((len(values), *wanted))
+        return
     fits = len(found) == len(wanted) and all(w is None or w == f for w, f in zip(wanted, found))
     if not fits:
         raise ConfigError(

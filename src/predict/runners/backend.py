@@ -22,8 +22,8 @@ def resolve_model(task: TaskConfig, *, output_dir: Path) -> ResolvedModel:
     if task.runtime.backend is Backend.TORCH:
         from predict.runners.torch import resolve_torch_model
 
-        return resolve_torch_model(task.model, cache_dir=output_dir / "torch_cache")
-    return resolve_onnx_model(task.model, cache_dir=output_dir / "onnx_cache")
+        return resolve_torch_model(task.model, cache_dir=output_dir / "torch_cache", options=task.model_options)
+    return resolve_onnx_model(task.model, cache_dir=output_dir / "onnx_cache", options=task.model_options)
 
 
 def load_runner(task: TaskConfig, model_path: Path) -> Runner:

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from predict.config import Device, Precision
+from predict.config import Device, ModelOptionsConfig, Precision
 from predict.errors import ConfigError, ConversionError, InputError, one_line
-from predict.model_file import ResolvedModel, file_sha256
+from predict.model_file import ResolvedModel, cache_key, load_arguments, relay_warnings
 from predict.runners.base import TensorSpec
 from predict.runners.torch_spec import KERAS_SUFFIXES, parse_input_specs
 
@@ -55,7 +55,7 @@ _TORCH_DTYPES = {
 _PROBE_OPEN_AXIS = 32
 
 
-def resolve_torch_model(model: Path, *, cache_dir: Path) -> ResolvedModel:
+def resolve_torch_model(model: Path, *, cache_dir: Path, options: ModelOptionsConfig | None = None) -> ResolvedModel:
     """The file the torch runner loads: the model itself, or a Keras `.h5` exported once to a cached `.pt2`.
 
     Raises:
@@ -63,11 +63,12 @@ def resolve_torch_model(model: Path, *, cache_dir: Path) -> ResolvedModel:
     """
     if model.suffix.lower() not in KERAS_SUFFIXES:
         return ResolvedModel(path=model, origin="torch")
-    cached = cache_dir / f"{model.stem}-{file_sha256(model)[:16]}.pt2"
+    cached = cache_dir / f"{model.stem}-{cache_key(model, options)}.pt2"
     if cached.is_file():
         return ResolvedModel(path=cached, origin="cached")
     cache_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "converters.keras_to_torch", str(model), "-o", str(cached)]
+    command += load_arguments(options)
     environment = {**os.environ, "KERAS_BACKEND": "torch"}
     completed = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
     if completed.returncode != 0:
@@ -75,7 +76,8 @@ def resolve_torch_model(model: Path, *, cache_dir: Path) -> ResolvedModel:
         errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
         reason = errors[-1] if errors else (lines[-1] if lines else f"exit code {completed.returncode}")
         raise ConversionError(f"model {model.name}: export to torch failed: {reason}")
-    return ResolvedModel(path=cached, origin="converted", conversion_log=completed.stdout.strip())
+    log, relayed = completed.stdout.strip(), relay_warnings(completed.stderr)
+    return ResolvedModel(path=cached, origin="converted", conversion_log=log, warnings=relayed)
 
 
 class TorchRunner:

@@ -66,7 +66,8 @@ def _caption(shown: int, total: int, worst: bool, worst_meaning: str) -> str:
 
 def _table(run: RunSplit, values: pd.DataFrame, order: np.ndarray, view: View, *, caption: str) -> Table:
     table = Table(caption=caption, caption_justify="left")
-    table.add_column("row", justify="right", style="dim", no_wrap=True)
+    # The position in the CSV; "#" when the input column itself is called `row` (array tasks).
+    table.add_column("#" if view.input_column == "row" else "row", justify="right", style="dim", no_wrap=True)
     # Paths can be long: folded onto several lines rather than cut with an ellipsis.
     table.add_column(view.input_column or "input", overflow="fold")
     for name in values.columns:

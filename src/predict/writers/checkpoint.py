@@ -102,7 +102,9 @@ class Checkpoint:
         self.chunks.append({"file": name, "start": chunk.start, "stop": chunk.stop})
         manifest = {"version": MANIFEST_VERSION, "key": self.key, "rows_done": self.rows_done, "chunks": self.chunks}
         with atomic_path(self.folder / "manifest.json") as temp:
-            temp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+            # One line: it is rewritten at every chunk; encoding its growing chunk list with indents took a
+            # third of the checkpoint time on 1,000,000 rows (244 chunks, scripts/bench_arrays.py).
+            temp.write_text(json.dumps(manifest, separators=(",", ":")) + "\n", encoding="utf-8")
 
     def discard(self) -> None:
         """Remove the partial state once the final files are written."""

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Model runtimes and converters: never imported by `predict show` / `predict report`.
-RUNTIMES = ("onnxruntime", "onnx", "torch", "tensorflow", "keras", "tf2onnx", "converters")
+# Model runtimes: never imported by `predict show` / `predict report`. (The CLI's parser imports
+# converters.keras_to_onnx for its shared options: standard library only, no TensorFlow or onnx.)
+RUNTIMES = ("onnxruntime", "onnx", "torch", "tensorflow", "keras", "tf2onnx")
 # Not needed by an onnxruntime run that decodes in its own process (workers need torch's DataLoader).
-NOT_FOR_ONNXRUNTIME = ("torch", "tensorflow", "keras", "tf2onnx", "converters", "sklearn", "scipy", "matplotlib", "ray")
+NOT_FOR_ONNXRUNTIME = ("torch", "tensorflow", "keras", "tf2onnx", "sklearn", "scipy", "matplotlib", "ray")
 # An image run needs no audio or text code (audio features import torch; text imports tokenizers).
 NOT_FOR_IMAGES = ("predict.data.audio", "predict.data.text", "soundfile", "soxr", "tokenizers", "transformers")
 # The same run on any machine: decoding in the main process, on the CPU (on more CPUs or with CUDA the

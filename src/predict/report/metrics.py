@@ -1,4 +1,4 @@
-"""Metrics under the names H2O Hydrogen Torch uses, computed as scikit-learn computes them.
+"""Metrics under the names H2O Hydrogen Torch uses, computed with scikit-learn.
 
 Classification (probabilities in, labels in):
 - `binary`: ROC_AUC, LogLoss, and Accuracy / F1 at a 0.5 threshold.
@@ -8,13 +8,6 @@ Classification (probabilities in, labels in):
   Accuracy = exact match of all columns at 0.5 (subset accuracy); macro F1 at 0.5.
 Regression: MAE, MSE, RMSE, R2, averaged uniformly over label columns.
 A metric that is undefined for the data (one class only, a single row) is left out with a note.
-
-Each metric is written out in NumPy with scikit-learn's definitions (`roc_auc_score`, `log_loss`
-with probabilities clipped to [eps, 1 - eps], `accuracy_score`, `f1_score` with
-`zero_division=0`, `mean_absolute_error`, `mean_squared_error`, `r2_score` with
-`force_finite=True`); `tests/report/test_metrics.py` checks them against scikit-learn. Importing
-scikit-learn (and the SciPy it pulls in) took 1.3-3 s on the 2-core development VM, more than a
-whole small run (issue 18).
 """
 
 from __future__ import annotations
@@ -23,6 +16,7 @@ import math
 from enum import StrEnum
 
 import numpy as np
+from sklearn import metrics as sk
 
 
 class ClassificationKind(StrEnum):
@@ -51,34 +45,28 @@ def classification_metrics(
     result: dict[str, float] = {}
     if kind is ClassificationKind.BINARY:
         result["ROC_AUC"] = _roc_auc_columns(labels[:, None], probabilities[:, None], notes)
-        result["LogLoss"] = _log_loss(labels, np.stack([1 - probabilities, probabilities], axis=1))
+        result["LogLoss"] = sk.log_loss(labels, probabilities, labels=[0, 1])
         predicted = (probabilities >= 0.5).astype(int)
-        result["Accuracy"] = _accuracy(labels, predicted)
-        result["F1"] = _f1(labels[:, None] == 1, predicted[:, None] == 1)
+        result["Accuracy"] = sk.accuracy_score(labels, predicted)
+        result["F1"] = sk.f1_score(labels, predicted, zero_division=0.0)
     elif kind is ClassificationKind.MULTICLASS:
         classes = probabilities.shape[1]
         one_hot = np.eye(classes, dtype=int)[labels]
         result["ROC_AUC"] = _roc_auc_columns(one_hot, probabilities, notes)
-        # Rows of a softmax sum to 1 within float32 rounding; renormalise in float64 (scikit-learn warns otherwise).
+        # Rows of a softmax sum to 1 within float32 rounding; renormalise in float64 so sklearn agrees.
         normalised = probabilities / probabilities.sum(axis=1, keepdims=True)
-        result["LogLoss"] = _log_loss(labels, normalised)
+        result["LogLoss"] = sk.log_loss(labels, normalised, labels=list(range(classes)))
         predicted = probabilities.argmax(axis=1)
-        result["Accuracy"] = _accuracy(labels, predicted)
-        # Macro over every class of the model, including classes neither true nor predicted (F1 0 there).
-        result["F1"] = _f1(one_hot == 1, predicted[:, None] == np.arange(classes))
+        result["Accuracy"] = sk.accuracy_score(labels, predicted)
+        result["F1"] = sk.f1_score(labels, predicted, average="macro", labels=list(range(classes)), zero_division=0.0)
     else:
         result["ROC_AUC"] = _roc_auc_columns(labels, probabilities, notes)
         result["LogLoss"] = float(
-            np.mean(
-                [
-                    _log_loss(labels[:, j], np.stack([1 - probabilities[:, j], probabilities[:, j]], axis=1))
-                    for j in range(labels.shape[1])
-                ]
-            )
+            np.mean([sk.log_loss(labels[:, j], probabilities[:, j], labels=[0, 1]) for j in range(labels.shape[1])])
         )
         predicted = (probabilities >= 0.5).astype(int)
-        result["Accuracy"] = _accuracy(labels, predicted)
-        result["F1"] = _f1(labels == 1, predicted == 1)
+        result["Accuracy"] = sk.accuracy_score(labels, predicted)
+        result["F1"] = sk.f1_score(labels, predicted, average="macro", zero_division=0.0)
     return _finite(result, notes)
 
 
@@ -91,18 +79,14 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray, *, notes: li
         notes: receives a line for every metric left out and why.
     """
     predictions = np.asarray(predictions, dtype=np.float64)
-    labels = np.asarray(labels)
-    if labels.ndim == 1:
-        labels, predictions = labels[:, None], predictions.reshape(len(predictions), -1)
-    # Per column, then the plain mean of the columns (scikit-learn's multioutput="uniform_average").
-    mse = float(np.average(np.average((labels - predictions) ** 2, axis=0)))
+    mse = sk.mean_squared_error(labels, predictions)
     result = {
-        "MAE": float(np.average(np.average(np.abs(predictions - labels), axis=0))),
+        "MAE": sk.mean_absolute_error(labels, predictions),
         "MSE": mse,
         "RMSE": math.sqrt(mse),
     }
     if len(labels) >= 2:
-        result["R2"] = _r2(labels, predictions)
+        result["R2"] = sk.r2_score(labels, predictions)
     else:
         notes.append("R2 left out: it needs at least two rows")
     return _finite(result, notes)
@@ -118,65 +102,7 @@ def _roc_auc_columns(labels: np.ndarray, scores: np.ndarray, notes: list[str]) -
         )
     if not usable:
         return math.nan
-    return float(np.mean([_roc_auc(labels[:, j], scores[:, j]) for j in usable]))
-
-
-def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve of one column: the probability that a random positive row scores
-    above a random negative one, ties counting half (the Mann-Whitney U statistic over P * N).
-
-    This is the area scikit-learn's `roc_auc_score` integrates with the trapezoidal rule (a tie
-    between a positive and a negative row is the diagonal step of its curve); here it is counted
-    exactly, from average ranks, so the two agree to float64 rounding.
-
-    Args:
-        labels: int[N] 0/1, both present.
-        scores: float[N], higher meaning positive.
-    """
-    order = np.argsort(scores, kind="stable")
-    ranked = scores[order]
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    ends = np.r_[starts[1:], len(ranked)]
-    # Rows tied on a score share the mean of the ranks (1-based) they span.
-    ranks = np.repeat((starts + ends + 1) / 2, ends - starts)
-    positive = labels[order] == 1
-    positives, negatives = int(positive.sum()), int((~positive).sum())
-    return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def _log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean cross-entropy of class indices int[N] under float64[N, C] probabilities, each clipped to
-    [eps, 1 - eps] as scikit-learn's `log_loss` does (eps of float64), so a confident miss is finite."""
-    eps = np.finfo(probabilities.dtype).eps
-    clipped = np.clip(probabilities, eps, 1 - eps)
-    return float(np.average(-np.log(clipped[np.arange(len(labels)), labels])))
-
-
-def _accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """The share of rows predicted exactly (all columns of a row, for int[N, C] multilabel rows)."""
-    correct = labels == predicted
-    return float(np.average(correct if correct.ndim == 1 else correct.all(axis=1)))
-
-
-def _f1(truth: np.ndarray, predicted: np.ndarray) -> float:
-    """Macro F1 over the columns of bool[N, C] truth and predictions: per column 2 TP / (2 TP + FP + FN),
-    0 where a column is neither true nor predicted on any row (scikit-learn's `zero_division=0`)."""
-    true_positives = (truth & predicted).sum(axis=0)
-    denominator = 2 * true_positives + (~truth & predicted).sum(axis=0) + (truth & ~predicted).sum(axis=0)
-    scores = np.divide(2 * true_positives, denominator, out=np.zeros(truth.shape[1]), where=denominator > 0)
-    return float(np.average(scores))
-
-
-def _r2(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """The coefficient of determination, per column, then averaged; a column of constant labels
-    scores 1 when predicted exactly and 0 otherwise (scikit-learn's `force_finite=True`)."""
-    residual = ((labels - predictions) ** 2).sum(axis=0)
-    total = ((labels - np.average(labels, axis=0)) ** 2).sum(axis=0)
-    scores = np.ones(labels.shape[1])
-    defined = total != 0
-    scores[defined] = 1 - residual[defined] / total[defined]
-    scores[~defined & (residual != 0)] = 0.0
-    return float(np.average(scores))
+    return float(np.mean([sk.roc_auc_score(labels[:, j], scores[:, j]) for j in usable]))
 
 
 def _finite(result: dict[str, float], notes: list[str]) -> dict[str, float]:
@@ -189,9 +115,7 @@ def _finite(result: dict[str, float], notes: list[str]) -> dict[str, float]:
     return kept
 
 
-def retrieval_mean_average_precision(
-    labels: np.ndarray, neighbours: np.ndarray, *, notes: list[str]
-) -> dict[str, float]:
+def retrieval_mean_average_precision(labels: np.ndarray, neighbours: np.ndarray, *, notes: list[str]) -> dict[str, float]:
     """`mAP` at K of a nearest-neighbour ranking, where rows with the same label are relevant.
 
     For query row i with ranked neighbours r_1..r_K (never i itself), rel_j = [label(r_j) == label(i)],

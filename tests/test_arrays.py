@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,27 @@ def keras_predict(model, inputs) -> np.ndarray:
     return np.asarray(model.predict(inputs, verbose=0), dtype=np.float64)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_conversions(tmp_path_factory):
+    """One conversion cache for the module: each `.h5` is converted (and checked against Keras on its
+    first batch) once, and later runs find it in their output folder's cache, as a user's reruns do."""
+    global CONVERSIONS
+    CONVERSIONS = tmp_path_factory.mktemp("conversions")
+
+
+CONVERSIONS: Path | None = None
+
+
 def run(tmp_path: Path, model: Path, problem_type: str, data: dict, *extra: str, **sections) -> int:
+    cache = tmp_path / "out" / "onnx_cache"
+    shutil.copytree(CONVERSIONS, cache, dirs_exist_ok=True)
+    try:
+        return _run(tmp_path, model, problem_type, data, *extra, **sections)
+    finally:
+        shutil.copytree(cache, CONVERSIONS, dirs_exist_ok=True)
+
+
+def _run(tmp_path: Path, model: Path, problem_type: str, data: dict, *extra: str, **sections) -> int:
     config = {
         "problem_type": problem_type,
         "model": str(model),

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # converters.keras_to_onnx for its shared options: standard library only, no TensorFlow or onnx.)
 RUNTIMES = ("onnxruntime", "onnx", "torch", "tensorflow", "keras", "tf2onnx")
 # Not needed by an onnxruntime run that decodes in its own process (workers need torch's DataLoader).
-NOT_FOR_ONNXRUNTIME = ("torch", "tensorflow", "keras", "tf2onnx", "sklearn", "scipy", "matplotlib", "ray")
+# scikit-learn computes the metrics of a labelled split (imported on a background thread while the
+# model loads); a split without labels never imports it (test_a_split_without_labels_imports_no_sklearn).
+NOT_FOR_ONNXRUNTIME = ("torch", "tensorflow", "keras", "tf2onnx", "matplotlib", "ray")
 # An image run needs no audio or text code (audio features import torch; text imports tokenizers).
 NOT_FOR_IMAGES = ("predict.data.audio", "predict.data.text", "soundfile", "soxr", "tokenizers", "transformers")
 # The same run on any machine: decoding in the main process, on the CPU (on more CPUs or with CUDA the
@@ -70,7 +72,7 @@ def test_worker_processes_do_import_torch(tmp_path):
         "--config", config, "--set", f"output.dir={tmp_path}", "--set", "runtime.num_workers=1", "--quiet"
     )
     assert offending(modules, ("torch",)) == ["torch"]  # the DataLoader: the check above can fail
-    assert offending(modules, ("sklearn", "scipy", "tensorflow")) == []
+    assert offending(modules, ("tensorflow", "matplotlib")) == []
 
 
 @pytest.mark.parametrize("config", ["image_regression.yaml", "text_regression.yaml", "image_metric_learning.yaml"])
@@ -79,6 +81,13 @@ def test_other_onnxruntime_runs_import_no_torch_or_sklearn(tmp_path, config):
         "--config", str(ROOT / "configs" / config), "--set", f"output.dir={tmp_path}", *LOCAL_CPU, "--quiet"
     )
     assert offending(modules, NOT_FOR_ONNXRUNTIME + ("predict.data.audio",)) == []
+
+
+def test_a_split_without_labels_imports_no_sklearn(tmp_path):
+    config = str(ROOT / "configs" / "image_classification.yaml")
+    test_split = ("--set", "data.split=test", "--set", "data.dataframe=data/shapes/test.csv")
+    modules, _ = imported("--config", config, "--set", f"output.dir={tmp_path}", *LOCAL_CPU, *test_split, "--quiet")
+    assert offending(modules, NOT_FOR_ONNXRUNTIME + ("sklearn", "scipy")) == []
 
 
 def test_show_imports_no_model_runtime_and_no_plotting(image_run):

@@ -42,6 +42,7 @@ from predict.fidelity import FidelityCheck
 from predict.heads import HEADS
 from predict.heads.base import Head
 from predict.model_file import ResolvedModel, file_sha256
+from predict.report import metrics as metrics_library
 from predict.runners.generation import build_generation_runner
 from predict.runners.backend import load_runner, resolve_model
 from predict.writers._atomic import atomic_path
@@ -108,6 +109,8 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     output_dir = task.output_dir
     _check_output_dir(output_dir, split, resume=resume, overwrite=overwrite)
     task, dataframe = read_rows(task)
+    if task.data.label_columns and set(task.data.label_columns) <= set(dataframe.columns):
+        metrics_library.start_import()  # metrics will be computed: their library loads while the model does
     model = resolve_model(task, output_dir=output_dir)  # runtime.backend: the .onnx, a .pt/.pt2, or a converted .h5
     fidelity = FidelityCheck(task, converted=model.path)  # an .h5: the first batch also goes through Keras, once
     if task.problem_type is ProblemType.TEXT_SEQUENCE_TO_SEQUENCE:  # an encoder/decoder pair, many decoder calls per batch

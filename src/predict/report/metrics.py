@@ -12,11 +12,24 @@ A metric that is undefined for the data (one class only, a single row) is left o
 
 from __future__ import annotations
 
+import importlib
 import math
+import threading
 from enum import StrEnum
+from types import ModuleType
 
 import numpy as np
-from sklearn import metrics as sk
+
+
+def start_import() -> None:
+    """Import scikit-learn's metrics on a background thread, so its 1.3-3 s import (2 cores, issue 18)
+    overlaps the model's loading and scoring instead of following them; `_sklearn` then finds it loaded."""
+    threading.Thread(target=_sklearn, name="predict-import-sklearn", daemon=True).start()
+
+
+def _sklearn() -> ModuleType:
+    """`sklearn.metrics`, imported on first use (a run without labels never pays for it)."""
+    return importlib.import_module("sklearn.metrics")
 
 
 class ClassificationKind(StrEnum):
@@ -41,6 +54,7 @@ def classification_metrics(
     Returns:
         Metric name to value.
     """
+    sk = _sklearn()
     probabilities = np.asarray(probabilities, dtype=np.float64)
     result: dict[str, float] = {}
     if kind is ClassificationKind.BINARY:
@@ -78,6 +92,7 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray, *, notes: li
         predictions: float[N, M] predicted values.
         notes: receives a line for every metric left out and why.
     """
+    sk = _sklearn()
     predictions = np.asarray(predictions, dtype=np.float64)
     mse = sk.mean_squared_error(labels, predictions)
     result = {
@@ -94,6 +109,7 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray, *, notes: li
 
 def _roc_auc_columns(labels: np.ndarray, scores: np.ndarray, notes: list[str]) -> float:
     """Macro ROC AUC over the columns whose labels hold both 0 and 1."""
+    sk = _sklearn()
     usable = [j for j in range(labels.shape[1]) if 0 < labels[:, j].sum() < len(labels)]
     if len(usable) < labels.shape[1]:
         notes.append(

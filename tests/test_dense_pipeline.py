@@ -328,7 +328,7 @@ def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):
     batch = batches[0]
     assert batch.context[ORIGINAL_SIZES].tolist() == [[20, 40], [30, 10]]
     assert batch.context[INPUT_SIZES].tolist() == [[64, 64], [64, 64]]
-    pixels = np.rint(batch.inputs["image"].numpy() * 255).astype(int)
+    pixels = np.rint(np.asarray(batch.inputs["image"]) * 255).astype(int)
     assert pixels[0, :, 0, 0].tolist() == [114, 114, 114] and pixels[0, :, 32, 32].tolist() == [255, 0, 0]
     assert pixels[1, :, 32, 0].tolist() == [114, 114, 114] and pixels[1, :, 32, 32].tolist() == [0, 0, 255]
 

@@ -117,25 +117,21 @@ def _labels_from_array(task: TaskConfig, values: np.ndarray) -> pd.DataFrame:
     width = 1 if values.ndim == 1 else values.shape[1]
     if configured and len(configured) != width:
         raise InputError(f"data.labels {path.name} has {width} column(s) per row but data.label_columns names {len(configured)}")
+    if values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
+        values = values.astype(np.int64)  # ids or one-hot rows saved as floats: 2.0 is class 2, written 0/1
     class_names = getattr(task.head, "class_names", ())
     if values.ndim == 1:
         if class_names and _are_class_ids(values, len(class_names)):
-            values = np.asarray(class_names, dtype=object)[values.astype(np.int64)]
-        elif values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
-            values = values.astype(np.int64)  # class ids saved as floats: 2.0 is class 2
+            values = np.asarray(class_names, dtype=object)[values]
         return pd.DataFrame({configured[0] if configured else "label": values})
     if not configured:
         names = class_names if len(class_names) == width else range(width)
         configured = tuple(f"label_{name}" for name in names)
-    if values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
-        values = values.astype(np.int64)  # one-hot rows saved as floats: written as 0/1, not 0.0/1.0
     return pd.DataFrame(values, columns=list(configured))
 
 
 def _are_class_ids(values: np.ndarray, classes: int) -> bool:
-    if values.dtype.kind not in "iuf":
-        return False
-    return bool(np.all(np.mod(values, 1) == 0) and values.min() >= 0 and values.max() < classes)
+    return values.dtype.kind in "iu" and bool(values.min() >= 0 and values.max() < classes)
 
 
 def _read_table(path: Path, key: str, *, index_column: str | None, index_only: bool = False) -> pd.DataFrame:
@@ -237,7 +233,10 @@ class ArrayBatches:
     def __getitem__(self, index: int) -> Batch:
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.rows)
-        problems = {row: self.row_problems[row] for row in range(start, stop) if row in self.row_problems}
+        # Table cells found bad when read; the common case, none, costs no per-row lookup.
+        problems = {}
+        if self.row_problems:
+            problems = {row: self.row_problems[row] for row in range(start, stop) if row in self.row_problems}
         inputs = {}
         for source in self.sources:
             values, bad = _batch_values(source.rows(start, stop), np.dtype(self.specs[source.name].dtype))

@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     """Load the model once, predict `warmup` + `iterations` times over all rows, print the timings."""
     parser = argparse.ArgumentParser(prog="python -m converters.keras_baseline")
     parser.add_argument("model")
-    parser.add_argument("--inputs", required=True, help=".npz of the model's inputs, one array per input, in input order")
+    parser.add_argument(
+        "--inputs", required=True, help=".npz of the model's inputs, one array per input, in input order"
+    )
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=3)

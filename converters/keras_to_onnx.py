@@ -546,7 +546,7 @@ def _load_model(h5_path: Path, header: _H5Header, options: LoadOptions | None = 
                     custom_objects=custom_objects,
                     safe_mode=not options.allow_unsafe_deserialization,
                 )
-        except Exception as exc:  # noqa: BLE001  (Keras raises ValueError, TypeError, KeyError... for a config)
+        except Exception as exc:
             keras_error = exc
 
     what = f"Keras {keras.__version__} cannot load this model (saved by Keras {header.keras_version})"

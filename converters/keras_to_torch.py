@@ -135,21 +135,33 @@ def convert_keras_to_torch(
     batch = torch.export.Dim("batch")
     dynamic_shapes = (
         tuple(
-            {axis: (batch if axis == 0 else torch.export.Dim(f"input{index}_axis{axis}")) for axis, dim in enumerate(shape) if dim is None}
+            {
+                axis: (batch if axis == 0 else torch.export.Dim(f"input{index}_axis{axis}"))
+                for axis, dim in enumerate(shape)
+                if dim is None
+            }
             for index, shape in enumerate(shapes)
         ),
     )
     try:
         with _quiet_python_warnings():
-            program = torch.export.export(wrapper, tuple(torch.from_numpy(array) for array in example), dynamic_shapes=dynamic_shapes)
+            program = torch.export.export(
+                wrapper, tuple(torch.from_numpy(array) for array in example), dynamic_shapes=dynamic_shapes
+            )
     except Exception as error:  # torch.export raises many types (Unsupported, UserError, constraint violations)
-        raise ConversionError(f"{h5_path}: torch.export cannot capture the Keras model: {_first_line(error)}") from error
+        raise ConversionError(
+            f"{h5_path}: torch.export cannot capture the Keras model: {_first_line(error)}"
+        ) from error
 
-    parity = _check_parity(torch, model, wrapper, program, shapes, dtypes, output_names, rows=parity_batch_size, seed=seed)
+    parity = _check_parity(
+        torch, model, wrapper, program, shapes, dtypes, output_names, rows=parity_batch_size, seed=seed
+    )
     worst = [output for output in parity if not output.max_abs_diff <= atol]
     if worst:
         details = ", ".join(f"'{output.name}' {output.max_abs_diff:.3g}" for output in worst)
-        raise ConversionError(f"{h5_path}: the exported program differs from Keras by more than atol {atol:g}: {details}")
+        raise ConversionError(
+            f"{h5_path}: the exported program differs from Keras by more than atol {atol:g}: {details}"
+        )
 
     metadata = {
         "inputs": list(input_names),
@@ -199,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     args = parser.parse_args(argv)
     output = args.output if args.output is not None else args.h5_path.with_suffix(".pt2")
-    options = LoadOptions(custom_objects=args.custom_objects, allow_unsafe_deserialization=args.allow_unsafe_deserialization)
+    options = LoadOptions(
+        custom_objects=args.custom_objects, allow_unsafe_deserialization=args.allow_unsafe_deserialization
+    )
     try:
         report = convert_keras_to_torch(args.h5_path, output, atol=args.atol, options=options)
     except PredictError as error:
@@ -233,7 +247,9 @@ def _import_keras_on_torch() -> tuple[Any, Any]:
             import keras
             import torch
     except ImportError as error:
-        raise ConversionError(f"Keras 3 is needed to run .h5 models on torch: pip install 'predict[keras]' ({_first_line(error)})") from error
+        raise ConversionError(
+            f"Keras 3 is needed to run .h5 models on torch: pip install 'predict[keras]' ({_first_line(error)})"
+        ) from error
     return keras, torch
 
 
@@ -298,7 +314,9 @@ def _output_names_of(model: Any, result: Any) -> list[str]:
     return _output_names(model, count)
 
 
-def _random_inputs(model: Any, shapes: list[tuple], dtypes: list[np.dtype], *, rows: int, seed: int) -> list[np.ndarray]:
+def _random_inputs(
+    model: Any, shapes: list[tuple], dtypes: list[np.dtype], *, rows: int, seed: int
+) -> list[np.ndarray]:
     """Seeded arrays: floats in [0, 1), integer ids below the vocabulary of the Embedding they feed."""
     rng = np.random.default_rng(seed)
     by_input, smallest = _embedding_vocabularies(model)
@@ -329,7 +347,9 @@ def _check_parity(
             try:
                 got = exported(*tensors)
             except Exception as error:  # a shape the program specialised on fails here, with torch's own type
-                raise ConversionError(f"the exported program fails on a batch of {size}: {_first_line(error)}") from error
+                raise ConversionError(
+                    f"the exported program fails on a batch of {size}: {_first_line(error)}"
+                ) from error
             for name, reference, value in zip(output_names, expected, got, strict=True):
                 reference, value = reference.detach().cpu().numpy(), value.detach().cpu().numpy()
                 if reference.shape != value.shape:

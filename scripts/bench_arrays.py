@@ -91,7 +91,17 @@ def pipeline_seconds(config: Path, *, batch_size: int, rounds: int) -> dict[str,
 
 def peak_rss_mb(config: Path, *, batch_size: int) -> float:
     """Peak RSS of one whole `python -m predict` run, in its own process."""
-    command = [sys.executable, "-m", "predict", "--config", str(config), "--quiet", "--overwrite", "--set", f"runtime.batch_size={batch_size}"]
+    command = [
+        sys.executable,
+        "-m",
+        "predict",
+        "--config",
+        str(config),
+        "--quiet",
+        "--overwrite",
+        "--set",
+        f"runtime.batch_size={batch_size}",
+    ]
     # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: a fresh parent per measurement keeps them apart.
     parent = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     completed = subprocess.run([sys.executable, "-c", parent, *command], check=True, capture_output=True, text=True)
@@ -105,7 +115,9 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=32)
     parser.add_argument("--batch-sizes", default="1024,4096")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--memory-rows", type=int, nargs="*", default=[], help="also measure peak RSS at these row counts")
+    parser.add_argument(
+        "--memory-rows", type=int, nargs="*", default=[], help="also measure peak RSS at these row counts"
+    )
     args = parser.parse_args()
 
     for rows in {args.rows, *args.memory_rows}:
@@ -113,8 +125,12 @@ def main() -> None:
     config = args.folder / f"task_{args.rows}.yaml"
     array = np.load(args.folder / f"X_{args.rows}x{args.features}.npy")  # in memory, for the raw baseline
     model = args.folder / f"mlp_{args.features}.onnx"
-    print(f"{args.rows:,} x {args.features} float32 .npy, MLP {args.features}-{HIDDEN}-{HIDDEN}-1, best of {args.rounds}")
-    print("| batch | raw session.run rows/s | pipeline loop rows/s | loop / raw | with files rows/s | with files / raw | read / wait / post / write s | model busy s |")
+    print(
+        f"{args.rows:,} x {args.features} float32 .npy, MLP {args.features}-{HIDDEN}-{HIDDEN}-1, best of {args.rounds}"
+    )
+    print(
+        "| batch | raw session.run rows/s | pipeline loop rows/s | loop / raw | with files rows/s | with files / raw | read / wait / post / write s | model busy s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     results = []
     for batch_size in (int(value) for value in args.batch_sizes.split(",")):
@@ -124,7 +140,9 @@ def main() -> None:
         loop = args.rows / (stages["load"] + stages["inference"] + stages["postprocess"])
         whole = args.rows / stages["scoring"]
         parts = " / ".join(f"{stages[name]:.2f}" for name in ("load", "inference", "postprocess", "write"))
-        print(f"| {batch_size} | {raw:,.0f} | {loop:,.0f} | {loop / raw:.2f}x | {whole:,.0f} | {whole / raw:.2f}x | {parts} | {stages['model']:.2f} |")
+        print(
+            f"| {batch_size} | {raw:,.0f} | {loop:,.0f} | {loop / raw:.2f}x | {whole:,.0f} | {whole / raw:.2f}x | {parts} | {stages['model']:.2f} |"
+        )
         results.append({"batch_size": batch_size, "raw": raw, "loop": loop, "whole": whole, **stages})
     for rows in args.memory_rows:
         mb = peak_rss_mb(args.folder / f"task_{rows}.yaml", batch_size=int(args.batch_sizes.split(",")[0]))

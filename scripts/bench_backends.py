@@ -43,9 +43,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as scratch:
         for backend, engine in COMBINATIONS:
             # One output folder per backend: its conversion cache is made by the first (warm-up) run.
-            overrides = [*options.overrides, f"runtime.backend={backend}", f"runtime.engine={engine}", f"output.dir={Path(scratch) / backend}"]
+            overrides = [
+                *options.overrides,
+                f"runtime.backend={backend}",
+                f"runtime.engine={engine}",
+                f"output.dir={Path(scratch) / backend}",
+            ]
             task = load_config(options.config, overrides)
-            summaries = [run_task(task, progress=False, overwrite=True) for _ in range(options.warmup + options.iterations)]
+            summaries = [
+                run_task(task, progress=False, overwrite=True) for _ in range(options.warmup + options.iterations)
+            ]
             timed = summaries[options.warmup :]
             rows.append(
                 (

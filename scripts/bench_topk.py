@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from predict.heads._ops import cosine_topk, l2_normalize  # noqa: E402
+from predict.heads._ops import cosine_topk, l2_normalize
 
 BLOCK_SHAPES = ((1024, 4096), (2048, 2048))  # (rows, columns) per block; 2048 is cosine_topk's default
 TOPK_BLOCK = 2048
@@ -93,14 +93,18 @@ def main() -> None:
     best = {name: min(values) for name, values in times.items()}
     roofline_name = min((name for name in best if name.startswith("gemm")), key=best.get)
     roofline = best[roofline_name]
-    print(f"\nrows {args.rows}, dims {args.dims}, k {args.k}, {os.cpu_count()} CPU(s), torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"\nrows {args.rows}, dims {args.dims}, k {args.k}, {os.cpu_count()} CPU(s), torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     print("| measure | best of rounds (s) | full-product GFLOP/s |")
     print("|---|---|---|")
     for name, seconds in best.items():
         print(f"| {name} | {seconds:.2f} | {flops / seconds / 1e9:.0f} |")
     print(f"\ntop-k / GEMM roofline ({roofline_name}): {best['top-k'] / roofline:.3f}x")
-    print(f"top-k / upper-triangle GEMM (the selection's own cost): {best['top-k'] / best[next(n for n in best if n.startswith('upper'))]:.3f}x")
+    print(
+        f"top-k / upper-triangle GEMM (the selection's own cost): {best['top-k'] / best[next(n for n in best if n.startswith('upper'))]:.3f}x"
+    )
     print(f"top-k peak traced memory: {peak / 2**20:.1f} MiB (embeddings: {embeddings.nbytes / 2**20:.1f} MiB)")
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -90,7 +90,13 @@ def make_diabetes() -> None:
     outputs = keras.layers.Dense(1, name="progression")(hidden)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
-    model.fit(train[names].to_numpy(np.float32), train["progression"].to_numpy(np.float32), epochs=300, batch_size=32, verbose=0)
+    model.fit(
+        train[names].to_numpy(np.float32),
+        train["progression"].to_numpy(np.float32),
+        epochs=300,
+        batch_size=32,
+        verbose=0,
+    )
     folder = CONFIGS / "data" / "diabetes"
     folder.mkdir(parents=True, exist_ok=True)
     valid.to_csv(folder / "valid.csv", index=False, float_format="%.6f")

@@ -104,7 +104,9 @@ def write_clips() -> pd.DataFrame:
         name = f"clip_{number:02d}.{extension}"
         subtype = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS"}[extension]
         soundfile.write(CLIPS_FOLDER / name, wave, rate, subtype=subtype)
-        rows.append({"id": f"clip-{number:02d}", "audio_path": name, "sound": str(sound), "level_db": round(level_db, 3)})
+        rows.append(
+            {"id": f"clip-{number:02d}", "audio_path": name, "sound": str(sound), "level_db": round(level_db, 3)}
+        )
     frame = pd.DataFrame(rows)
     frame.to_csv(SOUNDS_FOLDER / "valid.csv", index=False)
     return frame
@@ -194,9 +196,16 @@ def train_embedder() -> None:
     images = np.stack([preprocess_image(sample.image) for sample in samples]).transpose(0, 3, 1, 2)
     classes = torch.tensor([SHAPE_NAMES.index(sample.shape) for sample in samples])
     embedder = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(32, 16),
     )
     # A cosine classifier (NormFace): logits from the L2-normalised embedding, so the training
@@ -225,8 +234,14 @@ def _export(model, example, path: Path, input_name: str, output_name: str) -> No
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         torch.onnx.export(
-            model, (example,), str(path), input_names=[input_name], output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}}, opset_version=17, dynamo=False,
+            model,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
         )
 
 
@@ -245,7 +260,9 @@ def verify(frame: pd.DataFrame) -> None:
         correct += SOUND_NAMES[int(probabilities.mean(axis=0).argmax())] == sound
         (predicted,) = level.run(None, {"waveform": split_chunks(samples, LEVEL_CHUNK)})
         errors.append(abs(float(predicted.mean()) - level_db))
-    print(f"classifier accuracy {correct / len(frame):.3f}; level MAE {np.mean(errors):.3f} dB on {len(frame)} committed clips")
+    print(
+        f"classifier accuracy {correct / len(frame):.3f}; level MAE {np.mean(errors):.3f} dB on {len(frame)} committed clips"
+    )
 
 
 def main() -> None:

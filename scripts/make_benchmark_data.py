@@ -63,7 +63,12 @@ def main() -> None:
     config = {
         "problem_type": "image_classification",
         "model": "mobilenetv2.h5",
-        "data": {"dataframe": "frame.csv", "data_folder": "images", "image_column": "image_path", "label_columns": ["label"]},
+        "data": {
+            "dataframe": "frame.csv",
+            "data_folder": "images",
+            "image_column": "image_path",
+            "label_columns": ["label"],
+        },
         "preprocessing": {"image_size": [SIZE, SIZE], "mean": [127.5], "std": [127.5]},
         "runtime": {"batch_size": 32},  # num_workers unset: chosen by the CPU count
         "head": {"class_names": [f"class_{index}" for index in range(CLASSES)]},

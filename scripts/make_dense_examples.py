@@ -88,7 +88,13 @@ def draw_scene(rng: np.random.Generator, *, height: int, width: int, objects: in
         image.paste(Image.new("RGB", (width, height), color), (0, 0), layer)
         occupied |= mask
         ys, xs = np.nonzero(mask)
-        found.append({"class": class_index, "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1], "mask": mask})
+        found.append(
+            {
+                "class": class_index,
+                "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
+                "mask": mask,
+            }
+        )
     return image, found
 
 
@@ -130,7 +136,12 @@ def segmentation_targets(image: Image.Image, objects: list[dict]) -> np.ndarray:
 
     target = np.zeros((4, SIZE, SIZE), dtype=np.float32)
     for item in objects:
-        mask = np.asarray(Image.fromarray(item["mask"].astype(np.uint8) * 255).resize((SIZE, SIZE), Image.Resampling.BILINEAR)) > 127
+        mask = (
+            np.asarray(
+                Image.fromarray(item["mask"].astype(np.uint8) * 255).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+            )
+            > 127
+        )
         target[item["class"]][mask] = 1
         target[2][mask & ~ndimage.binary_erosion(mask)] = 1
     return target

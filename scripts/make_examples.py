@@ -303,9 +303,7 @@ def load_validation_split() -> tuple[pd.DataFrame, np.ndarray]:
         The dataframe and float32[N, 32, 32, 3] preprocessed pixels in row order.
     """
     frame = pd.read_csv(DATA_FOLDER / "valid.csv")
-    images = np.stack(
-        [preprocess_image(Image.open(IMAGES_FOLDER / name)) for name in frame["image_path"]]
-    )
+    images = np.stack([preprocess_image(Image.open(IMAGES_FOLDER / name)) for name in frame["image_path"]])
     return frame, images
 
 
@@ -366,8 +364,7 @@ def main() -> None:
     r2, mean_absolute_error = verify_regressor(frame, validation_images)
 
     print()
-    print(f"classifier trained in {classifier_seconds:.1f} s, "
-          f"regressor in {regressor_seconds:.1f} s")
+    print(f"classifier trained in {classifier_seconds:.1f} s, regressor in {regressor_seconds:.1f} s")
     print(f"validation split ({len(frame)} images):")
     print(f"  {CLASSIFIER_PATH.name}: accuracy {accuracy:.4f} (chance {1 / len(CLASS_NAMES):.3f})")
     print(f"  {REGRESSOR_PATH.name}: R2 {r2:.4f}, MAE {mean_absolute_error:.4f}")
@@ -376,8 +373,10 @@ def main() -> None:
     for path in (CLASSIFIER_PATH, REGRESSOR_PATH, *csv_paths):
         print(f"  {path.relative_to(REPOSITORY_ROOT)}: {path.stat().st_size / 1024:.1f} KiB")
     image_count = len(list(IMAGES_FOLDER.glob("*.png")))
-    print(f"  {IMAGES_FOLDER.relative_to(REPOSITORY_ROOT)}/ ({image_count} PNGs): "
-          f"{folder_size(IMAGES_FOLDER) / 1024:.1f} KiB")
+    print(
+        f"  {IMAGES_FOLDER.relative_to(REPOSITORY_ROOT)}/ ({image_count} PNGs): "
+        f"{folder_size(IMAGES_FOLDER) / 1024:.1f} KiB"
+    )
     total = folder_size(CONFIGS_FOLDER / "data") + folder_size(MODELS_FOLDER)
     print(f"  total under configs/data and configs/models: {total / 1024:.1f} KiB")
     print(f"done in {time.perf_counter() - started:.1f} s")

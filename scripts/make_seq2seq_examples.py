@@ -53,13 +53,35 @@ MAX_POSITIONS = 64  # position embeddings of the transformer
 
 DETERMINERS = {"the": "lo", "a": "un"}
 ADJECTIVES = {
-    "red": "roja", "big": "grana", "small": "peti", "old": "vela", "happy": "feli", "blue": "blava", "green": "verda", "quiet": "kalma",
+    "red": "roja",
+    "big": "grana",
+    "small": "peti",
+    "old": "vela",
+    "happy": "feli",
+    "blue": "blava",
+    "green": "verda",
+    "quiet": "kalma",
 }
 NOUNS = {
-    "cat": "gato", "dog": "kano", "bird": "avo", "house": "domo", "tree": "arbo", "car": "auto", "river": "rivo",
-    "child": "infa", "teacher": "dokta", "farmer": "agro",
+    "cat": "gato",
+    "dog": "kano",
+    "bird": "avo",
+    "house": "domo",
+    "tree": "arbo",
+    "car": "auto",
+    "river": "rivo",
+    "child": "infa",
+    "teacher": "dokta",
+    "farmer": "agro",
 }
-VERBS = {"sees": "vidas", "likes": "amas", "finds": "trovas", "follows": "sekvas", "paints": "pentras", "watches": "rigardas"}
+VERBS = {
+    "sees": "vidas",
+    "likes": "amas",
+    "finds": "trovas",
+    "follows": "sekvas",
+    "paints": "pentras",
+    "watches": "rigardas",
+}
 PREPOSITIONS = {"near": "apud", "behind": "malantau", "under": "sub"}
 
 
@@ -108,7 +130,9 @@ def train_tokenizer(texts: list[str]) -> Tokenizer:
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]", "[EOS]"]))
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A [EOS]", special_tokens=[("[EOS]", tokenizer.token_to_id("[EOS]"))])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A [EOS]", special_tokens=[("[EOS]", tokenizer.token_to_id("[EOS]"))]
+    )
     return tokenizer
 
 
@@ -142,14 +166,25 @@ class Seq2SeqTransformer(torch.nn.Module):
         self.tokens = torch.nn.Embedding(vocab_size, dim)
         self.positions = torch.nn.Embedding(MAX_POSITIONS, dim)
         self.encoder_blocks = torch.nn.ModuleList(
-            torch.nn.ModuleDict({"norm1": torch.nn.LayerNorm(dim), "attention": Attention(dim, heads), "norm2": torch.nn.LayerNorm(dim), "ff": _feed_forward(dim)})
+            torch.nn.ModuleDict(
+                {
+                    "norm1": torch.nn.LayerNorm(dim),
+                    "attention": Attention(dim, heads),
+                    "norm2": torch.nn.LayerNorm(dim),
+                    "ff": _feed_forward(dim),
+                }
+            )
             for _ in range(layers)
         )
         self.decoder_blocks = torch.nn.ModuleList(
             torch.nn.ModuleDict(
                 {
-                    "norm1": torch.nn.LayerNorm(dim), "self_attention": Attention(dim, heads), "norm2": torch.nn.LayerNorm(dim),
-                    "cross_attention": Attention(dim, heads), "norm3": torch.nn.LayerNorm(dim), "ff": _feed_forward(dim),
+                    "norm1": torch.nn.LayerNorm(dim),
+                    "self_attention": Attention(dim, heads),
+                    "norm2": torch.nn.LayerNorm(dim),
+                    "cross_attention": Attention(dim, heads),
+                    "norm3": torch.nn.LayerNorm(dim),
+                    "ff": _feed_forward(dim),
                 }
             )
             for _ in range(layers)
@@ -164,7 +199,12 @@ class Seq2SeqTransformer(torch.nn.Module):
         for block in self.encoder_blocks:
             x = block["norm1"](hidden)
             attention = block["attention"]
-            hidden = hidden + attention.attend(attention.split(attention.query(x)), attention.split(attention.key(x)), attention.split(attention.value(x)), allowed)
+            hidden = hidden + attention.attend(
+                attention.split(attention.query(x)),
+                attention.split(attention.key(x)),
+                attention.split(attention.value(x)),
+                allowed,
+            )
             hidden = hidden + block["ff"](block["norm2"](hidden))
         return self.encoder_norm(hidden)
 
@@ -189,7 +229,10 @@ class Seq2SeqTransformer(torch.nn.Module):
             x = block["norm2"](hidden)
             cross = block["cross_attention"]
             hidden = hidden + cross.attend(
-                cross.split(cross.query(x)), cross.split(cross.key(encoder_hidden_states)), cross.split(cross.value(encoder_hidden_states)), cross_allowed
+                cross.split(cross.query(x)),
+                cross.split(cross.key(encoder_hidden_states)),
+                cross.split(cross.value(encoder_hidden_states)),
+                cross_allowed,
             )
             hidden = hidden + block["ff"](block["norm3"](hidden))
         return self.lm_head(self.decoder_norm(hidden)), presents
@@ -218,7 +261,9 @@ class DecoderWithPastExport(torch.nn.Module):
         self.model = model
 
     def forward(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask, *past):
-        logits, presents = self.model.decode(decoder_input_ids, encoder_hidden_states, encoder_attention_mask, list(past))
+        logits, presents = self.model.decode(
+            decoder_input_ids, encoder_hidden_states, encoder_attention_mask, list(past)
+        )
         return (logits, *presents)
 
 
@@ -226,9 +271,18 @@ def export_transformer(model: Seq2SeqTransformer, encoder_path: Path, decoder_pa
     """Encoder and cached decoder, every batch and length axis dynamic."""
     ids = torch.ones(2, 5, dtype=torch.int64)
     torch.onnx.export(
-        EncoderExport(model), (ids, ids), str(encoder_path), input_names=["input_ids", "attention_mask"], output_names=["encoder_hidden_states"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "source"}, "attention_mask": {0: "batch", 1: "source"}, "encoder_hidden_states": {0: "batch", 1: "source"}},
-        opset_version=17, dynamo=False,
+        EncoderExport(model),
+        (ids, ids),
+        str(encoder_path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["encoder_hidden_states"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "source"},
+            "attention_mask": {0: "batch", 1: "source"},
+            "encoder_hidden_states": {0: "batch", 1: "source"},
+        },
+        opset_version=17,
+        dynamo=False,
     )
     with torch.no_grad():
         hidden = model.encode(ids, ids)
@@ -236,13 +290,23 @@ def export_transformer(model: Seq2SeqTransformer, encoder_path: Path, decoder_pa
         _, past = model.decode(torch.ones(2, 3, dtype=torch.int64), hidden, ids, model.empty_past(2))
     past_names = [f"past_{kind}_{index}" for index in range(model.layers) for kind in ("key", "value")]
     present_names = [name.replace("past_", "present_") for name in past_names]
-    dynamic = {"decoder_input_ids": {0: "batch", 1: "new"}, "encoder_hidden_states": {0: "batch", 1: "source"}, "encoder_attention_mask": {0: "batch", 1: "source"}, "logits": {0: "batch", 1: "new"}}
+    dynamic = {
+        "decoder_input_ids": {0: "batch", 1: "new"},
+        "encoder_hidden_states": {0: "batch", 1: "source"},
+        "encoder_attention_mask": {0: "batch", 1: "source"},
+        "logits": {0: "batch", 1: "new"},
+    }
     dynamic.update({name: {0: "batch", 2: "past"} for name in past_names})
     dynamic.update({name: {0: "batch", 2: "total"} for name in present_names})
     torch.onnx.export(
-        DecoderWithPastExport(model), (torch.ones(2, 1, dtype=torch.int64), hidden, ids, *past), str(decoder_path),
+        DecoderWithPastExport(model),
+        (torch.ones(2, 1, dtype=torch.int64), hidden, ids, *past),
+        str(decoder_path),
         input_names=["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask", *past_names],
-        output_names=["logits", *present_names], dynamic_axes=dynamic, opset_version=17, dynamo=False,
+        output_names=["logits", *present_names],
+        dynamic_axes=dynamic,
+        opset_version=17,
+        dynamo=False,
     )
 
 
@@ -273,7 +337,9 @@ def train_transformer(tokenizer: Tokenizer, pairs: pd.DataFrame) -> None:
             hidden = model.encode(source_ids, source_mask)
             logits, _ = model.decode(target_ids[:, :-1], hidden, source_mask, model.empty_past(len(indices)))
             labels = target_ids[:, 1:].masked_fill(target_mask[:, 1:] == 0, -100)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -304,7 +370,9 @@ def train_lstm(pairs: pd.DataFrame) -> None:
     for name, index in (("fictish_english_words.json", source_index), ("fictish_words.json", target_index)):
         (MODELS_FOLDER / name).write_text(json.dumps(index, indent=0) + "\n", encoding="utf-8")
     target_length = max(len(text.split()) for text in pairs.fictish) + 1
-    sources = np.zeros((len(pairs), KERAS_LENGTH), dtype=np.int32)  # padded at the front: the final state reads the words last
+    sources = np.zeros(
+        (len(pairs), KERAS_LENGTH), dtype=np.int32
+    )  # padded at the front: the final state reads the words last
     decoder_in = np.zeros((len(pairs), target_length), dtype=np.int32)
     decoder_out = np.zeros((len(pairs), target_length), dtype=np.int32)
     for row, (english, fictish) in enumerate(zip(pairs.english, pairs.fictish)):
@@ -329,7 +397,9 @@ def train_lstm(pairs: pd.DataFrame) -> None:
     sequence, _, _ = decoder_lstm(target_embedding(decoder_input), initial_state=[state_h, state_c])
     trainer = keras.Model([encoder_input, decoder_input], projection(sequence))
     trainer.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
-    history = trainer.fit([sources, decoder_in], decoder_out, sample_weight=weights, epochs=12, batch_size=64, verbose=0)
+    history = trainer.fit(
+        [sources, decoder_in], decoder_out, sample_weight=weights, epochs=12, batch_size=64, verbose=0
+    )
     print(f"LSTM train accuracy {history.history['accuracy'][-1]:.3f}")
 
     encoder = keras.Model(

@@ -65,17 +65,30 @@ QA_DOC_STRIDE = 16
 SENTIMENTS = ("negative", "neutral", "positive")  # sorted: output i of the classifier
 NER_TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")  # output order of the tagger
 
-FIRST_NAMES = "Maria James Aisha Chen Olga Pedro Fatima Lukas Priya Tom Elena Kofi Hana Ivan Sofia Omar Lena Raj Yuki Noah".split()
-LAST_NAMES = "Lopez Smith Khan Wei Petrova Silva Haddad Becker Patel Brown Rossi Mensah Sato Novak Garcia Farouk Weber Kumar Tanaka Miller".split()
-CITIES = (
-    "Lisbon Berlin Nairobi Osaka Toronto Lima Cairo Oslo Madrid Seoul Dublin Quito Hanoi Prague Denver".split()
-    + ["New York", "Buenos Aires", "Cape Town", "San Diego", "Hong Kong"]
-)
-COMPANIES = [
-    "Acme Corp", "Globex", "Initech", "Umbrella Health", "Stark Industries", "Wayne Foods", "Hooli",
-    "Vandelay Imports", "Soylent Labs", "Cyberdyne Systems", "Northwind Traders", "Blue Harbor Bank",
+FIRST_NAMES = ["Maria", "James", "Aisha", "Chen", "Olga", "Pedro", "Fatima", "Lukas", "Priya", "Tom", "Elena", "Kofi", "Hana", "Ivan", "Sofia", "Omar", "Lena", "Raj", "Yuki", "Noah"]
+LAST_NAMES = ["Lopez", "Smith", "Khan", "Wei", "Petrova", "Silva", "Haddad", "Becker", "Patel", "Brown", "Rossi", "Mensah", "Sato", "Novak", "Garcia", "Farouk", "Weber", "Kumar", "Tanaka", "Miller"]
+CITIES = ["Lisbon", "Berlin", "Nairobi", "Osaka", "Toronto", "Lima", "Cairo", "Oslo", "Madrid", "Seoul", "Dublin", "Quito", "Hanoi", "Prague", "Denver"] + [
+    "New York",
+    "Buenos Aires",
+    "Cape Town",
+    "San Diego",
+    "Hong Kong",
 ]
-COLOURS = "red green blue yellow purple orange black white silver teal".split()
+COMPANIES = [
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Health",
+    "Stark Industries",
+    "Wayne Foods",
+    "Hooli",
+    "Vandelay Imports",
+    "Soylent Labs",
+    "Cyberdyne Systems",
+    "Northwind Traders",
+    "Blue Harbor Bank",
+]
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "silver", "teal"]
 
 NER_TEMPLATES = [
     "{PER} moved to {LOC} in {YEAR} to join {ORG} .",
@@ -93,24 +106,58 @@ NER_TEMPLATES = [
 ]
 
 REVIEW_SUBJECTS = [
-    "the pasta", "our waiter", "the hotel room", "the delivery", "this phone", "the battery", "the movie",
-    "the soundtrack", "customer service", "the checkout process", "the coffee", "the hiking boots",
-    "this laptop", "the concert", "the museum tour", "the pizza", "the receptionist", "the app",
+    "the pasta",
+    "our waiter",
+    "the hotel room",
+    "the delivery",
+    "this phone",
+    "the battery",
+    "the movie",
+    "the soundtrack",
+    "customer service",
+    "the checkout process",
+    "the coffee",
+    "the hiking boots",
+    "this laptop",
+    "the concert",
+    "the museum tour",
+    "the pizza",
+    "the receptionist",
+    "the app",
 ]
 REVIEW_PHRASES = {
     "positive": [
-        "was excellent", "was absolutely wonderful", "exceeded my expectations", "was friendly and fast",
-        "works perfectly", "was a delight", "felt like great value for money", "is the best I have tried",
-        "made my day", "was fresh and delicious",
+        "was excellent",
+        "was absolutely wonderful",
+        "exceeded my expectations",
+        "was friendly and fast",
+        "works perfectly",
+        "was a delight",
+        "felt like great value for money",
+        "is the best I have tried",
+        "made my day",
+        "was fresh and delicious",
     ],
     "negative": [
-        "was terrible", "was cold and bland", "broke after two days", "was rude and slow",
-        "was a complete waste of money", "stopped working", "was really disappointing", "made me angry",
-        "was dirty and noisy", "never arrived",
+        "was terrible",
+        "was cold and bland",
+        "broke after two days",
+        "was rude and slow",
+        "was a complete waste of money",
+        "stopped working",
+        "was really disappointing",
+        "made me angry",
+        "was dirty and noisy",
+        "never arrived",
     ],
     "neutral": [
-        "was okay", "was average", "arrived on time", "was fine I guess", "did what it said",
-        "was neither good nor bad", "was about what I expected",
+        "was okay",
+        "was average",
+        "arrived on time",
+        "was fine I guess",
+        "did what it said",
+        "was neither good nor bad",
+        "was about what I expected",
     ],
 }
 CLAUSE_SCORE = {"positive": 4.6, "neutral": 3.0, "negative": 1.4}
@@ -185,7 +232,11 @@ def make_ner(rng: random.Random, rows: int) -> pd.DataFrame:
         for piece in rng.choice(NER_TEMPLATES).split():
             if piece in ("{PER}", "{LOC}", "{ORG}"):
                 kind = piece[1:4]
-                name = {"PER": lambda: _person(rng), "LOC": lambda: rng.choice(CITIES).split(), "ORG": lambda: rng.choice(COMPANIES).split()}[kind]()
+                name = {
+                    "PER": lambda: _person(rng),
+                    "LOC": lambda: rng.choice(CITIES).split(),
+                    "ORG": lambda: rng.choice(COMPANIES).split(),
+                }[kind]()
                 words.extend(name)
                 tags.extend([f"B-{kind}"] + [f"I-{kind}"] * (len(name) - 1))
             elif piece == "{YEAR}":
@@ -207,7 +258,11 @@ def make_qa(rng: random.Random, rows: int) -> pd.DataFrame:
             "city": (rng.choice(CITIES), f"{person} lives in {{}}.", f"Where does {person} live?"),
             "company": (rng.choice(COMPANIES), "They work at {}.", f"Which company does {person} work for?"),
             "year": (str(rng.randint(1950, 2005)), "They were born in {}.", f"In which year was {person} born?"),
-            "colour": (rng.choice(COLOURS), "Their favourite colour is {}.", f"What is the favourite colour of {person}?"),
+            "colour": (
+                rng.choice(COLOURS),
+                "Their favourite colour is {}.",
+                f"What is the favourite colour of {person}?",
+            ),
         }
         sentences = [template.format(value) for value, template, _ in facts.values()]
         first, rest = sentences[0], sentences[1:]
@@ -245,7 +300,11 @@ _KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 
 def keras_words(text: str) -> list[str]:
     """Keras `Tokenizer`'s `text_to_word_sequence`: lower-case, filters become spaces, split on spaces."""
-    return [word for word in text.lower().translate(str.maketrans(_KERAS_FILTERS, " " * len(_KERAS_FILTERS))).split(" ") if word]
+    return [
+        word
+        for word in text.lower().translate(str.maketrans(_KERAS_FILTERS, " " * len(_KERAS_FILTERS))).split(" ")
+        if word
+    ]
 
 
 def keras_word_index(texts: list[str]) -> dict[str, int]:
@@ -300,14 +359,18 @@ class TinyEncoder(torch.nn.Module):
                     "qkv": torch.nn.Linear(dim, 3 * dim),
                     "out": torch.nn.Linear(dim, dim),
                     "norm2": torch.nn.LayerNorm(dim),
-                    "ff": torch.nn.Sequential(torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(), torch.nn.Linear(2 * dim, dim)),
+                    "ff": torch.nn.Sequential(
+                        torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(), torch.nn.Linear(2 * dim, dim)
+                    ),
                 }
             )
             for _ in range(layers)
         )
         self.norm = torch.nn.LayerNorm(dim)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, segments: torch.Tensor | None = None
+    ) -> torch.Tensor:
         batch, length = input_ids.shape
         positions = torch.arange(length, device=input_ids.device).unsqueeze(0)
         hidden = self.tokens(input_ids) + self.positions(positions)
@@ -375,7 +438,9 @@ def _pad(sequences: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-def _fit(model: torch.nn.Module, tensors: list[torch.Tensor], loss_of, *, epochs: int, batch_size: int = 32, lr: float = 3e-3) -> float:
+def _fit(
+    model: torch.nn.Module, tensors: list[torch.Tensor], loss_of, *, epochs: int, batch_size: int = 32, lr: float = 3e-3
+) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     rows = len(tensors[0])
     generator = torch.Generator().manual_seed(MODEL_SEED)
@@ -396,7 +461,14 @@ def _export(model: torch.nn.Module, example: tuple, path: Path, *, inputs: list[
     dynamic = {name: {0: "batch", 1: "sequence"} for name in inputs}
     dynamic.update({name: {0: "batch"} if name == "rating" else {0: "batch", 1: "sequence"} for name in outputs})
     torch.onnx.export(
-        model, example, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic, opset_version=17, dynamo=False
+        model,
+        example,
+        str(path),
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=dynamic,
+        opset_version=17,
+        dynamo=False,
     )
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
@@ -409,7 +481,13 @@ def train_rating_regressor(tokenizer: Tokenizer, reviews: pd.DataFrame) -> None:
     model = RatingRegressor(tokenizer.get_vocab_size())
     loss = _fit(model, [ids, mask, target], lambda i, m, t: torch.nn.functional.mse_loss(model(i, m), t), epochs=8)
     print(f"rating regressor: train MSE {loss:.3f}")
-    _export(model, (ids[:2], mask[:2]), MODELS_FOLDER / "reviews_rating.onnx", inputs=["input_ids", "attention_mask"], outputs=["rating"])
+    _export(
+        model,
+        (ids[:2], mask[:2]),
+        MODELS_FOLDER / "reviews_rating.onnx",
+        inputs=["input_ids", "attention_mask"],
+        outputs=["rating"],
+    )
 
 
 def train_ner_tagger(tokenizer: Tokenizer, sentences: pd.DataFrame) -> None:
@@ -434,7 +512,13 @@ def train_ner_tagger(tokenizer: Tokenizer, sentences: pd.DataFrame) -> None:
         epochs=6,
     )
     print(f"ner tagger: train loss {loss:.3f}")
-    _export(model, (ids[:2], mask[:2]), MODELS_FOLDER / "ner_tagger.onnx", inputs=["input_ids", "attention_mask"], outputs=["logits"])
+    _export(
+        model,
+        (ids[:2], mask[:2]),
+        MODELS_FOLDER / "ner_tagger.onnx",
+        inputs=["input_ids", "attention_mask"],
+        outputs=["logits"],
+    )
 
 
 def train_span_model(tokenizer: Tokenizer, qa: pd.DataFrame) -> None:
@@ -469,7 +553,9 @@ def train_span_model(tokenizer: Tokenizer, qa: pd.DataFrame) -> None:
         start_logits, end_logits = model(i, m, s)
         start_logits = start_logits.masked_fill(m == 0, -1e4)
         end_logits = end_logits.masked_fill(m == 0, -1e4)
-        return (torch.nn.functional.cross_entropy(start_logits, start) + torch.nn.functional.cross_entropy(end_logits, end)) / 2
+        return (
+            torch.nn.functional.cross_entropy(start_logits, start) + torch.nn.functional.cross_entropy(end_logits, end)
+        ) / 2
 
     loss = _fit(model, [ids, mask, types, start_target, end_target], loss_of, epochs=10)
     print(f"span model: {len(sequences)} windows, train loss {loss:.3f}")

@@ -57,39 +57,154 @@ MAX_LENGTH = ENCODER_LENGTH  # must match preprocessing.max_length of configs/te
 
 TOPICS = {
     "cooking": {
-        "subjects": ["the soup", "my grandmother", "the chef", "the bread", "this recipe", "the sauce", "our dinner", "the oven"],
-        "verbs": ["needs more salt", "simmered for an hour", "was baked until golden", "calls for fresh basil",
-                  "burned on the bottom", "was seasoned with garlic", "tastes better with butter", "was served with rice"],
-        "details": ["in a heavy pan", "with chopped onions", "before the guests arrived", "with a pinch of pepper",
-                    "after the dough had risen", "with lemon and olive oil"],
+        "subjects": [
+            "the soup",
+            "my grandmother",
+            "the chef",
+            "the bread",
+            "this recipe",
+            "the sauce",
+            "our dinner",
+            "the oven",
+        ],
+        "verbs": [
+            "needs more salt",
+            "simmered for an hour",
+            "was baked until golden",
+            "calls for fresh basil",
+            "burned on the bottom",
+            "was seasoned with garlic",
+            "tastes better with butter",
+            "was served with rice",
+        ],
+        "details": [
+            "in a heavy pan",
+            "with chopped onions",
+            "before the guests arrived",
+            "with a pinch of pepper",
+            "after the dough had risen",
+            "with lemon and olive oil",
+        ],
     },
     "sports": {
-        "subjects": ["the striker", "our goalkeeper", "the home team", "the coach", "the referee", "the captain", "the runner", "the visitors"],
-        "verbs": ["scored a late goal", "won the final match", "missed a penalty", "trained on the pitch",
-                  "broke the league record", "lost in extra time", "signed a new contract", "was sent off"],
-        "details": ["in front of a full stadium", "during the second half", "after a long season", "before the championship",
-                    "with the fans singing", "at the end of the tournament"],
+        "subjects": [
+            "the striker",
+            "our goalkeeper",
+            "the home team",
+            "the coach",
+            "the referee",
+            "the captain",
+            "the runner",
+            "the visitors",
+        ],
+        "verbs": [
+            "scored a late goal",
+            "won the final match",
+            "missed a penalty",
+            "trained on the pitch",
+            "broke the league record",
+            "lost in extra time",
+            "signed a new contract",
+            "was sent off",
+        ],
+        "details": [
+            "in front of a full stadium",
+            "during the second half",
+            "after a long season",
+            "before the championship",
+            "with the fans singing",
+            "at the end of the tournament",
+        ],
     },
     "technology": {
-        "subjects": ["the new laptop", "my phone", "the software update", "the server", "this app", "the processor", "the router", "the database"],
-        "verbs": ["crashed after the update", "needs more memory", "runs the code faster", "lost the network connection",
-                  "installed a security patch", "was rebooted twice", "stores the files in the cloud", "drains the battery"],
-        "details": ["on every device", "with the latest drivers", "after the firmware upgrade", "when the screen locks",
-                    "over the wireless network", "while the backup was running"],
+        "subjects": [
+            "the new laptop",
+            "my phone",
+            "the software update",
+            "the server",
+            "this app",
+            "the processor",
+            "the router",
+            "the database",
+        ],
+        "verbs": [
+            "crashed after the update",
+            "needs more memory",
+            "runs the code faster",
+            "lost the network connection",
+            "installed a security patch",
+            "was rebooted twice",
+            "stores the files in the cloud",
+            "drains the battery",
+        ],
+        "details": [
+            "on every device",
+            "with the latest drivers",
+            "after the firmware upgrade",
+            "when the screen locks",
+            "over the wireless network",
+            "while the backup was running",
+        ],
     },
     "travel": {
-        "subjects": ["our flight", "the hotel", "the train to the coast", "my passport", "the tour guide", "the ferry", "the airport", "our luggage"],
-        "verbs": ["was delayed at the gate", "booked a room with a view", "crossed the border at night", "visited the old castle",
-                  "arrived at the harbour", "missed the connection", "checked in early", "showed us the ancient temple"],
-        "details": ["on the way to the island", "during our holiday abroad", "with a map of the city", "before the boarding call",
-                    "near the mountain village", "after a long journey"],
+        "subjects": [
+            "our flight",
+            "the hotel",
+            "the train to the coast",
+            "my passport",
+            "the tour guide",
+            "the ferry",
+            "the airport",
+            "our luggage",
+        ],
+        "verbs": [
+            "was delayed at the gate",
+            "booked a room with a view",
+            "crossed the border at night",
+            "visited the old castle",
+            "arrived at the harbour",
+            "missed the connection",
+            "checked in early",
+            "showed us the ancient temple",
+        ],
+        "details": [
+            "on the way to the island",
+            "during our holiday abroad",
+            "with a map of the city",
+            "before the boarding call",
+            "near the mountain village",
+            "after a long journey",
+        ],
     },
     "weather": {
-        "subjects": ["the storm", "heavy rain", "the forecast", "a cold front", "the wind", "the snow", "the fog", "the heat wave"],
-        "verbs": ["flooded the valley", "brought thunder and lightning", "predicts clear skies", "froze the lake",
-                  "knocked down power lines", "melted by noon", "lowered the temperature", "covered the hills"],
-        "details": ["across the northern region", "with gusts from the west", "as the clouds rolled in", "under a grey sky",
-                    "for the rest of the week", "with sunshine expected later"],
+        "subjects": [
+            "the storm",
+            "heavy rain",
+            "the forecast",
+            "a cold front",
+            "the wind",
+            "the snow",
+            "the fog",
+            "the heat wave",
+        ],
+        "verbs": [
+            "flooded the valley",
+            "brought thunder and lightning",
+            "predicts clear skies",
+            "froze the lake",
+            "knocked down power lines",
+            "melted by noon",
+            "lowered the temperature",
+            "covered the hills",
+        ],
+        "details": [
+            "across the northern region",
+            "with gusts from the west",
+            "as the clouds rolled in",
+            "under a grey sky",
+            "for the rest of the week",
+            "with sunshine expected later",
+        ],
     },
 }
 OPENERS = ["", "", "Yesterday", "This morning", "I heard that", "Honestly ,", "Last week", "Apparently"]
@@ -124,8 +239,12 @@ def build_tokenizer(texts: list[str]) -> Tokenizer:
     """
     normalizer = normalizers.BertNormalizer(lowercase=True)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    counts = Counter(word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
-    characters = sorted({character for word in counts for character in word} | set(string.ascii_lowercase + string.digits))
+    counts = Counter(
+        word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+    )
+    characters = sorted(
+        {character for word in counts for character in word} | set(string.ascii_lowercase + string.digits)
+    )
     words = sorted((word for word in counts if len(word) > 1), key=lambda word: (-counts[word], word))
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *characters, *(f"##{character}" for character in characters), *words]
     tokenizer = Tokenizer(models.WordPiece({token: index for index, token in enumerate(tokens)}, unk_token="[UNK]"))
@@ -195,9 +314,18 @@ def export(model: TextEmbedder, tokenizer: Tokenizer, texts: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         torch.onnx.export(
-            model, (ids, mask), str(MODEL_PATH), input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "embedding": {0: "batch"}},
-            opset_version=17, dynamo=False,
+            model,
+            (ids, mask),
+            str(MODEL_PATH),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "embedding": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
         )
 
 
@@ -213,7 +341,9 @@ def verify(valid: pd.DataFrame) -> None:
     similarities = embeddings @ embeddings.T
     np.fill_diagonal(similarities, -np.inf)
     topics = valid.topic.to_numpy()
-    print(f"nearest neighbour shares the topic for {np.mean(topics[similarities.argmax(1)] == topics):.3f} of {len(valid)} rows")
+    print(
+        f"nearest neighbour shares the topic for {np.mean(topics[similarities.argmax(1)] == topics):.3f} of {len(valid)} rows"
+    )
 
 
 def main() -> None:

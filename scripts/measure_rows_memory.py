@@ -82,14 +82,20 @@ def main() -> None:
                     "label_columns": ["label"],
                 },
                 "preprocessing": {"image_size": [96, 96]},
-                "runtime": {"batch_size": 128, **({} if options.num_workers is None else {"num_workers": options.num_workers})},
+                "runtime": {
+                    "batch_size": 128,
+                    **({} if options.num_workers is None else {"num_workers": options.num_workers}),
+                },
                 "head": {"class_names": [f"class_{index}" for index in range(10)]},
                 "output": {"dir": str(work / f"out_{rows}")},
             }
             (work / f"task_{rows}.yaml").write_text(yaml.safe_dump(config))
             started = time.perf_counter()
             completed = subprocess.run(
-                [sys.executable, "-c", CHILD, str(work / f"task_{rows}.yaml")], capture_output=True, text=True, check=True
+                [sys.executable, "-c", CHILD, str(work / f"task_{rows}.yaml")],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             seconds = time.perf_counter() - started
             measured = json.loads(completed.stdout.strip().splitlines()[-1])

@@ -119,8 +119,12 @@ def main() -> None:
         config = {
             "problem_type": "image_semantic_segmentation",
             "model": str(folder / "segmenter.onnx"),
-            "data": {"dataframe": str(folder / f"frame_{rows}.csv"), "data_folder": str(folder / "images"),
-                     "image_column": "image_path", "label_columns": ["class_name", "rle_mask"]},  # fmt: skip
+            "data": {
+                "dataframe": str(folder / f"frame_{rows}.csv"),
+                "data_folder": str(folder / "images"),
+                "image_column": "image_path",
+                "label_columns": ["class_name", "rle_mask"],
+            },  # fmt: skip
             "preprocessing": {"image_size": [256, 256], "mean": [0, 0, 0], "std": [255, 255, 255]},
             "runtime": {"batch_size": 32, "num_workers": 2},
             "output": {"dir": str(folder / f"run_{rows}"), "checkpoint_rows": 1024},
@@ -128,7 +132,9 @@ def main() -> None:
         }
         path = folder / f"task_{rows}.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        result = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", str(path)], capture_output=True, text=True, check=True
+        )
         print(result.stdout.strip().splitlines()[-1], flush=True)
 
 

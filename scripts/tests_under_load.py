@@ -35,7 +35,9 @@ def run_pytest(arguments: list[str], *, timeout: float, log: Path) -> tuple[int,
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10", *arguments]
     with log.open("w") as output:
         try:
-            code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, timeout=timeout, check=False).returncode
+            code = subprocess.run(
+                command, stdout=output, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            ).returncode
         except subprocess.TimeoutExpired:
             code = 124
     text = log.read_text(errors="replace")
@@ -55,7 +57,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="pytest runs in a row (default 3)")
     parser.add_argument("--load", type=int, default=2, help="CPU-bound processes beside the tests (default 2)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds at most per pytest run (default 3600)")
-    parser.add_argument("--logs", type=Path, default=Path("tests-under-load"), help="folder for each run's pytest output")
+    parser.add_argument(
+        "--logs", type=Path, default=Path("tests-under-load"), help="folder for each run's pytest output"
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: what to pass to pytest (default: the whole suite)")
     args = parser.parse_args()
 
@@ -69,7 +73,9 @@ def main() -> int:
             log = args.logs / f"run_{run}.log"
             code, summary, seconds = run_pytest(args.pytest_args, timeout=args.timeout, log=log)
             passed += code == 0
-            print(f"run {run}/{args.runs} (load {args.load}): rc {code}, {seconds:.0f} s: {summary} ({log})", flush=True)
+            print(
+                f"run {run}/{args.runs} (load {args.load}): rc {code}, {seconds:.0f} s: {summary} ({log})", flush=True
+            )
     finally:
         for process in burners:
             process.kill()

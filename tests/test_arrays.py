@@ -41,7 +41,9 @@ def keras_array_models(tmp_path_factory) -> dict[str, tuple[object, Path]]:
     regressor.fit(features, features[:, :2].sum(axis=1), epochs=2, verbose=0)
     models["regressor"] = regressor
 
-    classifier = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4, activation="softmax")])
+    classifier = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4, activation="softmax")]
+    )
     classifier.compile("adam", "categorical_crossentropy")
     features = rng.normal(size=(256, 6)).astype(np.float32)
     classifier.fit(features, np.eye(4)[features[:, :4].argmax(axis=1)], epochs=2, verbose=0)
@@ -109,7 +111,12 @@ def outputs(tmp_path: Path) -> tuple[pd.DataFrame, dict, dict]:
 
 def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     mse = sk.mean_squared_error(actual, predicted)
-    return {"MAE": sk.mean_absolute_error(actual, predicted), "MSE": mse, "RMSE": float(np.sqrt(mse)), "R2": sk.r2_score(actual, predicted)}
+    return {
+        "MAE": sk.mean_absolute_error(actual, predicted),
+        "MSE": mse,
+        "RMSE": float(np.sqrt(mse)),
+        "R2": sk.r2_score(actual, predicted),
+    }
 
 
 def assert_metrics(got: dict, expected: dict) -> None:
@@ -135,7 +142,9 @@ def test_dataframe_feature_columns_regression(keras_array_models, tmp_path):
     pd.testing.assert_frame_equal(csv[source.columns], source)
     assert set(raw) == {"predictions", "labels", "id"}
     assert list(raw["id"]) == list(source["id"]) and list(raw["labels"]) == ["target"]
-    expected = keras_predict(model, pd.read_csv(tmp_path / "valid.csv")[[f"f{j}" for j in range(8)]].to_numpy(np.float32))
+    expected = keras_predict(
+        model, pd.read_csv(tmp_path / "valid.csv")[[f"f{j}" for j in range(8)]].to_numpy(np.float32)
+    )
     assert_allclose(raw["predictions"], expected, rtol=1e-4, atol=1e-5)
     assert_metrics(metrics, regression_metrics(frame["target"].to_numpy(), expected[:, 0]))
 
@@ -178,7 +187,15 @@ def test_class_ids_become_named_classes(keras_array_models, tmp_path):
     data = {"inputs": str(tmp_path / "X.npy"), "labels": str(tmp_path / "y.npy")}
     assert run(tmp_path, path, "array_classification", data, head={"class_names": ["a", "b", "c", "d"]}) == 0
     csv, raw, metrics = outputs(tmp_path)
-    assert list(csv.columns) == ["row", "label", "pred_label_a", "pred_label_b", "pred_label_c", "pred_label_d", "pred_label"]
+    assert list(csv.columns) == [
+        "row",
+        "label",
+        "pred_label_a",
+        "pred_label_b",
+        "pred_label_c",
+        "pred_label_d",
+        "pred_label",
+    ]
     expected = keras_predict(model, features)
     assert list(csv["label"]) == list(np.array(["a", "b", "c", "d"])[features[:, :4].argmax(axis=1)])
     assert list(csv["pred_label"]) == list(np.array(["a", "b", "c", "d"])[expected.argmax(axis=1)])
@@ -245,7 +262,10 @@ def test_two_inputs_from_npz_by_name(keras_array_models, tmp_path):
     rng = np.random.default_rng(7)
     table, series = rng.normal(size=(ROWS, 4)).astype(np.float32), rng.normal(size=(ROWS, 5, 2)).astype(np.float32)
     np.savez(tmp_path / "X_test.npz", table=table, series=series)
-    assert run(tmp_path, path, "array_regression", {"inputs": str(tmp_path / "X_test.npz")}, "--set", "data.split=test") == 0
+    assert (
+        run(tmp_path, path, "array_regression", {"inputs": str(tmp_path / "X_test.npz")}, "--set", "data.split=test")
+        == 0
+    )
     out = tmp_path / "out"
     with open(out / "test_raw_predictions.pkl", "rb") as handle:
         raw = pickle.load(handle)
@@ -259,7 +279,9 @@ def test_feature_columns_per_input(keras_array_models, tmp_path):
     model, path = keras_array_models["two_inputs"]
     rng = np.random.default_rng(8)
     table, series = rng.normal(size=(ROWS, 4)), rng.normal(size=(ROWS, 10))  # series flattened: (5, 2) row-major
-    frame = pd.DataFrame(np.hstack([table, series]), columns=[*(f"t{j}" for j in range(4)), *(f"s{j}" for j in range(10))])
+    frame = pd.DataFrame(
+        np.hstack([table, series]), columns=[*(f"t{j}" for j in range(4)), *(f"s{j}" for j in range(10))]
+    )
     frame["y"] = 0.5
     frame.to_csv(tmp_path / "valid.csv", index=False)
     feature_columns = {"table": [f"t{j}" for j in range(4)], "series": [f"s{j}" for j in range(10)]}
@@ -308,7 +330,10 @@ def test_cell_that_is_not_a_number_names_row_and_column(keras_array_models, tmp_
     frame = frame.astype(object)
     frame.loc[12, "f5"] = "n/a"
     frame.to_csv(tmp_path / "valid.csv", index=False)
-    assert run(tmp_path, path, "array_regression", {"dataframe": str(tmp_path / "valid.csv"), "label_columns": ["target"]}) == 2
+    assert (
+        run(tmp_path, path, "array_regression", {"dataframe": str(tmp_path / "valid.csv"), "label_columns": ["target"]})
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert "row 12, feature column 'f5': expected a finite number, got 'n/a'" in error
 
@@ -317,7 +342,10 @@ def test_labels_that_do_not_line_up(keras_array_models, tmp_path, capsys):
     _, path = keras_array_models["regressor"]
     np.save(tmp_path / "X.npy", np.zeros((ROWS, 8), dtype=np.float32))
     np.save(tmp_path / "y.npy", np.zeros(ROWS - 1, dtype=np.float32))
-    assert run(tmp_path, path, "array_regression", {"inputs": str(tmp_path / "X.npy"), "labels": str(tmp_path / "y.npy")}) == 2
+    assert (
+        run(tmp_path, path, "array_regression", {"inputs": str(tmp_path / "X.npy"), "labels": str(tmp_path / "y.npy")})
+        == 2
+    )
     assert "data.labels y.npy has 89 rows but data.inputs X.npy has 90" in capsys.readouterr().err
 
 
@@ -331,7 +359,10 @@ def test_memory_mapped_inputs_cross_to_workers_by_path(keras_array_models, tmp_p
     source = ArraySource(name="x", described="X.npy", path=tmp_path / "X.npy")
     assert isinstance(source.values(), np.memmap)
     assert len(pickle.dumps(source)) < 1024 and np.array_equal(pickle.loads(pickle.dumps(source)).values(), features)
-    assert run(tmp_path, path, "array_regression", {"inputs": str(tmp_path / "X.npy")}, "--set", "runtime.num_workers=2") == 0
+    assert (
+        run(tmp_path, path, "array_regression", {"inputs": str(tmp_path / "X.npy")}, "--set", "runtime.num_workers=2")
+        == 0
+    )
     _, raw, _ = outputs(tmp_path)
     assert_allclose(raw["predictions"], keras_predict(model, features), rtol=1e-4, atol=1e-5)
 
@@ -351,14 +382,21 @@ def test_config_errors(tmp_path, capsys, data, message):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "valid.csv").write_text("a,y\n1,2\n")
     (tmp_path / "model.onnx").write_bytes(b"")
-    data = {key: str(tmp_path / value) if key in ("inputs", "labels", "dataframe") else value for key, value in data.items()}
+    data = {
+        key: str(tmp_path / value) if key in ("inputs", "labels", "dataframe") else value for key, value in data.items()
+    }
     assert run(tmp_path, tmp_path / "model.onnx", "array_regression", data) == 2
     assert message in capsys.readouterr().err
 
 
 def test_array_keys_are_refused_elsewhere(tmp_path, capsys, image_folder):
     (tmp_path / "model.onnx").write_bytes(b"")
-    data = {"dataframe": str(image_folder / "labels.csv"), "image_column": "image_path", "label_columns": ["label"], "inputs": str(tmp_path / "model.onnx")}
+    data = {
+        "dataframe": str(image_folder / "labels.csv"),
+        "image_column": "image_path",
+        "label_columns": ["label"],
+        "inputs": str(tmp_path / "model.onnx"),
+    }
     assert run(tmp_path, tmp_path / "model.onnx", "image_classification", data) == 2
     assert "data.inputs applies to array_regression and array_classification only" in capsys.readouterr().err
 
@@ -380,7 +418,12 @@ def test_torchscript_backend_equals_onnxruntime(tmp_path):
     data = {"inputs": str(tmp_path / "X.npy"), "labels": str(tmp_path / "y.npy")}
     predictions = {}
     for backend, model in (("onnxruntime", "mlp.onnx"), ("torch", "mlp.pt")):
-        runtime = {"backend": backend, "batch_size": 16, "num_workers": 0, **({"input_spec": ["input: float32[?, 6]"]} if backend == "torch" else {})}
+        runtime = {
+            "backend": backend,
+            "batch_size": 16,
+            "num_workers": 0,
+            **({"input_spec": ["input: float32[?, 6]"]} if backend == "torch" else {}),
+        }
         (tmp_path / backend).mkdir()
         assert run(tmp_path / backend, tmp_path / model, "array_classification", data, runtime=runtime) == 0
         predictions[backend] = outputs(tmp_path / backend)[1]["predictions"]
@@ -434,8 +477,20 @@ def test_legacy_keras_2_forecaster(tmp_path):
 
     pytest.importorskip("tf_keras")
     environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run([sys.executable, "-c", KERAS_2_FORECASTER, str(tmp_path)], check=True, env=environment, capture_output=True)
-    assert run(tmp_path, tmp_path / "keras2_lstm.h5", "array_regression", {"inputs": str(tmp_path / "X.npy")}, "--set", "data.split=test") == 0
+    subprocess.run(
+        [sys.executable, "-c", KERAS_2_FORECASTER, str(tmp_path)], check=True, env=environment, capture_output=True
+    )
+    assert (
+        run(
+            tmp_path,
+            tmp_path / "keras2_lstm.h5",
+            "array_regression",
+            {"inputs": str(tmp_path / "X.npy")},
+            "--set",
+            "data.split=test",
+        )
+        == 0
+    )
     with open(tmp_path / "out" / "test_raw_predictions.pkl", "rb") as handle:
         raw = pickle.load(handle)
     assert_allclose(raw["predictions"], np.load(tmp_path / "keras_predictions.npy"), rtol=1e-4, atol=1e-5)

@@ -25,7 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # (config, pkl keys, added CSV columns, metric, lowest acceptable value): the example models are
 # trained (scripts/make_audio_and_metric_examples.py), so their metrics are far from chance.
 EXAMPLES = [
-    ("audio_classification", ["predictions", "labels", "audio_path"], ["pred_sound_chirp", "pred_sound_noise", "pred_sound_tone", "pred_sound"], "Accuracy", 0.85),
+    (
+        "audio_classification",
+        ["predictions", "labels", "audio_path"],
+        ["pred_sound_chirp", "pred_sound_noise", "pred_sound_tone", "pred_sound"],
+        "Accuracy",
+        0.85,
+    ),
     ("audio_regression", ["predictions", "labels", "audio_path"], ["pred_level_db"], "R2", 0.9),
     (
         "image_metric_learning",
@@ -43,7 +49,9 @@ def read_outputs(folder: Path):
         return csv, pickle.load(handle)
 
 
-@pytest.mark.parametrize(("name", "keys", "columns", "metric", "lowest"), EXAMPLES, ids=[example[0] for example in EXAMPLES])
+@pytest.mark.parametrize(
+    ("name", "keys", "columns", "metric", "lowest"), EXAMPLES, ids=[example[0] for example in EXAMPLES]
+)
 def test_example_writes_the_contract(name, keys, columns, metric, lowest, tmp_path):
     config = ROOT / "configs" / f"{name}.yaml"
     assert main(["--config", str(config), "--quiet", "--set", f"output.dir={tmp_path}"]) == 0
@@ -93,7 +101,11 @@ def sounds(tmp_path_factory) -> Path:
         [(0.2, 8000, "wav"), (0.5, 16000, "wav"), (0.9, 22050, "flac"), (1.7, 8000, "ogg"), (1.2, 11025, "wav")]
     ):
         times = np.arange(round(seconds * rate)) / rate
-        clip = 0.3 * np.sin(2 * np.pi * rng.uniform(200, 2000) * times) if index % 2 else 0.1 * rng.standard_normal(len(times))
+        clip = (
+            0.3 * np.sin(2 * np.pi * rng.uniform(200, 2000) * times)
+            if index % 2
+            else 0.1 * rng.standard_normal(len(times))
+        )
         soundfile.write(folder / f"s{index}.{extension}", clip.astype(np.float32), rate)
         rows.append({"path": f"s{index}.{extension}", "loud": float(index)})
     pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
@@ -104,7 +116,12 @@ def audio_task(tmp_path: Path, model: Path, sounds: Path, **overrides) -> Path:
     config = {
         "problem_type": "audio_regression",
         "model": str(model),
-        "data": {"dataframe": str(sounds / "labels.csv"), "data_folder": str(sounds), "audio_column": "path", "label_columns": ["loud"]},
+        "data": {
+            "dataframe": str(sounds / "labels.csv"),
+            "data_folder": str(sounds),
+            "audio_column": "path",
+            "label_columns": ["loud"],
+        },
         "preprocessing": {"sample_rate": 8000, "audio_features": "waveform", "inference_chunk_seconds": 0.5},
         "runtime": {"batch_size": 2, "num_workers": 0},
         "output": {"dir": str(tmp_path / "out")},
@@ -122,8 +139,14 @@ def test_long_clips_are_chunked_and_averaged(tmp_path, sounds):
     module = WaveformScorer().eval()
     model = tmp_path / "scorer.onnx"
     torch.onnx.export(
-        module, (torch.zeros(2, 1, 4000),), str(model), input_names=["waveform"], output_names=["scores"],
-        dynamic_axes={"waveform": {0: "chunks"}, "scores": {0: "chunks"}}, opset_version=17, dynamo=False,
+        module,
+        (torch.zeros(2, 1, 4000),),
+        str(model),
+        input_names=["waveform"],
+        output_names=["scores"],
+        dynamic_axes={"waveform": {0: "chunks"}, "scores": {0: "chunks"}},
+        opset_version=17,
+        dynamo=False,
     )
     # A two-output model scored as a test split: label columns the dataframe does not have.
     config = audio_task(tmp_path, model, sounds, **{"data.split": "test", "data.label_columns": ["energy", "filtered"]})
@@ -156,7 +179,12 @@ def test_metric_learning_on_png_images(tmp_path, image_folder):
     config = {
         "problem_type": "image_metric_learning",
         "model": str(model),
-        "data": {"dataframe": str(image_folder / "labels.csv"), "data_folder": str(image_folder), "image_column": "image_path", "label_columns": ["label"]},
+        "data": {
+            "dataframe": str(image_folder / "labels.csv"),
+            "data_folder": str(image_folder),
+            "image_column": "image_path",
+            "label_columns": ["label"],
+        },
         "preprocessing": {"image_size": [16, 16], "mean": [0, 0, 0], "std": [255, 255, 255]},
         "head": {"top_k_similar": 100},
         "runtime": {"batch_size": 8, "num_workers": 0},
@@ -167,7 +195,9 @@ def test_metric_learning_on_png_images(tmp_path, image_folder):
     csv, raw = read_outputs(tmp_path / "out")
     frame = pd.read_csv(image_folder / "labels.csv")
     with torch.no_grad():
-        embeddings = module(torch.from_numpy(preprocess(image_folder, list(frame["image_path"]), channels_first=True))).numpy()
+        embeddings = module(
+            torch.from_numpy(preprocess(image_folder, list(frame["image_path"]), channels_first=True))
+        ).numpy()
     embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     assert_allclose(raw["embeddings"], embeddings, rtol=1e-4, atol=1e-5)
     full = embeddings.astype(np.float64) @ embeddings.T.astype(np.float64)
@@ -182,14 +212,21 @@ def test_audio_config_errors_name_their_keys(tmp_path, sounds, torch_models):
     with pytest.raises(ConfigError) as error:
         load_config(config)
     message = str(error.value)
-    assert "preprocessing.sample_rate is missing: the sample rate (Hz) the model was trained at (audio_regression)" in message
+    assert (
+        "preprocessing.sample_rate is missing: the sample rate (Hz) the model was trained at (audio_regression)"
+        in message
+    )
     assert "preprocessing.hop_size must be >= 1 (got 0)" in message
     assert "preprocessing.inference_chunk_seconds must be > 0 (got -1.0)" in message
     config = audio_task(tmp_path, model, sounds, preprocessing={"sample_rate": 8000, "inference_chunk_seconds": 1e-6})
-    with pytest.raises(ConfigError, match=r"preprocessing.inference_chunk_seconds 1e-06 is shorter than one sample at 8000 Hz"):
+    with pytest.raises(
+        ConfigError, match=r"preprocessing.inference_chunk_seconds 1e-06 is shorter than one sample at 8000 Hz"
+    ):
         load_config(config)
     config = audio_task(tmp_path, model, sounds, **{"preprocessing.audio_features": "mfcc"})
-    with pytest.raises(ConfigError, match=r"preprocessing.audio_features must be one of waveform, log_mel \(got 'mfcc'\)"):
+    with pytest.raises(
+        ConfigError, match=r"preprocessing.audio_features must be one of waveform, log_mel \(got 'mfcc'\)"
+    ):
         load_config(config)
 
 
@@ -198,7 +235,11 @@ def test_metric_learning_config_errors(tmp_path, image_folder, torch_models):
     config = {
         "problem_type": "image_metric_learning",
         "model": str(model),
-        "data": {"dataframe": str(image_folder / "labels.csv"), "image_column": "image_path", "label_columns": ["label", "id"]},
+        "data": {
+            "dataframe": str(image_folder / "labels.csv"),
+            "image_column": "image_path",
+            "label_columns": ["label", "id"],
+        },
         "preprocessing": {"image_size": [16, 16]},
         "head": {"top_k_similar": 0},
     }
@@ -218,18 +259,30 @@ def test_unreadable_audio_names_its_row(tmp_path, sounds):
     folder.mkdir()
     soundfile.write(folder / "good.wav", np.zeros(800, np.float32), 8000)
     (folder / "broken.wav").write_bytes(b"RIFF not really a wave file")
-    pd.DataFrame({"path": ["good.wav", "broken.wav", "missing.wav"], "loud": [1, 2, 3]}).to_csv(folder / "labels.csv", index=False)
+    pd.DataFrame({"path": ["good.wav", "broken.wav", "missing.wav"], "loud": [1, 2, 3]}).to_csv(
+        folder / "labels.csv", index=False
+    )
     model = tmp_path / "level.onnx"
     torch.onnx.export(
-        torch.nn.Linear(800, 1), (torch.zeros(2, 800),), str(model), input_names=["waveform"], output_names=["level"],
-        dynamic_axes={"waveform": {0: "chunks"}, "level": {0: "chunks"}}, opset_version=17, dynamo=False,
+        torch.nn.Linear(800, 1),
+        (torch.zeros(2, 800),),
+        str(model),
+        input_names=["waveform"],
+        output_names=["level"],
+        dynamic_axes={"waveform": {0: "chunks"}, "level": {0: "chunks"}},
+        opset_version=17,
+        dynamo=False,
     )
     config = audio_task(
-        tmp_path, model, folder,
+        tmp_path,
+        model,
+        folder,
         data={"dataframe": str(folder / "labels.csv"), "audio_column": "path", "label_columns": ["loud"]},
         preprocessing={"sample_rate": 8000, "audio_features": "waveform"},
     )
-    with pytest.raises(InputError, match=r"labels.csv: row 1, path 'broken.wav': not a readable audio file \(WAV, FLAC, OGG\)"):
+    with pytest.raises(
+        InputError, match=r"labels.csv: row 1, path 'broken.wav': not a readable audio file \(WAV, FLAC, OGG\)"
+    ):
         run_task(load_config(config), progress=False)
     assert not (tmp_path / "out" / "validation_predictions.csv").exists()
 
@@ -237,13 +290,25 @@ def test_unreadable_audio_names_its_row(tmp_path, sounds):
 def test_spectrogram_config_errors_name_their_keys(tmp_path, sounds, torch_models):
     _, model = torch_models["regression1"]
     recipe = {"sample_rate": 8000, "audio_features": "log_mel", "feature_recipe": "tf_signal", "window_size": 400}
-    bad = recipe | {"fft_size": 256, "spectrum_power": 3, "center": True, "f_min": 5000.0, "f_max": 4100.0, "log_offset": 0.0, "top_db": 80.0}
+    bad = recipe | {
+        "fft_size": 256,
+        "spectrum_power": 3,
+        "center": True,
+        "f_min": 5000.0,
+        "f_max": 4100.0,
+        "log_offset": 0.0,
+        "top_db": 80.0,
+    }
     with pytest.raises(ConfigError) as error:
         load_config(audio_task(tmp_path, model, sounds, preprocessing=bad))
     message = str(error.value)
-    assert "preprocessing.fft_size 256 must be >= preprocessing.window_size 400: the window must fit in the FFT" in message
+    assert (
+        "preprocessing.fft_size 256 must be >= preprocessing.window_size 400: the window must fit in the FFT" in message
+    )
     assert "preprocessing.spectrum_power must be 1 (magnitude) or 2 (power) (got 3)" in message
-    assert "preprocessing.center must be false with framing: tf_signal (tf.signal.stft does not centre frames)" in message
+    assert (
+        "preprocessing.center must be false with framing: tf_signal (tf.signal.stft does not centre frames)" in message
+    )
     assert "preprocessing.f_max must be <= sample_rate / 2 = 4000 Hz (got 4100)" in message
     assert "preprocessing.f_min 5000 must be < f_max 4100 Hz" in message
     assert "preprocessing.log_offset must be > 0 with log_scale: natural (silence would give -inf)" in message
@@ -255,9 +320,15 @@ def test_spectrogram_config_errors_name_their_keys(tmp_path, sounds, torch_model
     assert "preprocessing.log_offset must be >= 0 (got -1)" in message
     assert "preprocessing.top_db must be > 0 dB (got 0)" in message
     assert "preprocessing.f_min must be >= 0 Hz (got -5)" in message
-    with pytest.raises(ConfigError, match=r"preprocessing.log_scale must be one of decibel, natural, log10, none \(got 'decibels'\); did you mean 'decibel'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"preprocessing.log_scale must be one of decibel, natural, log10, none \(got 'decibels'\); did you mean 'decibel'\?",
+    ):
         load_config(audio_task(tmp_path, model, sounds, preprocessing=recipe | {"log_scale": "decibels"}))
-    with pytest.raises(ConfigError, match=r"preprocessing.feature_recipe must be one of librosa, torchaudio, tf_signal \(got 'tf.signal'\); did you mean 'tf_signal'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"preprocessing.feature_recipe must be one of librosa, torchaudio, tf_signal \(got 'tf.signal'\); did you mean 'tf_signal'\?",
+    ):
         load_config(audio_task(tmp_path, model, sounds, preprocessing=recipe | {"feature_recipe": "tf.signal"}))
     with pytest.raises(ConfigError, match=r"unknown key preprocessing.fft_sise: did you mean 'fft_size'\?"):
         load_config(audio_task(tmp_path, model, sounds, preprocessing=recipe | {"fft_sise": 512}))
@@ -282,11 +353,25 @@ def test_a_recipe_set_in_yaml_reaches_the_model(tmp_path, sounds, recipe):
     module = MelRegressor().eval()
     model = tmp_path / "mel.onnx"
     torch.onnx.export(
-        module, (torch.zeros(2, 1, 40, 11),), str(model), input_names=["log_mel"], output_names=["score"],
-        dynamic_axes={"log_mel": {0: "chunks"}, "score": {0: "chunks"}}, opset_version=17, dynamo=False,
+        module,
+        (torch.zeros(2, 1, 40, 11),),
+        str(model),
+        input_names=["log_mel"],
+        output_names=["score"],
+        dynamic_axes={"log_mel": {0: "chunks"}, "score": {0: "chunks"}},
+        opset_version=17,
+        dynamo=False,
     )
-    keys = {"feature_recipe": recipe, "window_size": 400, "hop_size": 160, "mel_frequency_bins": 40, "feature_normalization": "per_example"}
-    config = audio_task(tmp_path, model, sounds, preprocessing={"sample_rate": 8000, "audio_features": "log_mel", **keys})
+    keys = {
+        "feature_recipe": recipe,
+        "window_size": 400,
+        "hop_size": 160,
+        "mel_frequency_bins": 40,
+        "feature_normalization": "per_example",
+    }
+    config = audio_task(
+        tmp_path, model, sounds, preprocessing={"sample_rate": 8000, "audio_features": "log_mel", **keys}
+    )
     task = load_config(config)
     assert main(["--config", str(config), "--quiet"]) == 0
     _, raw = read_outputs(tmp_path / "out")
@@ -299,7 +384,15 @@ def test_a_recipe_set_in_yaml_reaches_the_model(tmp_path, sounds, recipe):
         if recipe == "torchaudio":
             librosa = pytest.importorskip("librosa")
             mel = librosa.feature.melspectrogram(
-                y=chunks, sr=8000, n_fft=400, hop_length=160, n_mels=40, htk=True, norm=None, pad_mode="reflect", dtype=np.float64
+                y=chunks,
+                sr=8000,
+                n_fft=400,
+                hop_length=160,
+                n_mels=40,
+                htk=True,
+                norm=None,
+                pad_mode="reflect",
+                dtype=np.float64,
             )
             features = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
         else:

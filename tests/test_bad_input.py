@@ -71,7 +71,9 @@ def test_nan_label(capsys, make_task, torch_models, copied):
     frame = pd.read_csv(copied / "labels.csv", dtype=str, keep_default_na=False)
     frame.loc[4, "brightness"] = ""
     frame.to_csv(copied / "labels.csv", index=False)
-    config = task_on(make_task, torch_models["regression1"][1], copied, problem_type="image_regression", label_columns=["brightness"])
+    config = task_on(
+        make_task, torch_models["regression1"][1], copied, problem_type="image_regression", label_columns=["brightness"]
+    )
     fails_with(capsys, config, r"labels.csv: row 4, label column 'brightness': expected a number, got ''")
     assert no_predictions(config)
 
@@ -83,7 +85,13 @@ def test_label_outside_the_model_classes(capsys, make_task, torch_models, copied
     config = task_on(make_task, torch_models["logits3"][1], copied)
     # Four distinct classes for a three-way model: the class names cannot be read off the labels.
     fails_with(capsys, config, r"head.class_names: model logits3.onnx output 'scores' has 3 classes but 4 class names")
-    fails_with(capsys, config, r"row 2, label column 'label': class 'wolf' is not one of the model's classes", "--set", "head.class_names=[cat, dog, fox]")
+    fails_with(
+        capsys,
+        config,
+        r"row 2, label column 'label': class 'wolf' is not one of the model's classes",
+        "--set",
+        "head.class_names=[cat, dog, fox]",
+    )
 
 
 def test_empty_dataframe(capsys, make_task, torch_models, copied):
@@ -102,7 +110,9 @@ def test_non_utf8_csv(capsys, make_task, torch_models, copied):
 
 def test_wrong_column(capsys, make_task, torch_models, copied):
     config = task_on(make_task, torch_models["logits3"][1], copied)
-    fails_with(capsys, config, r"data.image_column: column 'path' is not in labels.csv", "--set", "data.image_column=path")
+    fails_with(
+        capsys, config, r"data.image_column: column 'path' is not in labels.csv", "--set", "data.image_column=path"
+    )
 
 
 def test_not_an_onnx_file(capsys, make_task, tmp_path, copied):
@@ -143,7 +153,13 @@ def test_cuda_requested_without_cuda(capsys, make_task, torch_models, copied):
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this machine has CUDA")
     config = task_on(make_task, torch_models["logits3"][1], copied)
-    fails_with(capsys, config, r"runtime.device: cuda, but this onnxruntime .* has no CUDA provider", "--set", "runtime.device=cuda")
+    fails_with(
+        capsys,
+        config,
+        r"runtime.device: cuda, but this onnxruntime .* has no CUDA provider",
+        "--set",
+        "runtime.device=cuda",
+    )
 
 
 def test_debug_shows_the_traceback(make_task, torch_models, copied):
@@ -195,7 +211,11 @@ def test_paths_may_not_leave_the_data_folder(capsys, make_task, torch_models, co
     frame.loc[4, "image_path"] = str(copied.parent / "outside.png")
     frame.to_csv(copied / "labels.csv", index=False)
     config = task_on(make_task, torch_models["logits3"][1], copied)
-    fails_with(capsys, config, r"row 3, image_path '../outside.png': path leaves data_folder .* data.allow_outside_folder: true")
+    fails_with(
+        capsys,
+        config,
+        r"row 3, image_path '../outside.png': path leaves data_folder .* data.allow_outside_folder: true",
+    )
     assert main(["--config", str(config), "--quiet", "--set", "data.allow_outside_folder=true"]) == 0
 
 

@@ -26,7 +26,10 @@ def test_benchmark_onnx_model(tmp_path, capsys):
         assert result["rows"] == 96 and result["rows_per_second"] > 0 and result["raw_rows_per_second"] > 0
         assert result["keras_rows_per_second"] is None  # an .onnx model has no Keras baseline
         assert set(result["latency_ms"]) == {"p50", "p90", "p99"}
-        assert set(result["stage_seconds"]) == {"load", "inference", "postprocess", "write"} and result["model_seconds"] > 0
+        assert (
+            set(result["stage_seconds"]) == {"load", "inference", "postprocess", "write"}
+            and result["model_seconds"] > 0
+        )
     assert payload["facts"]["provider"] == "CPUExecutionProvider"
     assert payload["facts"]["num_workers"] == "unset"  # the config leaves it to the tool
     assert all(isinstance(result["decoding_workers"], int) for result in payload["results"])

@@ -84,7 +84,10 @@ def test_wrong_types_are_named_not_coerced(tmp_path, valid):
 
 def test_enum_typo_gets_a_suggestion(tmp_path, valid):
     valid["data"]["split"] = "valdation"
-    with pytest.raises(ConfigError, match=r"data.split must be one of validation, test \(got 'valdation'\); did you mean 'validation'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.split must be one of validation, test \(got 'valdation'\); did you mean 'validation'\?",
+    ):
         load(tmp_path, valid)
 
 
@@ -96,7 +99,10 @@ def test_every_problem_type_has_a_head():
 
 def test_problem_type_typo_lists_the_choices(tmp_path, valid):
     valid["problem_type"] = "image_clasification"
-    with pytest.raises(ConfigError, match=r"problem_type must be one of image_regression, .*\(got 'image_clasification'\); did you mean 'image_classification'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"problem_type must be one of image_regression, .*\(got 'image_clasification'\); did you mean 'image_classification'\?",
+    ):
         load(tmp_path, valid)
 
 
@@ -117,7 +123,9 @@ def test_missing_files(tmp_path, valid):
 
 def test_missing_column_suggests_the_closest(tmp_path, valid):
     valid["data"]["image_column"] = "image_pth"
-    with pytest.raises(ConfigError, match=r"data.image_column: column 'image_pth' is not in labels.csv .*did you mean 'image_path'\?"):
+    with pytest.raises(
+        ConfigError, match=r"data.image_column: column 'image_pth' is not in labels.csv .*did you mean 'image_path'\?"
+    ):
         load(tmp_path, valid)
 
 
@@ -185,5 +193,7 @@ def test_model_options_errors(tmp_path, valid, keras_models):
     assert "model_options apply to Keras .h5 models only (model is 'logits3.onnx')" in str(error.value)
     valid["model"] = str(keras_models["sequential_cnn"])
     valid["model_options"] = {"custom_objects": "layers.txt"}
-    with pytest.raises(ConfigError, match=r"model_options\.custom_objects must be a Python file \(\.py\) \(got 'layers\.txt'\)"):
+    with pytest.raises(
+        ConfigError, match=r"model_options\.custom_objects must be a Python file \(\.py\) \(got 'layers\.txt'\)"
+    ):
         load(tmp_path, valid)

@@ -82,7 +82,9 @@ def test_object_detection_files_and_map_match_pycocotools(tmp_path):
     sizes = [Image.open(DATA / "images" / name).size for name in frame["image_path"]]
     for row, (width, height) in enumerate(sizes):
         shown = raw["confidences"][row] > 0.5
-        assert json.loads(csv["x_max"][row]) == pytest.approx(np.round(raw["boxes"][row, shown, 2].astype(float), 2).tolist())
+        assert json.loads(csv["x_max"][row]) == pytest.approx(
+            np.round(raw["boxes"][row, shown, 2].astype(float), 2).tolist()
+        )
         assert (raw["boxes"][row, :, 2] <= width).all() and (raw["boxes"][row, :, 3] <= height).all()
     assert csv["class_name"][0] == "[]"  # image 0 has no shape
     ground_truth, results = [], []
@@ -104,20 +106,38 @@ def test_object_detection_files_and_map_match_pycocotools(tmp_path):
 @pytest.mark.parametrize(
     "overrides",
     [
-        ("model=models/dense_ssd.onnx", "head.layout=ssd", "head.box_format=xyxy", "head.normalized_boxes=true", "head.score_activation=sigmoid"),
-        ("model=models/dense_postprocessed.onnx", "head.layout=boxes_scores_classes", "head.box_format=yxyx", "head.normalized_boxes=true", "head.first_class_id=1"),
+        (
+            "model=models/dense_ssd.onnx",
+            "head.layout=ssd",
+            "head.box_format=xyxy",
+            "head.normalized_boxes=true",
+            "head.score_activation=sigmoid",
+        ),
+        (
+            "model=models/dense_postprocessed.onnx",
+            "head.layout=boxes_scores_classes",
+            "head.box_format=yxyx",
+            "head.normalized_boxes=true",
+            "head.first_class_id=1",
+        ),
         ("model=models/dense_yolov5.onnx", "head.layout=yolov5"),
     ],
     ids=["ssd", "postprocessed", "yolov5"],
 )
 def test_other_detection_layouts_of_the_same_network(tmp_path, overrides):
-    reference = json.loads((run("image_object_detection.yaml", tmp_path / "yolo") / "validation_metrics.json").read_text())
-    metrics = json.loads((run("image_object_detection.yaml", tmp_path / "other", *overrides) / "validation_metrics.json").read_text())
+    reference = json.loads(
+        (run("image_object_detection.yaml", tmp_path / "yolo") / "validation_metrics.json").read_text()
+    )
+    metrics = json.loads(
+        (run("image_object_detection.yaml", tmp_path / "other", *overrides) / "validation_metrics.json").read_text()
+    )
     assert metrics["mAP"] == pytest.approx(reference["mAP"], abs=0.15)
 
 
 def test_semantic_segmentation_files_and_metrics(tmp_path):
-    out = run("image_semantic_segmentation.yaml", tmp_path, "model=models/dense_semantic.onnx", "head.activation=sigmoid")
+    out = run(
+        "image_semantic_segmentation.yaml", tmp_path, "model=models/dense_semantic.onnx", "head.activation=sigmoid"
+    )
     frame = pd.read_csv(DATA / "segmentation.csv", dtype=str, keep_default_na=False)
     raw = load_pkl(out)
     assert list(raw) == ["masks", "original_image_shapes", "rle_predictions", "class_names", "image_path"]
@@ -132,7 +152,9 @@ def test_semantic_segmentation_files_and_metrics(tmp_path):
         assert (width, height) == Image.open(DATA / "images" / frame["image_path"][row]).size
         truth = dict(zip(json.loads(frame["class_name"][row]), json.loads(frame["rle_mask"][row])))
         for index, name in enumerate(("square", "circle")):
-            assert csv["class_name"][2 * row + index] == name and csv["rle_mask"][2 * row + index] == truth.get(name, "")
+            assert csv["class_name"][2 * row + index] == name and csv["rle_mask"][2 * row + index] == truth.get(
+                name, ""
+            )
             predicted = decode_rle(csv["pred_rle_mask"][2 * row + index], (height, width))
             true = decode_rle(truth.get(name, ""), (height, width))
             intersection[index] += (predicted & true).sum()
@@ -198,7 +220,7 @@ def test_masks_on_disk_are_pickled_as_arrays(tmp_path, wide_segmenter):
     assert raw["masks"].shape == (16, 2, 128, 128)
     with np.load(out / "validation_raw_predictions.npz") as npz:  # the same memmap, written by numpy's own writer
         assert_array_equal(raw["masks"], npz["masks"])
-    assert 0 < raw["masks"].min() and raw["masks"].max() < 1  # sigmoid probabilities in every row, none left blank
+    assert raw["masks"].min() > 0 and raw["masks"].max() < 1  # sigmoid probabilities in every row, none left blank
     with zipfile.ZipFile(out / "validation_predictions.zip") as archive:
         assert sorted(archive.namelist()) == ["validation_predictions.csv", "validation_raw_predictions.pkl"]
         assert archive.read("validation_raw_predictions.pkl") == (out / "validation_raw_predictions.pkl").read_bytes()
@@ -223,7 +245,9 @@ def test_disk_rows_resume_and_unreadable_rows(tmp_path):
     arrays = resumed.close()
     assert arrays["big"][0].min() == 0 and np.isnan(arrays["big"][1]).all()
     assert_array_equal(arrays["big"][2:], values[2:])
-    with pytest.raises(ValueError, match=r"holds float32\[6, 300, 100\], not float64\[6, 300, 100\]; run with --overwrite"):
+    with pytest.raises(
+        ValueError, match=r"holds float32\[6, 300, 100\], not float64\[6, 300, 100\]; run with --overwrite"
+    ):
         DiskRows(tmp_path, rows=6).take({"big": values.astype(np.float64)}, start=0, valid=np.ones(6, dtype=bool))
 
 
@@ -322,7 +346,9 @@ def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):
     Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "wide.png")
     Image.new("RGB", (10, 30), (0, 0, 255)).save(tmp_path / "tall.png")
     task = load_config(CONFIGS / "image_object_detection.yaml")
-    spec = image_input_from(TensorSpec(name="image", shape=(None, 3, 64, 64), dtype=np.float32), task.preprocessing, model_name="m")
+    spec = image_input_from(
+        TensorSpec(name="image", shape=(None, 3, 64, 64), dtype=np.float32), task.preprocessing, model_name="m"
+    )
     batches = ImageBatches(["wide.png", "tall.png"], data_folder=tmp_path, image_input=spec, preprocessing=task.preprocessing,
                            batch_size=2, column="image_path")  # fmt: skip
     batch = batches[0]
@@ -336,18 +362,58 @@ def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):
 @pytest.mark.parametrize(
     ("config", "overrides", "message"),
     [
-        ("image_object_detection.yaml", ["data.label_columns=[class_name, x_min]"], r"data.label_columns: object detection takes one column"),
-        ("image_semantic_segmentation.yaml", ["data.label_columns=[class_name]"], r"takes two columns, \[class name column, RLE mask column\]"),
+        (
+            "image_object_detection.yaml",
+            ["data.label_columns=[class_name, x_min]"],
+            r"data.label_columns: object detection takes one column",
+        ),
+        (
+            "image_semantic_segmentation.yaml",
+            ["data.label_columns=[class_name]"],
+            r"takes two columns, \[class name column, RLE mask column\]",
+        ),
         ("image_object_detection.yaml", ["head.class_names=[]"], r"head.class_names must list the model's classes"),
-        ("image_object_detection.yaml", ["head.nms_iou_threshold=2"], r"head.nms_iou_threshold must be in \[0, 1\] \(got 2.0\)"),
-        ("image_object_detection.yaml", ["head.boxes_output=nope"], r"head.boxes_output: model dense_yolo.onnx has no output 'nope' \(outputs: predictions\)"),
-        ("image_object_detection.yaml", ["head.layout=ssd"], r"head.boxes_output is missing: model dense_yolo.onnx has no output named 'boxes' for layout ssd"),
+        (
+            "image_object_detection.yaml",
+            ["head.nms_iou_threshold=2"],
+            r"head.nms_iou_threshold must be in \[0, 1\] \(got 2.0\)",
+        ),
+        (
+            "image_object_detection.yaml",
+            ["head.boxes_output=nope"],
+            r"head.boxes_output: model dense_yolo.onnx has no output 'nope' \(outputs: predictions\)",
+        ),
+        (
+            "image_object_detection.yaml",
+            ["head.layout=ssd"],
+            r"head.boxes_output is missing: model dense_yolo.onnx has no output named 'boxes' for layout ssd",
+        ),
         # The exported output's class axis is symbolic, so the first batch finds the mismatch.
-        ("image_object_detection.yaml", ["head.layout=yolov5"], r"model output 'predictions' has shape \[6, 64\] per image; head.layout yolov5 with 2 head.class_names needs \(7, anchors\)"),
-        ("image_semantic_segmentation.yaml", ["head.class_names=[a, b, c]", "model=models/dense_semantic.onnx"], r"head.class_names has 3 classes but model dense_semantic.onnx output 'logits' has shape \(\?, 2, 64, 64\)"),
-        ("image_instance_segmentation.yaml", ["head.activation=softmax"], r"head.activation: instance maps are independent per channel"),
-        ("image_instance_segmentation.yaml", ["head.layout=mask_rcnn"], r"head.boxes_output: model dense_instances.onnx has no output 'boxes'"),
-        ("image_object_detection.yaml", ["preprocessing.resize_mode=letterbx"], r"preprocessing.resize_mode must be one of resize, letterbox \(got 'letterbx'\); did you mean 'letterbox'\?"),
+        (
+            "image_object_detection.yaml",
+            ["head.layout=yolov5"],
+            r"model output 'predictions' has shape \[6, 64\] per image; head.layout yolov5 with 2 head.class_names needs \(7, anchors\)",
+        ),
+        (
+            "image_semantic_segmentation.yaml",
+            ["head.class_names=[a, b, c]", "model=models/dense_semantic.onnx"],
+            r"head.class_names has 3 classes but model dense_semantic.onnx output 'logits' has shape \(\?, 2, 64, 64\)",
+        ),
+        (
+            "image_instance_segmentation.yaml",
+            ["head.activation=softmax"],
+            r"head.activation: instance maps are independent per channel",
+        ),
+        (
+            "image_instance_segmentation.yaml",
+            ["head.layout=mask_rcnn"],
+            r"head.boxes_output: model dense_instances.onnx has no output 'boxes'",
+        ),
+        (
+            "image_object_detection.yaml",
+            ["preprocessing.resize_mode=letterbx"],
+            r"preprocessing.resize_mode must be one of resize, letterbox \(got 'letterbx'\); did you mean 'letterbox'\?",
+        ),
     ],
 )
 def test_config_errors(tmp_path, capsys, config, overrides, message):
@@ -360,9 +426,19 @@ def test_detection_label_errors_name_the_row(tmp_path, capsys):
     frame = pd.read_csv(DATA / "detection.csv", dtype=str, keep_default_na=False)
     frame.loc[3, "class_name"] = json.dumps(["triangle"] * len(json.loads(frame["x_min"][3])))
     frame.to_csv(tmp_path / "bad.csv", index=False)
-    sets = ["--set", f"output.dir={tmp_path / 'out'}", "--set", f"data.dataframe={tmp_path / 'bad.csv'}", "--set", f"data.data_folder={DATA / 'images'}"]
+    sets = [
+        "--set",
+        f"output.dir={tmp_path / 'out'}",
+        "--set",
+        f"data.dataframe={tmp_path / 'bad.csv'}",
+        "--set",
+        f"data.data_folder={DATA / 'images'}",
+    ]
     assert main(["--config", str(CONFIGS / "image_object_detection.yaml"), "--quiet", *sets]) == 2
-    assert "bad.csv: row 3, column 'class_name': class 'triangle' is not in head.class_names (square, circle)" in capsys.readouterr().err
+    assert (
+        "bad.csv: row 3, column 'class_name': class 'triangle' is not in head.class_names (square, circle)"
+        in capsys.readouterr().err
+    )
 
 
 def test_unreadable_rows_with_masks_on_disk(tmp_path, wide_segmenter):

@@ -28,7 +28,9 @@ VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
     st.sampled_from(["test", "validation", "skip", "softmax", "cuda", "../x", "/etc/passwd", "image_path", "label"]),
-    st.lists(st.one_of(st.integers(-1, 64), st.text(st.characters(blacklist_categories=("Cs",)), max_size=4)), max_size=4),
+    st.lists(
+        st.one_of(st.integers(-1, 64), st.text(st.characters(blacklist_categories=("Cs",)), max_size=4)), max_size=4
+    ),
     st.dictionaries(st.text("abc", max_size=5), st.integers(), max_size=2),
 )
 MUTATION = st.tuples(st.sampled_from(["delete", "set"]), st.sampled_from(KEYS), VALUES)

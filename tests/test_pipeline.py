@@ -112,7 +112,9 @@ def test_worker_processes_keep_row_order(make_task, torch_models, image_folder, 
     assert run_cli(config, "--set", "runtime.num_workers=2", "--set", "runtime.batch_size=3") == 0
     _, raw = read_outputs(tmp_path / "out")
     frame = pd.read_csv(image_folder / "labels.csv")
-    assert_allclose(raw["predictions"], torch_reference(module, image_folder, list(frame["image_path"])), rtol=1e-4, atol=1e-5)
+    assert_allclose(
+        raw["predictions"], torch_reference(module, image_folder, list(frame["image_path"])), rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("decoder_bound", [True, False])
@@ -133,10 +135,14 @@ def test_unset_workers_switch_to_processes_when_the_decoder_is_the_bottleneck(
     _, raw = read_outputs(tmp_path / "out")
     frame = pd.read_csv(image_folder / "labels.csv")
     assert len(frame) > 2 * 3  # the switch happens with batches left
-    assert_allclose(raw["predictions"], torch_reference(module, image_folder, list(frame["image_path"])), rtol=1e-4, atol=1e-5)
+    assert_allclose(
+        raw["predictions"], torch_reference(module, image_folder, list(frame["image_path"])), rtol=1e-4, atol=1e-5
+    )
     report = json.loads((tmp_path / "out" / "validation_report.json").read_text())
     assert report["decoding_workers"] == (2 if decoder_bound else 0)
-    moved = [note for note in report["notes"] if note.startswith("decoding moved to 2 worker processes after 2 batches")]
+    moved = [
+        note for note in report["notes"] if note.startswith("decoding moved to 2 worker processes after 2 batches")
+    ]
     assert len(moved) == int(decoder_bound)
 
 
@@ -154,9 +160,12 @@ def test_test_split_without_labels(make_task, torch_models, image_folder, tmp_pa
     config = make_task(model)
     code = run_cli(
         config,
-        "--set", "data.split=test",
-        "--set", f"data.dataframe={test_csv}",
-        "--set", "head.class_names=[cat, dog, fox]",
+        "--set",
+        "data.split=test",
+        "--set",
+        f"data.dataframe={test_csv}",
+        "--set",
+        "head.class_names=[cat, dog, fox]",
     )
     assert code == 0
     out = tmp_path / "out"
@@ -174,7 +183,9 @@ def test_keras_h5_converts_once_and_matches_keras_predict(make_task, keras_model
     assert main(["--config", str(config)]) == 0
     first = capsys.readouterr().out
     assert "converted to" in first and "rows/s" in first
-    assert re.search(r"time: load [\d.]+ s, waiting on the model [\d.]+ s, .* \(model busy [\d.]+ s on its own thread", first)
+    assert re.search(
+        r"time: load [\d.]+ s, waiting on the model [\d.]+ s, .* \(model busy [\d.]+ s on its own thread", first
+    )
     _, raw = read_outputs(tmp_path / "out")
     frame = pd.read_csv(image_folder / "labels.csv")
     reference = keras.models.load_model(model, compile=False).predict(

@@ -93,7 +93,9 @@ def run_and_kill(config: Path, out: Path, *, rows_done: int) -> int:
         exited_early = process.poll() is not None
         process.send_signal(signal.SIGKILL)
     watcher.join()
-    assert not exited_early, f"the run ended before reaching row {rows_done + batch_size}: {process.stderr.read().decode()}"
+    assert not exited_early, (
+        f"the run ended before reaching row {rows_done + batch_size}: {process.stderr.read().decode()}"
+    )
     process.stderr.close()
     data.unblock()
     manifest = out / ".validation.partial" / "manifest.json"
@@ -175,6 +177,18 @@ def test_resume_refuses_a_changed_config(slow_task, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_and_kill(slow_task, out, rows_done=48) == 48
     data = ["--set", f"data.data_folder={tmp_path / 'out_data'}"]
-    code = main(["--config", str(slow_task), "--quiet", "--resume", "--set", f"output.dir={out}", *data, "--set", "runtime.batch_size=4"])
+    code = main(
+        [
+            "--config",
+            str(slow_task),
+            "--quiet",
+            "--resume",
+            "--set",
+            f"output.dir={out}",
+            *data,
+            "--set",
+            "runtime.batch_size=4",
+        ]
+    )
     assert code == 2
     assert "scored something else (changed: config)" in capsys.readouterr().err

@@ -79,7 +79,12 @@ class TinySeq2Seq(torch.nn.Module):
             presents += [k, v]
             hidden = hidden + self._attend(q, k, v, causal)
             cross_k, cross_v = (self._heads(t) for t in self.cross_kv[layer](encoder_hidden_states).chunk(2, dim=-1))
-            hidden = hidden + self._attend(self._heads(self.cross_q[layer](hidden)), cross_k, cross_v, encoder_attention_mask[:, None, None, :].bool())
+            hidden = hidden + self._attend(
+                self._heads(self.cross_q[layer](hidden)),
+                cross_k,
+                cross_v,
+                encoder_attention_mask[:, None, None, :].bool(),
+            )
         return self.lm_head(hidden), presents
 
     def empty_past(self, rows: int) -> list[torch.Tensor]:
@@ -97,14 +102,18 @@ class _Encoder(torch.nn.Module):
 
 class _DecoderWithPast(_Encoder):
     def forward(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask, *past):
-        logits, presents = self.model.decode(decoder_input_ids, encoder_hidden_states, encoder_attention_mask, list(past))
+        logits, presents = self.model.decode(
+            decoder_input_ids, encoder_hidden_states, encoder_attention_mask, list(past)
+        )
         return (logits, *presents)
 
 
 class _Decoder(_Encoder):
     def forward(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask):
         rows = decoder_input_ids.shape[0]
-        return self.model.decode(decoder_input_ids, encoder_hidden_states, encoder_attention_mask, self.model.empty_past(rows))[0]
+        return self.model.decode(
+            decoder_input_ids, encoder_hidden_states, encoder_attention_mask, self.model.empty_past(rows)
+        )[0]
 
 
 @pytest.fixture(scope="module")
@@ -117,35 +126,63 @@ def seq2seq(tmp_path_factory):
     ids = torch.ones(2, 5, dtype=torch.int64)
     common = {"opset_version": 17, "dynamo": False}
     torch.onnx.export(
-        _Encoder(model), (ids, ids), str(folder / "encoder.onnx"), input_names=["input_ids", "attention_mask"],
+        _Encoder(model),
+        (ids, ids),
+        str(folder / "encoder.onnx"),
+        input_names=["input_ids", "attention_mask"],
         output_names=["encoder_hidden_states"],
-        dynamic_axes={name: {0: "batch", 1: "source"} for name in ("input_ids", "attention_mask", "encoder_hidden_states")}, **common,
+        dynamic_axes={
+            name: {0: "batch", 1: "source"} for name in ("input_ids", "attention_mask", "encoder_hidden_states")
+        },
+        **common,
     )
     with torch.no_grad():
         hidden = model.encode(ids, ids)
         _, past = model.decode(torch.ones(2, 3, dtype=torch.int64), hidden, ids, model.empty_past(2))
     past_names = [f"past_{kind}_{layer}" for layer in range(LAYERS) for kind in ("key", "value")]
     present_names = [name.replace("past_", "present_") for name in past_names]
-    constant_axes = {"encoder_hidden_states": {0: "batch", 1: "source"}, "encoder_attention_mask": {0: "batch", 1: "source"}}
+    constant_axes = {
+        "encoder_hidden_states": {0: "batch", 1: "source"},
+        "encoder_attention_mask": {0: "batch", 1: "source"},
+    }
     torch.onnx.export(
-        _DecoderWithPast(model), (torch.ones(2, 1, dtype=torch.int64), hidden, ids, *past), str(folder / "decoder_with_past.onnx"),
+        _DecoderWithPast(model),
+        (torch.ones(2, 1, dtype=torch.int64), hidden, ids, *past),
+        str(folder / "decoder_with_past.onnx"),
         input_names=["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask", *past_names],
         output_names=["logits", *present_names],
         dynamic_axes={
-            "decoder_input_ids": {0: "batch", 1: "new"}, "logits": {0: "batch", 1: "new"}, **constant_axes,
-            **{name: {0: "batch", 2: "past"} for name in past_names}, **{name: {0: "batch", 2: "total"} for name in present_names},
+            "decoder_input_ids": {0: "batch", 1: "new"},
+            "logits": {0: "batch", 1: "new"},
+            **constant_axes,
+            **{name: {0: "batch", 2: "past"} for name in past_names},
+            **{name: {0: "batch", 2: "total"} for name in present_names},
         },
         **common,
     )
     torch.onnx.export(
-        _Decoder(model), (torch.ones(2, 3, dtype=torch.int64), hidden, ids), str(folder / "decoder.onnx"),
-        input_names=["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"], output_names=["logits"],
-        dynamic_axes={"decoder_input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}, **constant_axes}, **common,
+        _Decoder(model),
+        (torch.ones(2, 3, dtype=torch.int64), hidden, ids),
+        str(folder / "decoder.onnx"),
+        input_names=["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={
+            "decoder_input_ids": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch", 1: "sequence"},
+            **constant_axes,
+        },
+        **common,
     )
     return model, folder / "encoder.onnx", folder / "decoder_with_past.onnx", folder / "decoder.onnx"
 
 
-TEXTS = ["the red cat sees a dog", "", "a small old farmer watches the blue river near the house", "the bird", "a child paints a tree"]
+TEXTS = [
+    "the red cat sees a dog",
+    "",
+    "a small old farmer watches the blue river near the house",
+    "the bird",
+    "a child paints a tree",
+]
 
 
 def _feeds(texts: list[str]) -> dict[str, np.ndarray]:
@@ -185,7 +222,9 @@ def reference_greedy(model, feeds, *, max_new_tokens: int) -> list[list[int]]:
     return results
 
 
-def reference_beam_search(model, feeds, *, beams: int, max_new_tokens: int, length_penalty: float) -> list[tuple[list[int], float]]:
+def reference_beam_search(
+    model, feeds, *, beams: int, max_new_tokens: int, length_penalty: float
+) -> list[tuple[list[int], float]]:
     """Beam search as predict.runners.generation documents it, written with Python lists and sorted()."""
     results = []
     for row in range(len(feeds["input_ids"])):
@@ -198,7 +237,9 @@ def reference_beam_search(model, feeds, *, beams: int, max_new_tokens: int, leng
             candidates = []
             for beam_index, (sequence, score) in enumerate(live):
                 log_probabilities = _next_log_probabilities(model, sequence, hidden, mask)
-                candidates += [(score + float(value), beam_index, token, sequence) for token, value in enumerate(log_probabilities)]
+                candidates += [
+                    (score + float(value), beam_index, token, sequence) for token, value in enumerate(log_probabilities)
+                ]
             candidates.sort(key=lambda candidate: (-candidate[0], candidate[1], candidate[2]))
             next_live = []
             for rank, (score, _, token, sequence) in enumerate(candidates[: 2 * beams]):
@@ -282,7 +323,9 @@ def test_one_beam_is_greedy_and_max_new_tokens_cuts(seq2seq):
 
 def _write_task(tmp_path: Path, encoder: Path, decoder: Path, *, texts: list[str], targets: list[str], **head) -> Path:
     dataframe = tmp_path / "pairs.csv"
-    pd.DataFrame({"id": [f"{i:02d}" for i in range(len(texts))], "source": texts, "target": targets}).to_csv(dataframe, index=False)
+    pd.DataFrame({"id": [f"{i:02d}" for i in range(len(texts))], "source": texts, "target": targets}).to_csv(
+        dataframe, index=False
+    )
     return write_config(
         tmp_path / "task.yaml",
         {
@@ -316,7 +359,10 @@ def test_pipeline_writes_the_contract_with_empty_text_and_bleu(seq2seq, tmp_path
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(TOKENIZER))
-    expected = [tokenizer.decode(tokens) for tokens, _ in reference_beam_search(model, _feeds(texts), beams=2, max_new_tokens=12, length_penalty=1.0)]
+    expected = [
+        tokenizer.decode(tokens)
+        for tokens, _ in reference_beam_search(model, _feeds(texts), beams=2, max_new_tokens=12, length_penalty=1.0)
+    ]
     assert list(raw["predicted_text"]) == expected
     metrics = json.loads((out / "validation_metrics.json").read_text())
     assert metrics["BLEU"] == pytest.approx(sacrebleu.corpus_bleu(expected, [targets]).score)
@@ -340,7 +386,8 @@ def _onnx(path: Path, inputs: list[tuple[str, int, list]], outputs: list[tuple[s
     """A graph whose outputs are Identity copies of its first input (enough to be loaded and inspected)."""
     nodes = [helper.make_node("Identity", [inputs[0][0]], [name]) for name, _, _ in outputs]
     graph = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info(name, dtype, shape) for name, dtype, shape in inputs],
         [helper.make_tensor_value_info(name, dtype, shape) for name, dtype, shape in outputs],
     )
@@ -357,17 +404,52 @@ F, I = TensorProto.FLOAT, TensorProto.INT64
     ("inputs", "outputs", "message"),
     [
         ([("tokens", I, ["b", "t"])], [("logits", I, ["b", "t"])], "has no input 'decoder_input_ids'"),
-        ([("decoder_input_ids", I, ["b", "t"]), ("extra", F, ["b", 4])], [("logits", I, ["b", "t"])], "input 'extra' is not 'decoder_input_ids', a 'past_\\*' cache input"),
-        ([("decoder_input_ids", I, ["b", 1]), ("past_key", F, ["b", 2, "p", 4])], [("logits", I, ["b", 1])], "cache input 'past_key' has no matching output 'present_key'"),
-        ([("decoder_input_ids", I, ["b", 1]), ("past_key", F, ["b", "h", "p", 4])], [("logits", I, ["b", 1]), ("present_key", I, ["b", 1])], "cache input 'past_key' needs a start value"),
-        ([("decoder_input_ids", I, ["b", "t"])], [("scores", I, ["b", "t"]), ("other", I, ["b", "t"])], "name the next-token scores 'logits'"),
-        ([("decoder_input_ids", I, ["b", "t"]), ("attention_mask", F, ["b", "s"])], [("logits", I, ["b", "t"])], "input 'attention_mask' takes float32 but encoder"),
+        (
+            [("decoder_input_ids", I, ["b", "t"]), ("extra", F, ["b", 4])],
+            [("logits", I, ["b", "t"])],
+            "input 'extra' is not 'decoder_input_ids', a 'past_\\*' cache input",
+        ),
+        (
+            [("decoder_input_ids", I, ["b", 1]), ("past_key", F, ["b", 2, "p", 4])],
+            [("logits", I, ["b", 1])],
+            "cache input 'past_key' has no matching output 'present_key'",
+        ),
+        (
+            [("decoder_input_ids", I, ["b", 1]), ("past_key", F, ["b", "h", "p", 4])],
+            [("logits", I, ["b", 1]), ("present_key", I, ["b", 1])],
+            "cache input 'past_key' needs a start value",
+        ),
+        (
+            [("decoder_input_ids", I, ["b", "t"])],
+            [("scores", I, ["b", "t"]), ("other", I, ["b", "t"])],
+            "name the next-token scores 'logits'",
+        ),
+        (
+            [("decoder_input_ids", I, ["b", "t"]), ("attention_mask", F, ["b", "s"])],
+            [("logits", I, ["b", "t"])],
+            "input 'attention_mask' takes float32 but encoder",
+        ),
         ([("decoder_input_ids", I, ["b", 8])], [("logits", I, ["b", 8])], "has a static length of 8; without a cache"),
-        ([("decoder_input_ids", I, ["b", 4]), ("past_key", F, ["b", 2, "p", 4])], [("logits", I, ["b", 4]), ("present_key", I, ["b", 4])], "with a cache it takes the newest token only"),
+        (
+            [("decoder_input_ids", I, ["b", 4]), ("past_key", F, ["b", 2, "p", 4])],
+            [("logits", I, ["b", 4]), ("present_key", I, ["b", 4])],
+            "with a cache it takes the newest token only",
+        ),
         ([("decoder_input_ids", I, [1, "t"])], [("logits", I, [1, "t"])], "has a fixed batch size of 1"),
         ([("decoder_input_ids", I, ["b"])], [("logits", I, ["b"])], "has 1 axes; expected \\(batch, tokens\\) ids"),
     ],
-    ids=["no_ids", "unknown_input", "past_without_present", "past_without_start", "no_logits", "dtype", "static_length", "cache_length", "fixed_batch", "ids_axes"],
+    ids=[
+        "no_ids",
+        "unknown_input",
+        "past_without_present",
+        "past_without_start",
+        "no_logits",
+        "dtype",
+        "static_length",
+        "cache_length",
+        "fixed_batch",
+        "ids_axes",
+    ],
 )
 def test_decoder_that_breaks_the_naming_convention(seq2seq, tmp_path, inputs, outputs, message):
     encoder = seq2seq[1]
@@ -384,7 +466,10 @@ def test_config_errors(seq2seq, tmp_path):
     cases = [
         (["head.decoder_model=null"], "head.decoder_model must not be empty"),
         (["head.decoder_model=missing.onnx"], "head.decoder_model file not found"),
-        ([f"head.decoder_model={TOKENIZER}"], r"head.decoder_model must be one of .onnx, .h5, .hdf5 \(got 'fictish_tokenizer.json'\)"),
+        (
+            [f"head.decoder_model={TOKENIZER}"],
+            r"head.decoder_model must be one of .onnx, .h5, .hdf5 \(got 'fictish_tokenizer.json'\)",
+        ),
         (["head.max_new_tokens=0"], r"head.max_new_tokens must be >= 1 \(got 0\)"),
         (["head.num_beams=0"], r"head.num_beams must be >= 1 \(got 0\)"),
         (["head.target_tokenizer=nowhere.json"], "head.target_tokenizer file not found"),
@@ -411,8 +496,14 @@ def test_run_time_config_errors(seq2seq, tmp_path):
     cases = [
         (["head.start_token=<go>"], r"head.start_token: '<go>' is not in the vocabulary of fictish_tokenizer.json"),
         (["head.end_token=<stop>"], r"head.end_token: '<stop>' is not in the vocabulary of fictish_tokenizer.json"),
-        ([f"head.target_tokenizer={words}"], r"head.start_token is missing and words.json has none of the usual tokens \(\[BOS\], <s>"),
-        (["data.label_columns=[target, id]"], r"data.label_columns: sequence to sequence takes one column of target texts"),
+        (
+            [f"head.target_tokenizer={words}"],
+            r"head.start_token is missing and words.json has none of the usual tokens \(\[BOS\], <s>",
+        ),
+        (
+            ["data.label_columns=[target, id]"],
+            r"data.label_columns: sequence to sequence takes one column of target texts",
+        ),
         (["runtime.engine=ray"], r"runtime.engine: ray does not run text_sequence_to_sequence"),
     ]
     for index, (overrides, message) in enumerate(cases):

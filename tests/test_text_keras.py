@@ -59,7 +59,9 @@ def regression_rows(rng: np.random.Generator, words: list[str], count: int) -> t
     return texts, np.asarray(targets, dtype=np.float32)
 
 
-def tag_rows(rng: np.random.Generator, words: list[str], count: int, *, longest: int) -> tuple[list[str], list[list[str]]]:
+def tag_rows(
+    rng: np.random.Generator, words: list[str], count: int, *, longest: int
+) -> tuple[list[str], list[list[str]]]:
     """Random word strings tagged BIO: runs of words from the first third of the vocabulary are ITEMs."""
     items = set(words[: len(words) // 3])
     texts, tags = [], []
@@ -123,7 +125,9 @@ def keras_text_models(tmp_path_factory) -> dict[str, tuple[object, Path]]:
         ]
     )
     tagger.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
-    tagger.fit(padded([keras_ids(t, word_index) for t in texts], TAGGER_LENGTH), tag_ids, epochs=3, batch_size=32, verbose=0)
+    tagger.fit(
+        padded([keras_ids(t, word_index) for t in texts], TAGGER_LENGTH), tag_ids, epochs=3, batch_size=32, verbose=0
+    )
     tagger.save(folder / "tagger.h5")
     models["token_classification"] = (tagger, folder / "tagger.h5")
 
@@ -176,7 +180,9 @@ def test_keras_text_regression(keras_text_models, tmp_path):
     texts, targets = regression_rows(np.random.default_rng(1), _words(word_index), 20)
     # Keras' own splitting: case, punctuation, unknown words, no text and more words than max_length.
     texts += ["The PASTA, was... cold!", "zebra quokka the", "", " ".join(_words(word_index)[:30])]
-    source = pd.DataFrame({"id": [f"{i:03d}" for i in range(len(texts))], "text": texts, "share": [*targets, 0.5, 0.0, 0.0, 0.5]})
+    source = pd.DataFrame(
+        {"id": [f"{i:03d}" for i in range(len(texts))], "text": texts, "share": [*targets, 0.5, 0.0, 0.0, 0.5]}
+    )
     source.astype(str).to_csv(tmp_path / "valid.csv", index=False)
     data = {"text_column": "text", "label_columns": ["share"]}
     config = _config(tmp_path, "text_regression", h5, data, max_length=REGRESSION_LENGTH)
@@ -200,7 +206,9 @@ def test_keras_token_classification(keras_text_models, tmp_path):
     # Unknown and upper-case words take one slot each; words past max_length get NaN and "O".
     texts += ["Zebra THE pasta", " ".join([texts[0]] * 3)]
     tags += [["O", "O", "O"], tags[0] * 3]
-    source = pd.DataFrame({"id": [f"{i:03d}" for i in range(len(texts))], "sentence": texts, "tags": [" ".join(t) for t in tags]})
+    source = pd.DataFrame(
+        {"id": [f"{i:03d}" for i in range(len(texts))], "sentence": texts, "tags": [" ".join(t) for t in tags]}
+    )
     source.to_csv(tmp_path / "valid.csv", index=False)
     config = _config(
         tmp_path,
@@ -235,7 +243,10 @@ def test_keras_span_prediction(keras_text_models, tmp_path):
     word_index = json.loads(WORD_INDEX.read_text(encoding="utf-8"))
     rows = span_rows(np.random.default_rng(1), _words(word_index), 20, longest=SPAN_LENGTH - 1)
     # Punctuation and case inside the context; a context longer than one window (doc_stride windows).
-    rows += [("pasta", "The PASTA, was cold!", "PASTA, was"), ("museum", " ".join(_words(word_index)[:40]), "museum tour")]
+    rows += [
+        ("pasta", "The PASTA, was cold!", "PASTA, was"),
+        ("museum", " ".join(_words(word_index)[:40]), "museum tour"),
+    ]
     source = pd.DataFrame(rows, columns=["question", "context", "answer"])
     source.insert(0, "id", [f"{i:03d}" for i in range(len(rows))])
     source.to_csv(tmp_path / "valid.csv", index=False)
@@ -251,7 +262,15 @@ def test_keras_span_prediction(keras_text_models, tmp_path):
     config["preprocessing"]["doc_stride"] = 4
     frame, raw, metrics = _run(tmp_path, config)
 
-    assert list(frame.columns) == ["id", "question", "context", "answer", "pred_answer", "pred_answer_top_1", "pred_answer_top_2"]
+    assert list(frame.columns) == [
+        "id",
+        "question",
+        "context",
+        "answer",
+        "pred_answer",
+        "pred_answer_top_1",
+        "pred_answer_top_2",
+    ]
     assert list(raw) == ["question", "context", "predictions", "predicted_answer_top_k"]
     assert {"Jaccard", "ExactMatch"} <= set(metrics)
     for context, best, answers in zip(raw["context"], raw["predictions"], raw["predicted_answer_top_k"]):

@@ -69,10 +69,14 @@ def test_example_writes_the_text_contract(tmp_path):
     assert_allclose(raw["cosine_similarities"], brute_force_top_k(raw["embeddings"], 10), atol=1e-6)
     for k in (1, 2, 3):
         assert list(csv[f"top_{k}_similar_text"]) == list(source["text"].to_numpy()[raw["similar_texts"][:, k - 1]])
-        assert_allclose(csv[f"top_{k}_cosine_similarity"].astype(float), raw["cosine_similarities"][:, k - 1], rtol=1e-6)
+        assert_allclose(
+            csv[f"top_{k}_cosine_similarity"].astype(float), raw["cosine_similarities"][:, k - 1], rtol=1e-6
+        )
     metrics = json.loads((tmp_path / "validation_metrics.json").read_text())
     # The example model is trained (scripts/make_text_metric_example.py): same-topic sentences are neighbours.
-    assert metrics["mAP"] == pytest.approx(mean_average_precision(list(source["topic"]), raw["similar_texts"]), rel=1e-12)
+    assert metrics["mAP"] == pytest.approx(
+        mean_average_precision(list(source["topic"]), raw["similar_texts"]), rel=1e-12
+    )
     assert metrics["mAP"] >= 0.9
 
 
@@ -98,9 +102,18 @@ def test_text_embeddings_are_the_torch_models_own(tmp_path):
     model = tmp_path / "embedder.onnx"
     example = (torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long))
     torch.onnx.export(
-        module, example, str(model), input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "embedding": {0: "batch"}},
-        opset_version=17, dynamo=False,
+        module,
+        example,
+        str(model),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["embedding"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "embedding": {0: "batch"},
+        },
+        opset_version=17,
+        dynamo=False,
     )
     texts = [
         "The storm flooded the valley.",
@@ -111,7 +124,9 @@ def test_text_embeddings_are_the_torch_models_own(tmp_path):
         "",
         "The coach trained on the pitch before the championship and everyone talked about it.",
     ]
-    frame = pd.DataFrame({"text": texts, "topic": ["weather", "weather", "travel", "travel", "sports", "none", "sports"]})
+    frame = pd.DataFrame(
+        {"text": texts, "topic": ["weather", "weather", "travel", "travel", "sports", "none", "sports"]}
+    )
     frame.to_csv(tmp_path / "texts.csv", index=False)
     config = {
         "problem_type": "text_metric_learning",
@@ -141,15 +156,25 @@ def test_text_embeddings_are_the_torch_models_own(tmp_path):
     assert list(csv.columns) == ["text", "topic", *NEIGHBOUR_COLUMNS]
     assert list(csv["top_1_similar_text"]) == [texts[index] for index in raw["similar_texts"][:, 0]]
     # "none" has no other row: it is left out of mAP, with a note.
-    assert summary.metrics["mAP"] == pytest.approx(mean_average_precision(list(frame.topic), raw["similar_texts"]), rel=1e-12)
+    assert summary.metrics["mAP"] == pytest.approx(
+        mean_average_precision(list(frame.topic), raw["similar_texts"]), rel=1e-12
+    )
     assert "mAP: 1 of 7 row(s) have a label no other row shares and are left out" in summary.notes
 
 
 def test_test_split_without_labels_has_no_metrics(tmp_path):
     frame = pd.read_csv(ROOT / "configs" / "data" / "topics" / "valid.csv", dtype=str).drop(columns="topic").head(20)
     frame.to_csv(tmp_path / "test.csv", index=False)
-    overrides = [f"output.dir={tmp_path / 'out'}", "data.split=test", f"data.dataframe={tmp_path / 'test.csv'}", "runtime.num_workers=0"]
-    assert main(["--config", str(CONFIG), "--quiet", *[argument for value in overrides for argument in ("--set", value)]]) == 0
+    overrides = [
+        f"output.dir={tmp_path / 'out'}",
+        "data.split=test",
+        f"data.dataframe={tmp_path / 'test.csv'}",
+        "runtime.num_workers=0",
+    ]
+    assert (
+        main(["--config", str(CONFIG), "--quiet", *[argument for value in overrides for argument in ("--set", value)]])
+        == 0
+    )
     csv, raw = read_outputs(tmp_path / "out", "test")
     assert list(csv.columns) == ["id", "text", *NEIGHBOUR_COLUMNS]
     assert raw["similar_texts"].shape == (20, 10)

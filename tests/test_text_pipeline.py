@@ -25,7 +25,13 @@ TOKENIZER = ROOT / "configs" / "models" / "text_tokenizer.json"
 # (config, pkl keys, pred columns, metric, lowest acceptable value); the example models are trained
 # (scripts/make_text_examples.py), so their metrics must be far from chance.
 EXAMPLES = [
-    ("text_classification", ["predictions", "labels", "review"], ["pred_sentiment_negative", "pred_sentiment"], "Accuracy", 0.9),
+    (
+        "text_classification",
+        ["predictions", "labels", "review"],
+        ["pred_sentiment_negative", "pred_sentiment"],
+        "Accuracy",
+        0.9,
+    ),
     ("text_regression", ["predictions", "labels", "review"], ["pred_rating"], "R2", 0.8),
     ("text_token_classification", ["probabilities", "predictions", "labels", "sentence"], ["pred_tags"], "F1", 0.85),
     (
@@ -38,7 +44,9 @@ EXAMPLES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "keys", "columns", "metric", "lowest"), EXAMPLES, ids=[example[0] for example in EXAMPLES])
+@pytest.mark.parametrize(
+    ("name", "keys", "columns", "metric", "lowest"), EXAMPLES, ids=[example[0] for example in EXAMPLES]
+)
 def test_text_example_writes_the_contract(name, keys, columns, metric, lowest, tmp_path):
     config = ROOT / "configs" / f"{name}.yaml"
     assert main(["--config", str(config), "--quiet", "--set", f"output.dir={tmp_path}"]) == 0
@@ -90,7 +98,11 @@ def text_regressor(tmp_path_factory):
         str(path),
         input_names=["input_ids", "attention_mask"],
         output_names=["values"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "values": {0: "batch"}},
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "values": {0: "batch"},
+        },
         opset_version=17,
         dynamo=False,
     )
@@ -99,9 +111,18 @@ def text_regressor(tmp_path_factory):
 
 def _texts(tmp_path) -> Path:
     long = " ".join(["the museum tour was excellent"] * 40)  # far more than max_length tokens
-    rows = [{"id": f"{i:03d}", "text": text, "a": str(i), "b": "1.5"} for i, text in enumerate(
-        ["The pasta was cold.", "", long, "Ünïcödé café naïve — 東京", *(f"review number {i} was okay" for i in range(20))]
-    )]
+    rows = [
+        {"id": f"{i:03d}", "text": text, "a": str(i), "b": "1.5"}
+        for i, text in enumerate(
+            [
+                "The pasta was cold.",
+                "",
+                long,
+                "Ünïcödé café naïve — 東京",
+                *(f"review number {i} was okay" for i in range(20)),
+            ]
+        )
+    ]
     path = tmp_path / "texts.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
@@ -134,7 +155,9 @@ def test_torch_encoder_matches_torch_with_workers_long_and_empty_texts(text_regr
     with open(tmp_path / "workers" / "validation_raw_predictions.pkl", "rb") as handle:
         parallel = pickle.load(handle)["predictions"]
     np.testing.assert_array_equal(serial, parallel)
-    run_task(load_config(config, ["preprocessing.padding_side=left", "output.dir=" + str(tmp_path / "left")]), progress=False)
+    run_task(
+        load_config(config, ["preprocessing.padding_side=left", "output.dir=" + str(tmp_path / "left")]), progress=False
+    )
     with open(tmp_path / "left" / "validation_raw_predictions.pkl", "rb") as handle:
         left = pickle.load(handle)["predictions"]
     np.testing.assert_allclose(left, serial, rtol=1e-5, atol=1e-6)  # masked mean: where the padding sits is irrelevant
@@ -145,18 +168,27 @@ def test_torch_encoder_matches_torch_with_workers_long_and_empty_texts(text_regr
     texts = pd.read_csv(dataframe, dtype=str, keep_default_na=False).text
     with torch.no_grad():
         expected = np.concatenate(
-            [module(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.int64)).numpy() for ids in (tokenizer.encode(t).ids for t in texts)]
+            [
+                module(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.int64)).numpy()
+                for ids in (tokenizer.encode(t).ids for t in texts)
+            ]
         )
     np.testing.assert_allclose(serial, expected, rtol=1e-4, atol=1e-5)
 
     # truncation_side: left keeps the end of the long text, as tokenizers' direction="left" does.
-    run_task(load_config(config, ["preprocessing.truncation_side=left", "output.dir=" + str(tmp_path / "cut")]), progress=False)
+    run_task(
+        load_config(config, ["preprocessing.truncation_side=left", "output.dir=" + str(tmp_path / "cut")]),
+        progress=False,
+    )
     with open(tmp_path / "cut" / "validation_raw_predictions.pkl", "rb") as handle:
         cut_left = pickle.load(handle)["predictions"]
     tokenizer.enable_truncation(16, direction="left")
     with torch.no_grad():
         expected = np.concatenate(
-            [module(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.int64)).numpy() for ids in (tokenizer.encode(t).ids for t in texts)]
+            [
+                module(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.int64)).numpy()
+                for ids in (tokenizer.encode(t).ids for t in texts)
+            ]
         )
     np.testing.assert_allclose(cut_left, expected, rtol=1e-4, atol=1e-5)
     assert not np.allclose(cut_left[2], serial[2], rtol=1e-3)  # the long row: its end, not its start
@@ -191,9 +223,14 @@ def test_text_config_errors(text_regressor, tmp_path):
     with pytest.raises(ConfigError, match=r"preprocessing.truncation_side must be one of right, left \(got 'pre'\)"):
         load_config(config, ["preprocessing.truncation_side=pre"])
     with pytest.raises(ConfigError, match="preprocessing.truncation_side: left does not apply to text_span_prediction"):
-        load_config(config, [*span, "data.question_column=text", "data.context_column=text", "preprocessing.truncation_side=left"])
+        load_config(
+            config,
+            [*span, "data.question_column=text", "data.context_column=text", "preprocessing.truncation_side=left"],
+        )
     with pytest.raises(ConfigError, match="span prediction takes one answer column"):
-        load_config(config, ["problem_type=text_span_prediction", "data.question_column=text", "data.context_column=text"])
+        load_config(
+            config, ["problem_type=text_span_prediction", "data.question_column=text", "data.context_column=text"]
+        )
 
 
 def _spec(name: str, shape, dtype=np.int64) -> TensorSpec:
@@ -204,14 +241,22 @@ def test_model_inputs_decide_names_dtypes_and_length():
     keras = text_inputs_from([_spec("token_ids", (None, 32), np.int32)], max_length=None, model_name="m.h5")
     assert (keras.ids, keras.mask, keras.max_length, keras.pad_to_max_length) == ("token_ids", None, 32, True)
     bert = text_inputs_from(
-        [_spec("input_ids", (None, None)), _spec("attention_mask", (None, None)), _spec("token_type_ids", (None, None))],
+        [
+            _spec("input_ids", (None, None)),
+            _spec("attention_mask", (None, None)),
+            _spec("token_type_ids", (None, None)),
+        ],
         max_length=64,
         model_name="m.onnx",
     )
     assert (bert.mask, bert.token_types, bert.pad_to_max_length) == ("attention_mask", "token_type_ids", False)
-    with pytest.raises(ConfigError, match="preprocessing.max_length is 16 but model m.h5 input 'token_ids' takes 32 tokens"):
+    with pytest.raises(
+        ConfigError, match="preprocessing.max_length is 16 but model m.h5 input 'token_ids' takes 32 tokens"
+    ):
         text_inputs_from([_spec("token_ids", (None, 32))], max_length=16, model_name="m.h5")
-    with pytest.raises(ConfigError, match="preprocessing.max_length is missing and model m.onnx has a dynamic sequence length"):
+    with pytest.raises(
+        ConfigError, match="preprocessing.max_length is missing and model m.onnx has a dynamic sequence length"
+    ):
         text_inputs_from([_spec("input_ids", (None, None))], max_length=None, model_name="m.onnx")
     with pytest.raises(ConfigError, match=r"model m.onnx has inputs \(a, b\); a text model takes one token-id input"):
         text_inputs_from([_spec("a", (None, 4)), _spec("b", (None, 4))], max_length=None, model_name="m.onnx")

@@ -87,7 +87,9 @@ def run_benchmark(
                 if iteration >= warmup:
                     summaries.append(summary)
             peak_rss_mb = _peak_rss_mb()
-            facts.update(provider=summaries[-1].provider, rows=summaries[-1].rows, onnx_model=str(summaries[-1].model.path))
+            facts.update(
+                provider=summaries[-1].provider, rows=summaries[-1].rows, onnx_model=str(summaries[-1].model.path)
+            )
             inputs = _preprocessed_inputs(sized, summaries[-1].model.path)
             raw = _raw_rows_per_second(sized, summaries[-1].model.path, inputs, warmup=warmup, iterations=iterations)
             keras = _keras_rows_per_second(sized, inputs, scratch, warmup=warmup, iterations=iterations)
@@ -98,7 +100,8 @@ def run_benchmark(
                     rows=summaries[-1].rows,
                     rows_per_second=statistics.median(summary.rows_per_second for summary in summaries),
                     latency_ms={
-                        name: float(np.percentile(batch_seconds, q) * 1000) for name, q in (("p50", 50), ("p90", 90), ("p99", 99))
+                        name: float(np.percentile(batch_seconds, q) * 1000)
+                        for name, q in (("p50", 50), ("p90", 90), ("p99", 99))
                     },
                     stage_seconds={
                         stage: statistics.median(summary.stage_seconds[stage] for summary in summaries)
@@ -236,7 +239,10 @@ def _keras_rows_per_second(
         return None
     arrays_path = Path(scratch) / "keras_inputs.npz"
     names = list(inputs[0])
-    np.savez(arrays_path, **{f"{index:02d}": np.concatenate([feeds[name] for feeds in inputs]) for index, name in enumerate(names)})
+    np.savez(
+        arrays_path,
+        **{f"{index:02d}": np.concatenate([feeds[name] for feeds in inputs]) for index, name in enumerate(names)},
+    )
     command = [
         sys.executable, "-m", "converters.keras_baseline", str(task.model), "--inputs", str(arrays_path),
         "--batch-size", str(task.runtime.batch_size), "--warmup", str(warmup), "--iterations", str(iterations),

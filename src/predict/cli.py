@@ -114,10 +114,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     benchmark.add_argument("--config", required=True, type=Path, help="task YAML")
     benchmark.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    benchmark.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 32, 128], help="comma separated (default: 1,8,32,128)")
+    benchmark.add_argument(
+        "--batch-sizes", type=_batch_sizes, default=[1, 8, 32, 128], help="comma separated (default: 1,8,32,128)"
+    )
     benchmark.add_argument("--warmup", type=int, default=1, help="untimed runs per batch size (default: 1)")
-    benchmark.add_argument("--iterations", type=int, default=3, help="timed runs per batch size; medians are reported (default: 3)")
-    benchmark.add_argument("-o", "--output", type=Path, help="folder for benchmark.json and benchmark.md (default: output.dir/benchmark)")
+    benchmark.add_argument(
+        "--iterations", type=int, default=3, help="timed runs per batch size; medians are reported (default: 3)"
+    )
+    benchmark.add_argument(
+        "-o", "--output", type=Path, help="folder for benchmark.json and benchmark.md (default: output.dir/benchmark)"
+    )
     benchmark.set_defaults(handler=_benchmark)
 
     for command in (run, convert, show, report, benchmark):
@@ -206,14 +212,18 @@ _STAGE_NAMES = {"inference": "waiting on the model"}
 
 def format_summary(summary: RunSummary) -> str:
     """The short text printed after a run: rows, speed, provider, metrics, notes and files."""
-    stages = ", ".join(f"{_STAGE_NAMES.get(name, name)} {seconds:.2f} s" for name, seconds in summary.stage_seconds.items())
+    stages = ", ".join(
+        f"{_STAGE_NAMES.get(name, name)} {seconds:.2f} s" for name, seconds in summary.stage_seconds.items()
+    )
     lines = [
         f"{summary.problem_type}, {summary.split} split: {summary.rows} rows scored in {summary.scoring_seconds:.2f} s "
         f"({summary.rows_per_second:.1f} rows/s) on {summary.provider}; {summary.seconds:.2f} s with model loading",
         f"  time: {stages} (model busy {summary.model_seconds:.2f} s on its own thread, alongside)",
     ]
     if summary.metrics:
-        lines.append("  metrics: " + "  ".join(f"{name} {value:.4f}" for name, value in sorted(summary.metrics.items())))
+        lines.append(
+            "  metrics: " + "  ".join(f"{name} {value:.4f}" for name, value in sorted(summary.metrics.items()))
+        )
     lines.extend(f"  note: {note}" for note in summary.notes)
     lines.append("  files:")
     lines.extend(f"    {path}" for path in summary.files.values())

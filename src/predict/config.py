@@ -198,7 +198,9 @@ class Backend(StrEnum):
     """The runtime that executes the model."""
 
     ONNXRUNTIME = "onnxruntime"
-    TORCH = "torch"  # TorchScript (.pt), torch.export (.pt2), Keras .h5 through Keras 3 on torch (predict.runners.torch)
+    TORCH = (
+        "torch"  # TorchScript (.pt), torch.export (.pt2), Keras .h5 through Keras 3 on torch (predict.runners.torch)
+    )
 
 
 class Engine(StrEnum):
@@ -597,9 +599,7 @@ def _build_task(raw: dict, source: Path) -> TaskConfig:
         errors.append("data.dataframe is missing")  # array problem types may give data.inputs instead
     head = None
     if problem_type is not None:
-        head = parse_section(
-            HEADS[problem_type].Config, raw.get("head"), key="head", base_dir=base_dir, errors=errors
-        )
+        head = parse_section(HEADS[problem_type].Config, raw.get("head"), key="head", base_dir=base_dir, errors=errors)
 
     if not errors and all(value is not None for value in sections.values()):
         task = TaskConfig(source=source, problem_type=problem_type, model=model, head=head, **sections)
@@ -657,7 +657,9 @@ def _check_task(task: TaskConfig) -> list[str]:
         errors.extend(head_check())
     # Span prediction reads data.question_column and data.context_column instead (see _check_text);
     # array problem types read feature columns or `data.inputs` (see _check_array_data).
-    reads_one_column = task.problem_type is not ProblemType.TEXT_SPAN_PREDICTION and task.problem_type.modality != "array"
+    reads_one_column = (
+        task.problem_type is not ProblemType.TEXT_SPAN_PREDICTION and task.problem_type.modality != "array"
+    )
     if reads_one_column and getattr(data, column_key, None) is None:
         errors.append(f"data.{column_key} is missing (needed for {task.problem_type})")
     if not data.label_columns and data.inputs is None:  # seed-style files name their labels themselves
@@ -688,7 +690,9 @@ def _check_not_array_data(task: TaskConfig) -> list[str]:
     errors = []
     for key in ("inputs", "labels", "feature_columns", "id_column"):
         if getattr(task.data, key) is not None:
-            errors.append(f"data.{key} applies to array_regression and array_classification only (got {task.problem_type})")
+            errors.append(
+                f"data.{key} applies to array_regression and array_classification only (got {task.problem_type})"
+            )
     return errors
 
 
@@ -712,7 +716,9 @@ def _check_array_data(task: TaskConfig) -> list[str]:
         elif path.suffix.lower() not in suffixes:
             errors.append(f"data.{key} must be one of {', '.join(suffixes)} (got '{path.name}')")
     if data.inputs is not None and data.feature_columns is not None and data.inputs.suffix.lower() in (".npy", ".npz"):
-        errors.append(f"data.feature_columns: {data.inputs.name} has no columns (it applies to a dataframe or a CSV of features)")
+        errors.append(
+            f"data.feature_columns: {data.inputs.name} has no columns (it applies to a dataframe or a CSV of features)"
+        )
     return errors
 
 
@@ -737,7 +743,9 @@ def _check_audio(task: TaskConfig) -> list[str]:
     errors = []
     preprocessing = task.preprocessing
     if preprocessing.sample_rate is None:
-        errors.append(f"preprocessing.sample_rate is missing: the sample rate (Hz) the model was trained at ({task.problem_type})")
+        errors.append(
+            f"preprocessing.sample_rate is missing: the sample rate (Hz) the model was trained at ({task.problem_type})"
+        )
     elif preprocessing.sample_rate < 1:
         errors.append(f"preprocessing.sample_rate must be >= 1 (got {preprocessing.sample_rate})")
     for key, minimum in (("mel_frequency_bins", 1), ("window_size", 2), ("hop_size", 1)):
@@ -799,7 +807,9 @@ def _check_text(task: TaskConfig) -> list[str]:
     errors = []
     preprocessing = task.preprocessing
     if preprocessing.tokenizer is None:
-        errors.append(f"preprocessing.tokenizer is missing: a text model needs the tokenizer it was trained with ({task.problem_type})")
+        errors.append(
+            f"preprocessing.tokenizer is missing: a text model needs the tokenizer it was trained with ({task.problem_type})"
+        )
     elif not preprocessing.tokenizer.is_file():
         errors.append(f"preprocessing.tokenizer file not found: {preprocessing.tokenizer}")
     if preprocessing.max_length is not None and preprocessing.max_length < 1:
@@ -816,7 +826,9 @@ def _check_text(task: TaskConfig) -> list[str]:
                 "into windows (preprocessing.doc_stride), never truncated; remove the key"
             )
         if len(task.data.label_columns) > 1:
-            errors.append(f"data.label_columns: span prediction takes one answer column (got {list(task.data.label_columns)})")
+            errors.append(
+                f"data.label_columns: span prediction takes one answer column (got {list(task.data.label_columns)})"
+            )
     return errors
 
 
@@ -844,7 +856,9 @@ def _check_columns(task: TaskConfig, columns: list[str], column_key: str) -> lis
     return errors
 
 
-def feature_column_lists(feature_columns: tuple[str, ...] | dict[str, tuple[str, ...]] | None) -> list[tuple[str, tuple[str, ...]]]:
+def feature_column_lists(
+    feature_columns: tuple[str, ...] | dict[str, tuple[str, ...]] | None,
+) -> list[tuple[str, tuple[str, ...]]]:
     """(config key, column names) of each list in `data.feature_columns`."""
     if feature_columns is None:
         return []
@@ -913,7 +927,9 @@ def _coerce(value: Any, hint: Any, *, key: str, base_dir: Path) -> Any:
         if not isinstance(value, dict) or not value:
             raise _CoercionError(f"{key} must be a mapping of keys (got {_show(value)})")
         return {
-            _coerce(name, key_type, key=key, base_dir=base_dir): _coerce(item, value_type, key=f"{key}.{name}", base_dir=base_dir)
+            _coerce(name, key_type, key=key, base_dir=base_dir): _coerce(
+                item, value_type, key=f"{key}.{name}", base_dir=base_dir
+            )
             for name, item in value.items()
         }
     if origin is tuple:
@@ -959,4 +975,3 @@ def _coerce(value: Any, hint: Any, *, key: str, base_dir: Path) -> Any:
 
 def _show(value: Any) -> str:
     return f"{value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
-

@@ -43,8 +43,8 @@ from predict.heads import HEADS
 from predict.heads.base import Head
 from predict.model_file import ResolvedModel, file_sha256
 from predict.report import metrics as metrics_library
-from predict.runners.generation import build_generation_runner
 from predict.runners.backend import load_runner, resolve_model
+from predict.runners.generation import build_generation_runner
 from predict.writers._atomic import atomic_path
 from predict.writers.archive import write_archive
 from predict.writers.checkpoint import Checkpoint, Chunk, save_arrays
@@ -54,7 +54,6 @@ from predict.writers.row_arrays import DiskRows
 
 if TYPE_CHECKING:
     import torch.utils.data
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +112,9 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
         metrics_library.start_import()  # metrics will be computed: their library loads while the model does
     model = resolve_model(task, output_dir=output_dir)  # runtime.backend: the .onnx, a .pt/.pt2, or a converted .h5
     fidelity = FidelityCheck(task, converted=model.path)  # an .h5: the first batch also goes through Keras, once
-    if task.problem_type is ProblemType.TEXT_SEQUENCE_TO_SEQUENCE:  # an encoder/decoder pair, many decoder calls per batch
+    if (
+        task.problem_type is ProblemType.TEXT_SEQUENCE_TO_SEQUENCE
+    ):  # an encoder/decoder pair, many decoder calls per batch
         runner = build_generation_runner(task, model.path, cache_dir=output_dir / "onnx_cache")
     else:
         runner = load_runner(task, model.path)
@@ -128,7 +129,11 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     # Chunks end on batch boundaries, so a resumed run feeds the model exactly the batches it would have.
     first_batch = checkpoint.rows_done // batch_size
     loader = build_loader(
-        task, dataframe, runner.inputs, first_batch=first_batch, model_on_cuda=runner.provider == "CUDAExecutionProvider"
+        task,
+        dataframe,
+        runner.inputs,
+        first_batch=first_batch,
+        model_on_cuda=runner.provider == "CUDAExecutionProvider",
     )
     decoders = loader.num_workers
     # num_workers unset and decoding on the main thread (few CPUs): check after a few batches that the
@@ -167,7 +172,9 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
         stages["postprocess"] += time.perf_counter() - postprocess_started
         batch_seconds.append(time.perf_counter() - tick)
         chunk = _chunk_of(batch, predictions)
-        pending.append(dataclasses.replace(chunk, predictions=disk_rows.take(predictions, start=chunk.start, valid=chunk.valid)))
+        pending.append(
+            dataclasses.replace(chunk, predictions=disk_rows.take(predictions, start=chunk.start, valid=chunk.valid))
+        )
         if len(pending) == chunk_batches:
             write_started = time.perf_counter()
             chunks.append(_merge_chunks(pending))
@@ -176,7 +183,16 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
             stages["write"] += time.perf_counter() - write_started
         bar.update(len(batch.row_ids))
 
-    with model_thread, tqdm(total=len(dataframe), initial=checkpoint.rows_done, unit="row", desc=split, disable=None if progress else True) as bar:
+    with (
+        model_thread,
+        tqdm(
+            total=len(dataframe),
+            initial=checkpoint.rows_done,
+            unit="row",
+            desc=split,
+            disable=None if progress else True,
+        ) as bar,
+    ):
         batches = iter(loader)
         fed = 0
         while True:
@@ -188,8 +204,14 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
             batch = from_shared(batch)
             if batch.errors and not skip:
                 row, message = batch.errors[0]
-                more = f" (and {len(batch.errors) - 1} more in rows {row}..{batch.row_ids[-1]})" if len(batch.errors) > 1 else ""
-                raise InputError(f"{task.data.rows_file.name}: {message}{more} (data.on_error: skip leaves such rows out)")
+                more = (
+                    f" (and {len(batch.errors) - 1} more in rows {row}..{batch.row_ids[-1]})"
+                    if len(batch.errors) > 1
+                    else ""
+                )
+                raise InputError(
+                    f"{task.data.rows_file.name}: {message}{more} (data.on_error: skip leaves such rows out)"
+                )
             in_flight.append((batch, model_thread.submit(batch.inputs), tick))
             fed += 1
             if probe and fed == PROBE_BATCHES:
@@ -207,7 +229,9 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
                         f"decoding moved to {decoders} worker processes after {fed} batches: "
                         "the decoder, not the model, was the bottleneck (set runtime.num_workers to choose)"
                     )
-            if len(in_flight) > 1:  # the model runs this batch while the last one is post-processed and the next decoded
+            if (
+                len(in_flight) > 1
+            ):  # the model runs this batch while the last one is post-processed and the next decoded
                 finish_oldest()
         while in_flight:
             finish_oldest()
@@ -365,7 +389,9 @@ def _named_files(value: Any, prefix: str = "") -> list[tuple[str, Path]]:
 
 
 def _check_output_dir(output_dir: Path, split: str, *, resume: bool, overwrite: bool) -> None:
-    existing = [name for name in (f"{split}_predictions.csv", f"{split}_predictions.zip") if (output_dir / name).exists()]
+    existing = [
+        name for name in (f"{split}_predictions.csv", f"{split}_predictions.zip") if (output_dir / name).exists()
+    ]
     partial = (output_dir / f".{split}.partial").exists()
     if resume or overwrite:
         return
@@ -459,7 +485,13 @@ def _write_files(
     files = {"csv": csv_path, "pkl": pkl_path}
     npz_path = output_dir / f"{split}_raw_predictions.npz"
     if task.output.write_npz:
-        save_arrays(npz_path, {key: np.asarray(value) if not isinstance(value, list) else _object_array(value) for key, value in raw.items()})
+        save_arrays(
+            npz_path,
+            {
+                key: np.asarray(value) if not isinstance(value, list) else _object_array(value)
+                for key, value in raw.items()
+            },
+        )
         files["npz"] = npz_path
     else:
         npz_path.unlink(missing_ok=True)
@@ -489,7 +521,9 @@ def _write_errors(path: Path, errors: list[tuple[int, str]], files: dict[str, Pa
         path.unlink(missing_ok=True)
         return
     with atomic_path(path) as temp:
-        pd.DataFrame({"row": [row for row, _ in errors], "error": [message for _, message in errors]}).to_csv(temp, index=False)
+        pd.DataFrame({"row": [row for row, _ in errors], "error": [message for _, message in errors]}).to_csv(
+            temp, index=False
+        )
     files["errors"] = path
 
 

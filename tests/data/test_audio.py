@@ -28,7 +28,10 @@ def reference_clip(rate: int = 16000, seconds: float = 1.5) -> np.ndarray:
     return clip.astype(np.float32)
 
 
-@pytest.mark.parametrize(("extension", "rate", "subtype"), [("wav", 16000, "FLOAT"), ("wav", 44100, "PCM_16"), ("flac", 22050, "PCM_24"), ("ogg", 11025, "VORBIS")])
+@pytest.mark.parametrize(
+    ("extension", "rate", "subtype"),
+    [("wav", 16000, "FLOAT"), ("wav", 44100, "PCM_16"), ("flac", 22050, "PCM_24"), ("ogg", 11025, "VORBIS")],
+)
 def test_read_audio_equals_librosa_load(tmp_path, extension, rate, subtype):
     stereo = np.stack([reference_clip(rate), 0.5 * reference_clip(rate)[::-1]], axis=1)
     path = tmp_path / f"clip.{extension}"
@@ -73,19 +76,37 @@ def preprocessing(**overrides) -> PreprocessingConfig:
 )
 def test_model_input_layouts(shape, features, seconds, axes, chunk):
     spec = TensorSpec(name="audio", shape=shape, dtype=np.dtype(np.float32))
-    audio_input = audio_input_from(spec, preprocessing(audio_features=features, inference_chunk_seconds=seconds), model_name="m.onnx")
+    audio_input = audio_input_from(
+        spec, preprocessing(audio_features=features, inference_chunk_seconds=seconds), model_name="m.onnx"
+    )
     assert audio_input.axes == axes and audio_input.chunk_samples == chunk
 
 
 @pytest.mark.parametrize(
     ("shape", "overrides", "message"),
     [
-        ((None, 8000, 2), {"audio_features": AudioFeatures.WAVEFORM}, r"has shape \(\?, 8000, 2\); preprocessing.audio_features: waveform needs"),
+        (
+            (None, 8000, 2),
+            {"audio_features": AudioFeatures.WAVEFORM},
+            r"has shape \(\?, 8000, 2\); preprocessing.audio_features: waveform needs",
+        ),
         ((None, 40, 17), {}, r"no axis has preprocessing.mel_frequency_bins = 64 entries"),
         ((None, 64, 64), {}, r"the mel axis is ambiguous"),
-        ((None, 64, None), {}, r"preprocessing.inference_chunk_seconds is missing and model m.onnx takes any number of frames"),
-        ((None, 64, 17), {"inference_chunk_seconds": 2.0}, r"gives 32 frames per chunk but model m.onnx takes 17 .*set it to 1.024"),
-        ((None, 8000), {"audio_features": AudioFeatures.WAVEFORM, "inference_chunk_seconds": 0.5}, r"gives 4000 samples .* set it to 1 "),
+        (
+            (None, 64, None),
+            {},
+            r"preprocessing.inference_chunk_seconds is missing and model m.onnx takes any number of frames",
+        ),
+        (
+            (None, 64, 17),
+            {"inference_chunk_seconds": 2.0},
+            r"gives 32 frames per chunk but model m.onnx takes 17 .*set it to 1.024",
+        ),
+        (
+            (None, 8000),
+            {"audio_features": AudioFeatures.WAVEFORM, "inference_chunk_seconds": 0.5},
+            r"gives 4000 samples .* set it to 1 ",
+        ),
     ],
 )
 def test_model_input_errors_name_the_key(shape, overrides, message):
@@ -114,5 +135,7 @@ def test_uncentred_frames_set_the_chunk_length():
 
 def test_chunk_shorter_than_an_uncentred_frame_is_refused():
     spec = TensorSpec(name="audio", shape=(None, 64, None), dtype=np.dtype(np.float32))
-    with pytest.raises(ConfigError, match=r"inference_chunk_seconds 0.01 gives 80 samples per chunk, shorter than one frame of 256"):
+    with pytest.raises(
+        ConfigError, match=r"inference_chunk_seconds 0.01 gives 80 samples per chunk, shorter than one frame of 256"
+    ):
         audio_input_from(spec, preprocessing(center=False, inference_chunk_seconds=0.01), model_name="m.onnx")

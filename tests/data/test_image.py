@@ -17,9 +17,16 @@ SIZE = 24
 
 
 def loader(folder: Path, names: list[str], channels: int = 3) -> ImageBatches:
-    spec = ImageInput(name="x", height=SIZE, width=SIZE, channels=channels, channels_first=False, dtype=np.dtype(np.float32))
+    spec = ImageInput(
+        name="x", height=SIZE, width=SIZE, channels=channels, channels_first=False, dtype=np.dtype(np.float32)
+    )
     return ImageBatches(
-        names, data_folder=folder, image_input=spec, preprocessing=PreprocessingConfig(), batch_size=len(names), column="image"
+        names,
+        data_folder=folder,
+        image_input=spec,
+        preprocessing=PreprocessingConfig(),
+        batch_size=len(names),
+        column="image",
     )
 
 

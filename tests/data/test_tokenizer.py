@@ -25,7 +25,9 @@ def tokenizer_json(tmp_path_factory):
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(SENTENCES, trainers.WordPieceTrainer(vocab_size=150, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+    tokenizer.train_from_iterator(
+        SENTENCES, trainers.WordPieceTrainer(vocab_size=150, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
+    )
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
@@ -45,7 +47,7 @@ def test_tokenizer_json_truncates_inside_max_length_and_keeps_specials(tokenizer
 
 def test_tokenizer_json_words_map_sub_tokens_to_whitespace_words(tokenizer_json):
     tokenizer = load_tokenizer(tokenizer_json)
-    words = "Lisbon, Acme-Corp zzqx".split()
+    words = ["Lisbon,", "Acme-Corp", "zzqx"]
     (encoding,) = tokenizer.encode_words([words], max_length=32)
     assert set(encoding.word_ids[encoding.word_ids >= 0]) == {0, 1, 2}
     assert np.all(np.diff(encoding.word_ids[1:-1]) >= 0)  # words in order
@@ -80,8 +82,14 @@ def test_keras_word_index_splits_on_filters_and_maps_unknown_words_to_oov(tmp_pa
 def test_keras_tokenizer_json_uses_its_own_lower_filters_oov_and_num_words(tmp_path):
     # The layout of keras' Tokenizer.to_json(): word_index is a JSON string inside the JSON.
     config = {
-        "num_words": 4, "filters": "!,", "lower": False, "split": " ", "char_level": False, "oov_token": "<unk>",
-        "document_count": 1, "word_index": json.dumps({"<unk>": 1, "Dog": 2, "cat": 3, "bird": 4}),
+        "num_words": 4,
+        "filters": "!,",
+        "lower": False,
+        "split": " ",
+        "char_level": False,
+        "oov_token": "<unk>",
+        "document_count": 1,
+        "word_index": json.dumps({"<unk>": 1, "Dog": 2, "cat": 3, "bird": 4}),
     }
     path = tmp_path / "keras_tokenizer.json"
     path.write_text(json.dumps({"class_name": "Tokenizer", "config": config}))
@@ -99,11 +107,15 @@ def test_text_vectorization_vocabulary_strips_punctuation(tmp_path):
 
 
 def test_tokenizer_errors(tmp_path, tokenizer_json):
-    with pytest.raises(ConfigError, match="preprocessing.lowercase is for word-index vocabularies; tokenizer.json is a tokenizer.json"):
+    with pytest.raises(
+        ConfigError, match="preprocessing.lowercase is for word-index vocabularies; tokenizer.json is a tokenizer.json"
+    ):
         load_tokenizer(tokenizer_json, lowercase=False)
     vocabulary = tmp_path / "vocabulary.txt"
     vocabulary.write_text("\n[UNK]\nthe\n")
-    with pytest.raises(ConfigError, match=r"preprocessing.oov_token '<OOV>' is not in the vocabulary of vocabulary.txt"):
+    with pytest.raises(
+        ConfigError, match=r"preprocessing.oov_token '<OOV>' is not in the vocabulary of vocabulary.txt"
+    ):
         load_tokenizer(vocabulary, oov_token="<OOV>")
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps({"hello": "world"}))
@@ -186,7 +198,12 @@ def test_keras_tokenizer_json_equals_texts_to_sequences_and_pad_sequences(tmp_pa
         KERAS_TEXTS,
         tokenizer=tokenizer,
         inputs=TextInputs(
-            ids="ids", mask=None, token_types=None, dtypes={"ids": np.dtype(np.int32)}, max_length=5, pad_to_max_length=True
+            ids="ids",
+            mask=None,
+            token_types=None,
+            dtypes={"ids": np.dtype(np.int32)},
+            max_length=5,
+            pad_to_max_length=True,
         ),
         layout=TextLayout.SEQUENCE,
         batch_size=len(KERAS_TEXTS),

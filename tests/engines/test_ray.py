@@ -65,7 +65,9 @@ def test_image_classification_with_skipped_rows_on_torch(torch_models, make_task
     module, _ = torch_models["softmax3"]
     program = tmp_path / "model.pt2"
     example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    torch.export.save(torch.export.export(module.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)), program)
+    torch.export.save(
+        torch.export.export(module.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)), program
+    )
     frame = pd.read_csv(image_folder / "labels.csv", dtype=str, keep_default_na=False)
     frame.loc[5, "image_path"] = "missing.png"
     frame.to_csv(tmp_path / "rows.csv", index=False)
@@ -85,7 +87,9 @@ def test_metric_learning_top_k_after_the_map(tmp_path):
 
 
 def test_text_regression(tmp_path):
-    files = run_both(ROOT / "configs" / "text_regression.yaml", tmp_path, "runtime.num_workers=0", "runtime.batch_size=16")
+    files = run_both(
+        ROOT / "configs" / "text_regression.yaml", tmp_path, "runtime.num_workers=0", "runtime.batch_size=16"
+    )
     assert_same_files(files)
 
 
@@ -102,7 +106,9 @@ def test_cuda_on_a_cluster_without_gpus():
 def test_array_regression_from_a_memory_mapped_npy(tmp_path):
     """Windows from a `.npy`: Ray's tasks reopen the memory map from its path; a NaN row is skipped on both engines."""
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).eval()
+    module = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+    ).eval()
     torch.onnx.export(
         module, (torch.zeros(1, 4, 3),), str(tmp_path / "windows.onnx"), input_names=["window"], output_names=["next"],
         dynamic_axes={"window": {0: "batch"}, "next": {0: "batch"}}, opset_version=17, dynamo=False,
@@ -113,10 +119,14 @@ def test_array_regression_from_a_memory_mapped_npy(tmp_path):
     np.save(tmp_path / "y.npy", windows[:, -1, :2])
     config = tmp_path / "task.yaml"
     config.write_text(
-        json.dumps({
-            "problem_type": "array_regression", "model": "windows.onnx",
-            "data": {"inputs": "X.npy", "labels": "y.npy", "on_error": "skip"}, "runtime": {"batch_size": 16},
-        })  # fmt: skip
+        json.dumps(
+            {
+                "problem_type": "array_regression",
+                "model": "windows.onnx",
+                "data": {"inputs": "X.npy", "labels": "y.npy", "on_error": "skip"},
+                "runtime": {"batch_size": 16},
+            }
+        )  # fmt: skip
     )
     files = run_both(config, tmp_path)
     assert "errors" in files["ray"]

@@ -28,7 +28,12 @@ def build(tmp_path, frame, label_columns, outputs, head=None, split="validation"
     config = {
         "problem_type": "image_classification",
         "model": str(model),
-        "data": {"dataframe": str(tmp_path / "frame.csv"), "split": split, "image_column": "image", "label_columns": label_columns},
+        "data": {
+            "dataframe": str(tmp_path / "frame.csv"),
+            "split": split,
+            "image_column": "image",
+            "label_columns": label_columns,
+        },
         "head": head or {},
     }
     task = load_config(write_config(tmp_path / "task.yaml", config))

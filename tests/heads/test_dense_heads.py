@@ -71,13 +71,17 @@ def test_yolov5_layout_multiplies_objectness_and_takes_anchors_first():
     # Logits: sigmoid on the objectness too.
     logits = detection_head("yolov5", score_activation=object_detection.ScoreActivation.SIGMOID)
     raw[0, 1, 4:] = [0.0, -10.0, 10.0]  # sigmoid: 0.5 x ~1.0
-    assert logits.postprocess({"predictions": raw}, batch_of([(64, 64)]))["confidences"][0, 0] == pytest.approx(0.5, abs=1e-4)
+    assert logits.postprocess({"predictions": raw}, batch_of([(64, 64)]))["confidences"][0, 0] == pytest.approx(
+        0.5, abs=1e-4
+    )
 
 
 @pytest.mark.parametrize(("layout", "columns"), [("yolo", 7), ("yolov5", 6), ("yolov5", 8)])
 def test_yolo_outputs_that_do_not_fit_the_class_count_are_refused(layout, columns):
     head = detection_head(layout)
-    with pytest.raises(InputError, match=rf"has shape \[3, {columns}\] per image; head.layout {layout} with 2 head.class_names"):
+    with pytest.raises(
+        InputError, match=rf"has shape \[3, {columns}\] per image; head.layout {layout} with 2 head.class_names"
+    ):
         head.postprocess({"predictions": np.zeros((1, 3, columns), dtype=np.float32)}, batch_of([(64, 64)]))
 
 
@@ -91,7 +95,10 @@ def test_a_static_yolo_output_shape_is_checked_before_any_work():
     symbolic = TensorSpec(name="out", shape=(None, None, 100), dtype=np.dtype(np.float32))
     object_detection._check_yolo_shape(symbolic, config, model_name="m.onnx")  # left to the first batch
     wrong = TensorSpec(name="out", shape=(None, 6, 100), dtype=np.dtype(np.float32))
-    with pytest.raises(ConfigError, match=r"head.layout yolov5: model m.onnx output 'out' is \(\?, 6, 100\), but 2 head.class_names need 7"):
+    with pytest.raises(
+        ConfigError,
+        match=r"head.layout yolov5: model m.onnx output 'out' is \(\?, 6, 100\), but 2 head.class_names need 7",
+    ):
         object_detection._check_yolo_shape(wrong, config, model_name="m.onnx")
 
 
@@ -128,8 +135,12 @@ def test_detection_metrics_match_pycocotools_on_a_perfect_and_an_empty_image():
 
 def test_detection_labels_errors(tmp_path):
     source = tmp_path / "frame.csv"
-    frame = pd.DataFrame({"x_min": ["[0]"], "y_min": ["[0]"], "x_max": ["[1]"], "y_max": ["[1]"], "class_name": ['["c"]']})
-    with pytest.raises(InputError, match=r"frame.csv: row 0, column 'class_name': class 'c' is not in head.class_names \(a, b\)"):
+    frame = pd.DataFrame(
+        {"x_min": ["[0]"], "y_min": ["[0]"], "x_max": ["[1]"], "y_max": ["[1]"], "class_name": ['["c"]']}
+    )
+    with pytest.raises(
+        InputError, match=r"frame.csv: row 0, column 'class_name': class 'c' is not in head.class_names \(a, b\)"
+    ):
         object_detection._read_labels(frame, "class_name", ("a", "b"), source=source)
     frame["class_name"] = "not a list"
     with pytest.raises(InputError, match=r"row 0, column 'class_name': expected a list"):
@@ -193,7 +204,10 @@ def test_semantic_test_split_gets_class_id_and_the_configured_mask_column_name()
 
 def test_semantic_label_rle_past_the_image_names_the_row():
     head = semantic_head([{"a": "1 100"}])
-    with pytest.raises(InputError, match=r"frame.csv: row 0, column 'rle_mask', class 'a': RLE a run ends at pixel 100, past the 4x4 image"):
+    with pytest.raises(
+        InputError,
+        match=r"frame.csv: row 0, column 'rle_mask', class 'a': RLE a run ends at pixel 100, past the 4x4 image",
+    ):
         head.postprocess({"maps": np.zeros((1, 2, 4, 4), dtype=np.float32)}, batch_of([(4, 4)], input_size=(4, 4)))
 
 
@@ -211,7 +225,12 @@ def test_h2o_layout_splits_instances_at_borders_and_keeps_one_pixel_instances():
     maps[0, 3, :, 4] = 0.9  # ...cut in two by a border between instances
     maps[0, 1, 0, 0] = 0.8  # a one-pixel b instance, on an instance border
     maps[0, 2, 0, 0] = 0.9
-    labels = [[("a", encode_rle(np.pad(np.ones((6, 3), bool), ((1, 1), (1, 4))))), ("b", encode_rle(np.pad(np.ones((1, 1), bool), ((0, 7), (0, 7)))))]]
+    labels = [
+        [
+            ("a", encode_rle(np.pad(np.ones((6, 3), bool), ((1, 1), (1, 4))))),
+            ("b", encode_rle(np.pad(np.ones((1, 1), bool), ((0, 7), (0, 7))))),
+        ]
+    ]
     head = instance_head(labels=labels)
     predictions = head.postprocess({"maps": maps}, batch_of([(8, 8)], input_size=(8, 8)))
     instances = predictions["instances"][0]
@@ -220,7 +239,9 @@ def test_h2o_layout_splits_instances_at_borders_and_keeps_one_pixel_instances():
     left = decode_rle(instances[0][3], (8, 8))
     right = decode_rle(instances[1][3], (8, 8))
     # The border column 4 joins a nearest core (both are one pixel away): every class pixel is in one instance.
-    assert left[1:7, 1:4].all() and right[1:7, 5:7].all() and left.sum() + right.sum() == 36 and not (left & right).any()
+    assert (
+        left[1:7, 1:4].all() and right[1:7, 5:7].all() and left.sum() + right.sum() == 36 and not (left & right).any()
+    )
     raw = head.raw_predictions(predictions, pd.DataFrame({"image_path": ["x.png"]}))
     assert raw["instance_predictions"].shape == (1, 8, 8, 2) and raw["instance_predictions"][0, 0, 0, 1] == 1
     assert raw["confidences"][0]["b"] == {1: pytest.approx(0.8)} and raw["raw_probabilities"].dtype == np.float16

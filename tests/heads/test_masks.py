@@ -57,7 +57,9 @@ def test_column_major_rle_is_pycocotools_order(name):
     mask = MASKS[name]
     text = encode_rle(mask)
     assert_array_equal(mask_utils.decode(coco_from_kaggle(text, mask.shape)).astype(bool), mask)
-    assert mask_utils.area(mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))) == sum(map(int, text.split()[1::2]))
+    assert mask_utils.area(mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))) == sum(
+        map(int, text.split()[1::2])
+    )
 
 
 def test_rle_exact_strings():
@@ -99,8 +101,13 @@ def test_nms_is_class_wise():
 def test_boxes_and_maps_back_to_the_image():
     # A 50 x 100 image letterboxed into 64 x 64: scaled to 32 x 64, 16 rows of padding above.
     box = np.array([[0, 16, 64, 48]], dtype=np.float32)
-    assert_allclose(boxes_to_original(box, (50, 100), (64, 64), resize_mode=ResizeMode.LETTERBOX), [[0, 0, 100, 50]], atol=1e-4)
-    assert_allclose(boxes_to_original(box / 64, (50, 100), (64, 64), resize_mode=ResizeMode.RESIZE, normalized=True), [[0, 12.5, 100, 37.5]])
+    assert_allclose(
+        boxes_to_original(box, (50, 100), (64, 64), resize_mode=ResizeMode.LETTERBOX), [[0, 0, 100, 50]], atol=1e-4
+    )
+    assert_allclose(
+        boxes_to_original(box / 64, (50, 100), (64, 64), resize_mode=ResizeMode.RESIZE, normalized=True),
+        [[0, 12.5, 100, 37.5]],
+    )
     maps = np.zeros((1, 64, 64), dtype=np.float32)
     maps[:, 16:48] = 1
     restored = to_original_size(maps, (50, 100), resize_mode=ResizeMode.LETTERBOX)

@@ -24,7 +24,15 @@ def brute_force_topk(embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 @pytest.mark.parametrize(
     ("rows", "dims", "k", "block_size"),
-    [(2, 3, 1, 2048), (300, 16, 10, 64), (2000, 32, 50, 256), (2000, 32, 50, 272), (500, 8, 499, 128), (41, 4, 40, 7), (100, 8, 3, 16)],
+    [
+        (2, 3, 1, 2048),
+        (300, 16, 10, 64),
+        (2000, 32, 50, 256),
+        (2000, 32, 50, 272),
+        (500, 8, 499, 128),
+        (41, 4, 40, 7),
+        (100, 8, 3, 16),
+    ],
 )
 def test_cosine_topk_matches_brute_force(rows, dims, k, block_size):
     embeddings = l2_normalize(np.random.default_rng(rows).standard_normal((rows, dims)))
@@ -93,7 +101,9 @@ def test_map_matches_the_definition():
 
 def test_map_is_one_for_a_perfect_ranking_and_left_out_without_relevant_rows():
     labels = np.array(["a", "a", "b", "b"], dtype=object)
-    assert retrieval_mean_average_precision(labels, np.array([[1, 2], [0, 3], [3, 0], [2, 1]]), notes=[]) == {"mAP": 1.0}
+    assert retrieval_mean_average_precision(labels, np.array([[1, 2], [0, 3], [3, 0], [2, 1]]), notes=[]) == {
+        "mAP": 1.0
+    }
     assert retrieval_mean_average_precision(labels, np.array([[2, 1], [2, 0], [0, 3], [0, 2]]), notes=[])["mAP"] == 0.5
     notes: list[str] = []
     assert retrieval_mean_average_precision(np.array(["a", "b"], dtype=object), np.array([[1], [0]]), notes=notes) == {}
@@ -120,8 +130,12 @@ def test_fewer_neighbours_than_csv_columns_leaves_cells_empty():
     assert_allclose(np.linalg.norm(predictions["embeddings"], axis=1), 1.0, rtol=1e-6)
     columns = head.prediction_columns(predictions)
     assert list(columns) == [
-        "top_1_similar_image", "top_2_similar_image", "top_3_similar_image",
-        "top_1_cosine_similarity", "top_2_cosine_similarity", "top_3_cosine_similarity",
+        "top_1_similar_image",
+        "top_2_similar_image",
+        "top_3_similar_image",
+        "top_1_cosine_similarity",
+        "top_2_cosine_similarity",
+        "top_3_cosine_similarity",
     ]
     assert list(columns["top_1_similar_image"]) == ["img1.png", "img0.png", "img1.png"]
     assert list(columns["top_3_similar_image"]) == ["", "", ""]
@@ -133,7 +147,9 @@ def test_fewer_neighbours_than_csv_columns_leaves_cells_empty():
 
 def test_a_single_row_has_no_neighbours():
     head = make_head(1, 0)
-    predictions = head.finalize(head.postprocess({"embedding": np.ones((1, 4), np.float32)}, Batch(np.arange(1), {}, [], {})))
+    predictions = head.finalize(
+        head.postprocess({"embedding": np.ones((1, 4), np.float32)}, Batch(np.arange(1), {}, [], {}))
+    )
     assert predictions["similar_images"].shape == (1, 0)
     assert list(head.prediction_columns(predictions)["top_1_similar_image"]) == [""]
 

@@ -50,7 +50,9 @@ def test_rank_one_output_is_one_column(tmp_path):
 
 def test_width_must_match_label_columns(tmp_path):
     frame = pd.DataFrame({"image": ["a"], "h": [1.0]})
-    with pytest.raises(ConfigError, match=r"data.label_columns has 1 column\(s\) but model model.onnx output 'y' predicts 3"):
+    with pytest.raises(
+        ConfigError, match=r"data.label_columns has 1 column\(s\) but model model.onnx output 'y' predicts 3"
+    ):
         build(tmp_path, frame, ["h"], 3)
 
 

@@ -28,7 +28,12 @@ def _head(tmp_path, outputs=("start_logits", "end_logits"), **head):
         {
             "problem_type": "text_span_prediction",
             "model": "model.onnx",
-            "data": {"dataframe": "rows.csv", "question_column": "question", "context_column": "context", "label_columns": ["answer"]},
+            "data": {
+                "dataframe": "rows.csv",
+                "question_column": "question",
+                "context_column": "context",
+                "label_columns": ["answer"],
+            },
             "preprocessing": {"tokenizer": "tokenizer.json"},
             "head": head,
         },
@@ -69,13 +74,20 @@ def test_max_answer_length_limits_spans(tmp_path):
     start = np.zeros((1, 10), dtype=np.float32)
     end = np.zeros((1, 10), dtype=np.float32)
     start[0, 6], end[0, 7] = 9.0, 9.0
-    context = {"offsets": np.array([OFFSETS], dtype=np.int32), "window_rows": np.array([0]), "contexts": np.array([CONTEXT], dtype=object)}
+    context = {
+        "offsets": np.array([OFFSETS], dtype=np.int32),
+        "window_rows": np.array([0]),
+        "contexts": np.array([CONTEXT], dtype=object),
+    }
     predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(1), {}, [], context))
     assert len(predictions["predictions"][0].split()) == 1
 
 
 def test_output_names_must_be_found(tmp_path):
-    with pytest.raises(ConfigError, match=r"head.start_output is missing: model model.onnx outputs \(a, b\) have 0 name\(s\) containing 'start'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"head.start_output is missing: model model.onnx outputs \(a, b\) have 0 name\(s\) containing 'start'",
+    ):
         _head(tmp_path, outputs=("a", "b"))
     with pytest.raises(ConfigError, match="head.end_output: model model.onnx has no output 'stop'"):
         _head(tmp_path, end_output="stop")

@@ -33,7 +33,9 @@ def _head(tmp_path, dataframe: pd.DataFrame, **head):
     )
     task = load_config(config)
     outputs = (TensorSpec(name="logits", shape=(None, None, 3), dtype=np.dtype(np.float32), producer="Add"),)
-    return TokenClassificationHead.build(task, outputs=outputs, dataframe=pd.read_csv(csv, dtype=str, keep_default_na=False))
+    return TokenClassificationHead.build(
+        task, outputs=outputs, dataframe=pd.read_csv(csv, dtype=str, keep_default_na=False)
+    )
 
 
 def test_words_take_their_first_sub_token_and_cut_words_get_the_overflow_tag(tmp_path):

@@ -26,7 +26,9 @@ def test_multiclass():
     logits = RNG.normal(size=(60, 4))
     probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     result = classification_metrics(ClassificationKind.MULTICLASS, labels, probabilities, notes=[])
-    assert result["ROC_AUC"] == pytest.approx(sk.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"))
+    assert result["ROC_AUC"] == pytest.approx(
+        sk.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")
+    )
     assert result["LogLoss"] == pytest.approx(sk.log_loss(labels, probabilities))
     assert result["Accuracy"] == pytest.approx(sk.accuracy_score(labels, probabilities.argmax(1)))
     assert result["F1"] == pytest.approx(sk.f1_score(labels, probabilities.argmax(1), average="macro"))

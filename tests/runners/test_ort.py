@@ -55,5 +55,8 @@ class Overflowing(torch.nn.Module):
 def test_float16_that_drifts_is_refused(tmp_path, image):
     model = export_torch(Overflowing(), tmp_path / "overflow.onnx")
     runner = OrtRunner(model, precision=Precision.FP16)
-    with pytest.raises(ConfigError, match=r"runtime.precision: fp16 moves output 'scores' by \S+ \(max \|float32\| .*use precision: fp32"):
+    with pytest.raises(
+        ConfigError,
+        match=r"runtime.precision: fp16 moves output 'scores' by \S+ \(max \|float32\| .*use precision: fp32",
+    ):
         runner.run({"image": image})

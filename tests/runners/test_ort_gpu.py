@@ -12,7 +12,9 @@ from predict.runners.ort import CUDA, OrtRunner
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(CUDA not in onnxruntime.get_available_providers(), reason="onnxruntime has no CUDA provider here"),
+    pytest.mark.skipif(
+        CUDA not in onnxruntime.get_available_providers(), reason="onnxruntime has no CUDA provider here"
+    ),
 ]
 
 

@@ -71,13 +71,19 @@ def test_torch_matches_onnxruntime(how, model_name, torch_models, make_task, tmp
     config = make_task(onnx_path)
     reference, ort_summary = predictions(with_runtime(config, tmp_path, "ort"))
     runtime = {"backend": "torch"} if how == "export" else {"backend": "torch", "input_spec": f"['{SPEC}']"}
-    task = load_config(config, [f"model={torch_path}", f"output.dir={tmp_path / 'torch'}"] + [f"runtime.{k}={v}" for k, v in runtime.items()])
+    task = load_config(
+        config,
+        [f"model={torch_path}", f"output.dir={tmp_path / 'torch'}"] + [f"runtime.{k}={v}" for k, v in runtime.items()],
+    )
     got, summary = predictions(task)
     assert summary.provider == "torch-cpu"
     np.testing.assert_allclose(got["predictions"], reference["predictions"], rtol=1e-4, atol=1e-5)
     assert got.keys() == reference.keys()
     # The graph's last op is read the same way on both backends: probabilities used as they are, logits activated.
-    decision = [next(note for note in run.notes if note.startswith("output ")).split(": ", 1)[1] for run in (summary, ort_summary)]
+    decision = [
+        next(note for note in run.notes if note.startswith("output ")).split(": ", 1)[1]
+        for run in (summary, ort_summary)
+    ]
     assert decision[0] == decision[1]
 
 
@@ -86,7 +92,9 @@ def test_fixed_batch_program_is_cut_and_padded(torch_models, make_task, tmp_path
     program = save_torch(module, tmp_path / "fixed.pt2", "export", batch=4)
     config = make_task(onnx_path, runtime={"batch_size": 7, "num_workers": 0})
     reference, _ = predictions(with_runtime(config, tmp_path, "ort"))
-    got, summary = predictions(load_config(config, [f"model={program}", "runtime.backend=torch", f"output.dir={tmp_path / 't'}"]))
+    got, summary = predictions(
+        load_config(config, [f"model={program}", "runtime.backend=torch", f"output.dir={tmp_path / 't'}"])
+    )
     assert any("fixed batch size of 4" in note for note in summary.notes)
     np.testing.assert_allclose(got["predictions"], reference["predictions"], rtol=1e-4, atol=1e-5)
 
@@ -149,21 +157,29 @@ def test_input_spec_names_must_match_forward(torch_models, make_task, tmp_path):
 def test_input_spec_shape_the_model_cannot_take(torch_models, make_task, tmp_path):
     path = save_torch(torch_models["logits3"][0], tmp_path / "m.pt", "trace")
     task = load_config(make_task(path, runtime={"backend": "torch", "input_spec": ["image: float32[?, 3, 16, 16, 2]"]}))
-    with pytest.raises(ConfigError, match=r"model m.pt fails on a zero batch of its inputs \(image float32\[2, 3, 16, 16, 2\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"model m.pt fails on a zero batch of its inputs \(image float32\[2, 3, 16, 16, 2\]\)"
+    ):
         run_task(task, progress=False)
 
 
 def test_input_spec_must_agree_with_a_program(torch_models, make_task, tmp_path):
     path = save_torch(torch_models["logits3"][0], tmp_path / "m.pt2", "export")
     task = load_config(make_task(path, runtime={"backend": "torch", "input_spec": ["image: float16[?, 3, 8, 16]"]}))
-    with pytest.raises(ConfigError, match=r"runtime.input_spec disagrees with m.pt2: 'image' dtype float16 != float32; 'image' shape \[\?, 3, 8, 16\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"runtime.input_spec disagrees with m.pt2: 'image' dtype float16 != float32; 'image' shape \[\?, 3, 8, 16\]",
+    ):
         run_task(task, progress=False)
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("image float32[?, 3]", r"runtime.input_spec\[0\] 'image float32\[\?, 3\]': expected 'name: dtype\[d0, d1, ...\]'"),
+        (
+            "image float32[?, 3]",
+            r"runtime.input_spec\[0\] 'image float32\[\?, 3\]': expected 'name: dtype\[d0, d1, ...\]'",
+        ),
         ("image: float8[?, 3]", r"dtype must be one of float32, .* \(got 'float8'\)"),
         ("image: float32[?, 0]", r"each axis must be a size >= 1 or \? \(got '0'\)"),
         ("image: float32[]", r"give at least the batch axis"),
@@ -187,7 +203,10 @@ def test_parsed_spec():
 
 def test_backend_and_file_must_fit(torch_models, make_task, tmp_path):
     onnx_path = torch_models["logits3"][1]
-    with pytest.raises(ConfigError, match=r"runtime.backend: torch runs TorchScript \(.pt, .pth, .ts\), .* not 'logits3.onnx'; set runtime.backend: onnxruntime"):
+    with pytest.raises(
+        ConfigError,
+        match=r"runtime.backend: torch runs TorchScript \(.pt, .pth, .ts\), .* not 'logits3.onnx'; set runtime.backend: onnxruntime",
+    ):
         load_config(make_task(onnx_path, runtime={"backend": "torch"}))
     with pytest.raises(ConfigError, match=r"runtime.input_spec is read only for TorchScript and .pt2 models"):
         load_config(make_task(onnx_path, runtime={"input_spec": [SPEC]}))
@@ -198,7 +217,12 @@ def test_backend_and_file_must_fit(torch_models, make_task, tmp_path):
 
 def test_seq2seq_and_ray_actor_checks(torch_models, make_task, tmp_path):
     program = save_torch(torch_models["logits3"][0], tmp_path / "m.pt2", "export")
-    task = load_config(make_task(program, runtime={"backend": "torch", "engine": "ray"} if importlib.util.find_spec("ray") else {"backend": "torch"}))
+    task = load_config(
+        make_task(
+            program,
+            runtime={"backend": "torch", "engine": "ray"} if importlib.util.find_spec("ray") else {"backend": "torch"},
+        )
+    )
     seq2seq = dataclasses.replace(task, problem_type=ProblemType.TEXT_SEQUENCE_TO_SEQUENCE)
     errors = check_runtime(seq2seq)
     assert "runtime.backend: torch does not run text_sequence_to_sequence yet; use onnxruntime" in errors

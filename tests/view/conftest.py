@@ -16,7 +16,9 @@ from tests.conftest import IMAGE_SIZE, write_config
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
-def score(folder: Path, model: Path, image_folder: Path, *, problem_type: str, label_columns: list[str], sets=()) -> Path:
+def score(
+    folder: Path, model: Path, image_folder: Path, *, problem_type: str, label_columns: list[str], sets=()
+) -> Path:
     """Write a task YAML around the shared test images, run it into `folder` and return `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     config = write_config(

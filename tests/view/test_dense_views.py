@@ -61,7 +61,10 @@ def _mean_best(truths, predictions, iou) -> float:
     """Mean over true (class, shape) of the best IoU with a same-class prediction; 1/0 without truths."""
     if not truths:
         return 1.0 if not predictions else 0.0
-    return sum(max([iou(shape, other) for name, other in predictions if name == true_name], default=0.0) for true_name, shape in truths) / len(truths)
+    return sum(
+        max([iou(shape, other) for name, other in predictions if name == true_name], default=0.0)
+        for true_name, shape in truths
+    ) / len(truths)
 
 
 def _scores(name: str, folder: Path) -> list[float]:
@@ -79,8 +82,12 @@ def _scores(name: str, folder: Path) -> list[float]:
         return scores
     truth = _dataframe(folder)
     if name == "image_object_detection":
+
         def boxes(frame, row):
-            return [list(box) for box in zip(*(lists(frame, column)[row] for column in ("x_min", "y_min", "x_max", "y_max")))]
+            return [
+                list(box)
+                for box in zip(*(lists(frame, column)[row] for column in ("x_min", "y_min", "x_max", "y_max")))
+            ]
 
         return [
             _mean_best(
@@ -92,8 +99,14 @@ def _scores(name: str, folder: Path) -> list[float]:
         ]
     return [
         _mean_best(
-            [(label, _pixels(rle)) for label, rle in zip(lists(truth, "class_name")[row], lists(truth, "rle_mask")[row])],
-            [(label, _pixels(rle)) for label, rle in zip(lists(csv, "class_name")[row], lists(csv, "instance_rle")[row])],
+            [
+                (label, _pixels(rle))
+                for label, rle in zip(lists(truth, "class_name")[row], lists(truth, "rle_mask")[row])
+            ],
+            [
+                (label, _pixels(rle))
+                for label, rle in zip(lists(csv, "class_name")[row], lists(csv, "instance_rle")[row])
+            ],
             _set_iou,
         )
         for row in range(len(csv))
@@ -124,7 +137,11 @@ def test_show_rows_and_worst_order(name, dense_runs, capsys):
     assert [float(row[score_cell]) for row in rows] == pytest.approx([scores[row] for row in worst], abs=6e-4)
     assert min(scores) < 0.9  # the example models make mistakes: the order is not a tie
     code, out, _ = show(capsys, folder, "--rows", 3)
-    assert code == 0 and [row[:2] for row in table_rows(out)] == [["0", "valid_00.png"], ["1", "valid_01.png"], ["2", "valid_02.png"]]
+    assert code == 0 and [row[:2] for row in table_rows(out)] == [
+        ["0", "valid_00.png"],
+        ["1", "valid_01.png"],
+        ["2", "valid_02.png"],
+    ]
     if name != "image_semantic_segmentation":
         csv = read_csv(folder)
         counted = "instance_rle" if name == "image_instance_segmentation" else "x_min"
@@ -196,7 +213,9 @@ def test_changed_dataframe_is_named(dense_runs, tmp_path, capsys):
     assert "changed.csv: has 5 rows but" in err and "the dataframe changed since the run" in err
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run does it)")
+@pytest.mark.skipif(
+    find_chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run does it)"
+)
 def test_dense_reports_load_cleanly_in_chromium(dense_runs, tmp_path):
     for name in NAMES:
         page = tmp_path / f"{name}.html"

@@ -33,10 +33,12 @@ def _expected_worst(name: str, csv: pd.DataFrame) -> list[int]:
     if name == "audio_classification":
         return sorted(rows, key=lambda i: float(csv[f"pred_sound_{csv['sound'][i]}"][i]))
     if name == "text_token_classification":
+
         def key(i):
             true, predicted = csv["tags"][i].split(), csv["pred_tags"][i].split()
             wrong = sum(t != p for t, p in zip(true, predicted))
             return (-wrong, -wrong / len(true))
+
         return sorted(rows, key=key)
     if name == "text_span_prediction":
         return sorted(rows, key=lambda i: _jaccard(csv["answer"][i], csv["pred_answer"][i]))
@@ -103,12 +105,36 @@ def test_seq2seq_worst_are_the_damaged_rows(seq2seq_with_mistakes, capsys):
 # Plot titles (image alt texts) per example, and markers of its samples in the HTML.
 _PAGES = {
     "text_regression": (["Predicted vs actual", "Residuals"], "Sample texts", ['<blockquote class="snippet">']),
-    "audio_classification": (["Confusion matrix", "ROC curves"], "Sample clips", ['<figure class="sample wrong"><img src="data:image/png']),
-    "audio_regression": (["Predicted vs actual", "Residuals"], "Sample clips", ['<figure class="sample"><img src="data:image/png']),
-    "text_token_classification": (["Tag confusion matrix", "Tag counts"], "Sample texts", ['class="token mismatch"', "<sub>B-PER"]),
-    "text_span_prediction": (["Answer overlap", "Answer lengths"], "Sample texts", ['<mark class="predicted actual">', '<mark class="actual">']),
-    "text_sequence_to_sequence": (["Sentence chrF", "Lengths"], "Sample texts", ['class="columns"', '<del class="diff">lo lo lo lo</del>']),
-    "image_metric_learning": (["Nearest-neighbour similarity"], "Sample images", ['class="strip"', 'class="neighbour other"', 'class="neighbour same"']),
+    "audio_classification": (
+        ["Confusion matrix", "ROC curves"],
+        "Sample clips",
+        ['<figure class="sample wrong"><img src="data:image/png'],
+    ),
+    "audio_regression": (
+        ["Predicted vs actual", "Residuals"],
+        "Sample clips",
+        ['<figure class="sample"><img src="data:image/png'],
+    ),
+    "text_token_classification": (
+        ["Tag confusion matrix", "Tag counts"],
+        "Sample texts",
+        ['class="token mismatch"', "<sub>B-PER"],
+    ),
+    "text_span_prediction": (
+        ["Answer overlap", "Answer lengths"],
+        "Sample texts",
+        ['<mark class="predicted actual">', '<mark class="actual">'],
+    ),
+    "text_sequence_to_sequence": (
+        ["Sentence chrF", "Lengths"],
+        "Sample texts",
+        ['class="columns"', '<del class="diff">lo lo lo lo</del>'],
+    ),
+    "image_metric_learning": (
+        ["Nearest-neighbour similarity"],
+        "Sample images",
+        ['class="strip"', 'class="neighbour other"', 'class="neighbour same"'],
+    ),
 }
 
 

@@ -63,7 +63,15 @@ def test_classification_report_is_self_contained(classification_run, tmp_path, c
     titles = [alt for alt in alts if not alt.startswith("img_")]
     assert titles[0].startswith("Confusion matrix") and titles[1:] == ["ROC curves", "Predicted classes", "Confidence"]
     assert sum(alt.startswith("img_") for alt in alts) == 24
-    for name in ("validation split", "test split", "ROC_AUC", "LogLoss", "rows / s", "CPUExecutionProvider", "inference"):
+    for name in (
+        "validation split",
+        "test split",
+        "ROC_AUC",
+        "LogLoss",
+        "rows / s",
+        "CPUExecutionProvider",
+        "inference",
+    ):
         assert name in text
     # Samples of the labelled split come worst first, with predicted and true class.
     csv = pd.read_csv(classification_run / "validation_predictions.csv", dtype=str, keep_default_na=False)

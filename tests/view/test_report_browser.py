@@ -123,7 +123,15 @@ def test_regression_example_report_loads_cleanly_and_screenshots(regression_exam
 
     shot = tmp_path / "report.png"
     completed = subprocess.run(
-        [sys.executable, str(REPOSITORY / "scripts" / "screenshot_report.py"), str(page), "-o", str(shot), "--height", "900"],
+        [
+            sys.executable,
+            str(REPOSITORY / "scripts" / "screenshot_report.py"),
+            str(page),
+            "-o",
+            str(shot),
+            "--height",
+            "900",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -46,7 +46,12 @@ def test_show_lists_rows_in_input_order_with_metrics(classification_run, capsys)
     assert code == 0
     header = next(line for line in out.splitlines() if "image_path" in line)
     assert [cell.strip() for cell in _CELL_SEPARATORS.split(header)[1:-1]] == [
-        "row", "image_path", "actual", "predicted", "confidence", "p(actual)"
+        "row",
+        "image_path",
+        "actual",
+        "predicted",
+        "confidence",
+        "p(actual)",
     ]
     csv = read_csv(classification_run)
     rows = table_rows(out)
@@ -95,7 +100,9 @@ def test_show_test_split_without_labels(classification_run, capsys):
     assert "no metrics: this split has no label columns" in out
     code, _, err = show(capsys, classification_run, "--split", "test", "--worst")
     assert code == 2
-    assert re.search(r"error: --worst needs actual values, but .*test_predictions\.csv has no label column\(s\) \(label\)", err)
+    assert re.search(
+        r"error: --worst needs actual values, but .*test_predictions\.csv has no label column\(s\) \(label\)", err
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +111,27 @@ def layout_runs(tmp_path_factory, torch_models, image_folder):
     columns = ["is_cat", "is_dog", "is_fox"]
     base = tmp_path_factory.mktemp("layouts")
     return {
-        "one_hot": score(base / "one_hot", torch_models["softmax3"][1], image_folder, problem_type="image_classification", label_columns=columns),
-        "multilabel": score(base / "multilabel", torch_models["sigmoid3"][1], image_folder, problem_type="image_classification", label_columns=columns),
-        "binary": score(base / "binary", torch_models["logit1"][1], image_folder, problem_type="image_classification", label_columns=["is_bright"]),
+        "one_hot": score(
+            base / "one_hot",
+            torch_models["softmax3"][1],
+            image_folder,
+            problem_type="image_classification",
+            label_columns=columns,
+        ),
+        "multilabel": score(
+            base / "multilabel",
+            torch_models["sigmoid3"][1],
+            image_folder,
+            problem_type="image_classification",
+            label_columns=columns,
+        ),
+        "binary": score(
+            base / "binary",
+            torch_models["logit1"][1],
+            image_folder,
+            problem_type="image_classification",
+            label_columns=["is_bright"],
+        ),
     }
 
 
@@ -115,7 +140,9 @@ def test_label_layouts_are_read_back(layout_runs, capsys):
     multilabel = view_for(load_run(layout_runs["multilabel"], "validation"))
     binary = view_for(load_run(layout_runs["binary"], "validation"))
     assert (one_hot.kind, multilabel.kind, binary.kind) == (
-        ClassificationKind.MULTICLASS, ClassificationKind.MULTILABEL, ClassificationKind.BINARY
+        ClassificationKind.MULTICLASS,
+        ClassificationKind.MULTILABEL,
+        ClassificationKind.BINARY,
     )
     csv = read_csv(layout_runs["binary"])
     p = csv["pred_is_bright"].astype(float).to_numpy()
@@ -150,13 +177,25 @@ def test_every_problem_type_has_a_view():
     ("damage", "message"),
     [
         ("no_report", r"not a run folder: it holds no validation_report\.json or test_report\.json"),
-        ("old_report", r"validation_report\.json: missing key\(s\) input_column, label_columns, data_folder: written by an older version"),
+        (
+            "old_report",
+            r"validation_report\.json: missing key\(s\) input_column, label_columns, data_folder: written by an older version",
+        ),
         ("bad_json", r"validation_report\.json: cannot be read as JSON"),
         ("no_csv", r"validation_predictions\.csv: not found; the run folder is incomplete"),
-        ("no_pred_column", r"validation_predictions\.csv: missing column\(s\) pred_area_fraction; the file does not match"),
-        ("dropped_class", r"row 0, label column 'label': class 'cat' has no pred_label_\* column \(classes: dog, fox\)"),
+        (
+            "no_pred_column",
+            r"validation_predictions\.csv: missing column\(s\) pred_area_fraction; the file does not match",
+        ),
+        (
+            "dropped_class",
+            r"row 0, label column 'label': class 'cat' has no pred_label_\* column \(classes: dog, fox\)",
+        ),
         ("bad_number", r"validation_predictions\.csv: row 3, column 'pred_label_dog': expected a number, got 'abc'"),
-        ("unknown_class", r"validation_predictions\.csv: row 0, label column 'label': class 'wolf' has no pred_label_\* column"),
+        (
+            "unknown_class",
+            r"validation_predictions\.csv: row 0, label column 'label': class 'wolf' has no pred_label_\* column",
+        ),
     ],
 )
 def test_damaged_run_folder_is_named(classification_run, regression_example_run, tmp_path, damage, message):

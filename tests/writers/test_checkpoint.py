@@ -45,7 +45,13 @@ def chunk(start, stop, errors=()):
     valid = np.ones(rows, bool)
     for row, _ in errors:
         valid[row - start] = False
-    return Chunk(start=start, stop=stop, predictions={"p": np.arange(start, stop, dtype=np.float32)}, valid=valid, errors=list(errors))
+    return Chunk(
+        start=start,
+        stop=stop,
+        predictions={"p": np.arange(start, stop, dtype=np.float32)},
+        valid=valid,
+        errors=list(errors),
+    )
 
 
 def test_resume_reads_complete_chunks(tmp_path):
@@ -68,7 +74,10 @@ def test_resume_reads_complete_chunks(tmp_path):
 
 def test_resume_refuses_another_run(tmp_path):
     Checkpoint.open(tmp_path, "test", KEY, resume=False).save(chunk(0, 4))
-    with pytest.raises(ConfigError, match=r"--resume: the partial run in .* scored something else \(changed: model\); run again with --overwrite"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--resume: the partial run in .* scored something else \(changed: model\); run again with --overwrite",
+    ):
         Checkpoint.open(tmp_path, "test", {**KEY, "model": "other"}, resume=True)
 
 

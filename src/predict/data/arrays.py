@@ -90,11 +90,15 @@ def _read_labels(task: TaskConfig, *, rows: int, index: np.ndarray) -> pd.DataFr
     if path.suffix.lower() != ".npy":
         table = _read_table(path, "labels", index_column=None)
         if table.index.name is not None and len(table) == rows and not np.array_equal(table.index.to_numpy(), index):
-            raise InputError(f"data.labels {path.name}: its index does not match data.inputs {task.data.inputs.name}'s, row by row")
+            raise InputError(
+                f"data.labels {path.name}: its index does not match data.inputs {task.data.inputs.name}'s, row by row"
+            )
         if configured:
             missing = [name for name in configured if name not in table.columns]
             if missing:
-                raise InputError(f"data.labels {path.name} has no column(s) {', '.join(missing)} (columns: {', '.join(table.columns)})")
+                raise InputError(
+                    f"data.labels {path.name} has no column(s) {', '.join(missing)} (columns: {', '.join(table.columns)})"
+                )
             table = table[list(configured)]
         labels = table
     else:
@@ -116,7 +120,9 @@ def _labels_from_array(task: TaskConfig, values: np.ndarray) -> pd.DataFrame:
         raise InputError(f"data.labels {path.name}: expected shape (n,) or (n, k), got {values.shape}")
     width = 1 if values.ndim == 1 else values.shape[1]
     if configured and len(configured) != width:
-        raise InputError(f"data.labels {path.name} has {width} column(s) per row but data.label_columns names {len(configured)}")
+        raise InputError(
+            f"data.labels {path.name} has {width} column(s) per row but data.label_columns names {len(configured)}"
+        )
     if values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
         values = values.astype(np.int64)  # ids or one-hot rows saved as floats: 2.0 is class 2, written 0/1
     class_names = getattr(task.head, "class_names", ())
@@ -141,7 +147,9 @@ def _read_table(path: Path, key: str, *, index_column: str | None, index_only: b
         columns = _table_columns(path)
         index = index_column if index_column in columns else columns[0] if columns and columns[0] in _UNNAMED else None
         if index_column is not None and index is None:
-            raise InputError(f"data.id_column: column '{index_column}' is not in {path.name} (columns: {', '.join(columns)})")
+            raise InputError(
+                f"data.id_column: column '{index_column}' is not in {path.name} (columns: {', '.join(columns)})"
+            )
         wanted = [index] if index_only and index is not None else None
         if path.suffix.lower() == ".csv":
             table = pd.read_csv(path, encoding="utf-8", usecols=wanted)
@@ -241,7 +249,9 @@ class ArrayBatches:
         for source in self.sources:
             values, bad = _batch_values(source.rows(start, stop), np.dtype(self.specs[source.name].dtype))
             for slot in np.flatnonzero(bad):
-                problems.setdefault(start + int(slot), f"{source.described}: NaN or inf in the inputs of '{source.name}'")
+                problems.setdefault(
+                    start + int(slot), f"{source.described}: NaN or inf in the inputs of '{source.name}'"
+                )
             inputs[source.name] = values
         errors = []
         for row in sorted(problems):
@@ -278,7 +288,9 @@ def build_array_dataset(
         sources = _table_sources(table, described, task, model_inputs, row_problems)
     for source in sources:
         _check_shape(source, specs[source.name], model_name=task.model.name)
-    return ArrayBatches(sources, specs, rows=len(dataframe), batch_size=task.runtime.batch_size, row_problems=row_problems)
+    return ArrayBatches(
+        sources, specs, rows=len(dataframe), batch_size=task.runtime.batch_size, row_problems=row_problems
+    )
 
 
 def _file_sources(path: Path, model_inputs: tuple[TensorSpec, ...], *, model_name: str) -> list[ArraySource]:
@@ -324,7 +336,11 @@ def _feature_table(task: TaskConfig, dataframe: pd.DataFrame) -> tuple[pd.DataFr
 
 
 def _table_sources(
-    table: pd.DataFrame, described: str, task: TaskConfig, model_inputs: tuple[TensorSpec, ...], row_problems: dict[int, str]
+    table: pd.DataFrame,
+    described: str,
+    task: TaskConfig,
+    model_inputs: tuple[TensorSpec, ...],
+    row_problems: dict[int, str],
 ) -> list[ArraySource]:
     """One float64 array per model input from its feature columns; cells that are not numbers go to `row_problems`."""
     data = task.data
@@ -346,7 +362,9 @@ def _table_sources(
         excluded = {*data.label_columns, data.id_column} if data.dataframe is not None else set()
         columns = {names[0]: tuple(str(name) for name in table.columns if name not in excluded)}
     return [
-        ArraySource(name=name, described=f"{described} columns of '{name}'", array=_numeric(table, list(cols), row_problems))
+        ArraySource(
+            name=name, described=f"{described} columns of '{name}'", array=_numeric(table, list(cols), row_problems)
+        )
         for name, cols in columns.items()
     ]
 
@@ -358,7 +376,9 @@ def _numeric(table: pd.DataFrame, columns: list[str], row_problems: dict[int, st
         cells = table[column]
         numbers = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64)
         for row in np.flatnonzero(~np.isfinite(numbers)):
-            row_problems.setdefault(int(row), f"feature column '{column}': expected a finite number, got {cells.iloc[row]!r}")
+            row_problems.setdefault(
+                int(row), f"feature column '{column}': expected a finite number, got {cells.iloc[row]!r}"
+            )
         values[:, j] = numbers
     return values
 

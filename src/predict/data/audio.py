@@ -76,7 +76,9 @@ def audio_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
             with `preprocessing.inference_chunk_seconds`, or neither gives a chunk length.
     """
     if np.dtype(spec.dtype).type not in _FLOAT_DTYPES:
-        raise ConfigError(f"model {model_name}: input '{spec.name}' takes {np.dtype(spec.dtype).name}; audio models need float")
+        raise ConfigError(
+            f"model {model_name}: input '{spec.name}' takes {np.dtype(spec.dtype).name}; audio models need float"
+        )
     dims = list(spec.shape[1:])
     features = preprocessing.audio_features
     shown = format_shape(spec.shape)
@@ -126,7 +128,12 @@ def audio_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
 
 
 def _chunk_samples(
-    preprocessing: PreprocessingConfig, model_length: int | None, *, features: AudioFeatures, model_name: str, shown: str
+    preprocessing: PreprocessingConfig,
+    model_length: int | None,
+    *,
+    features: AudioFeatures,
+    model_name: str,
+    shown: str,
 ) -> int:
     """C from the config, or from the model's static time axis; both must agree when both are given."""
     recipe = preprocessing.spectrogram_recipe() if features is AudioFeatures.LOG_MEL else None

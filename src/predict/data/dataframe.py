@@ -36,7 +36,9 @@ def read_dataframe(path: Path) -> pd.DataFrame:
         else:
             dataframe = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save the CSV as UTF-8") from None
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save the CSV as UTF-8"
+        ) from None
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise InputError(f"{path}: cannot be read as a dataframe: {' '.join(str(error).split())}") from None
     if len(dataframe) == 0:

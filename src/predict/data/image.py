@@ -86,7 +86,9 @@ def image_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
             "an image model takes 4 axes (batch, height, width, channels) or (batch, channels, height, width)"
         )
     if np.dtype(spec.dtype).type not in _FLOAT_DTYPES:
-        raise ConfigError(f"model {model_name}: input '{spec.name}' takes {np.dtype(spec.dtype).name}; image models need float")
+        raise ConfigError(
+            f"model {model_name}: input '{spec.name}' takes {np.dtype(spec.dtype).name}; image models need float"
+        )
     _, axis1, axis2, axis3 = spec.shape
     if axis3 in (1, 3):
         channels_first, channels, size = False, axis3, (axis1, axis2)
@@ -114,7 +116,9 @@ def image_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
     for key in ("mean", "std"):
         values = getattr(preprocessing, key)
         if len(values) not in (1, channels):
-            raise ConfigError(f"preprocessing.{key} has {len(values)} values but model {model_name} takes {channels} channel(s)")
+            raise ConfigError(
+                f"preprocessing.{key} has {len(values)} values but model {model_name} takes {channels} channel(s)"
+            )
     return ImageInput(
         name=spec.name,
         height=size[0],
@@ -264,4 +268,3 @@ def build_image_dataset(
         allow_outside=task.data.allow_outside_folder,
     )
     return dataset
-

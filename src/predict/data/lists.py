@@ -39,7 +39,7 @@ def list_cell(value: Any, *, row: int, column: str, source: Path) -> list:
         if isinstance(parsed, list):
             return parsed
     raise InputError(
-        f"{source.name}: row {row}, column '{column}': expected a list (a JSON list such as [\"a\", \"b\"] in CSV, "
+        f'{source.name}: row {row}, column \'{column}\': expected a list (a JSON list such as ["a", "b"] in CSV, '
         f"or a Parquet list), got {str(value)[:60]!r}"
     )
 

@@ -22,7 +22,9 @@ DEFAULT_START_TOKENS = ("[BOS]", "<s>", "<bos>", "<start>", "[CLS]")
 DEFAULT_END_TOKENS = ("[EOS]", "</s>", "<eos>", "<end>", "[SEP]")
 
 
-def load_target_tokenizer(target: Path | None, *, source: Path, lowercase: bool | None, oov_token: str | None) -> TextTokenizer:
+def load_target_tokenizer(
+    target: Path | None, *, source: Path, lowercase: bool | None, oov_token: str | None
+) -> TextTokenizer:
     """The tokenizer of the generated ids: `target`, or the source tokenizer (with its options) when None.
 
     Raises:
@@ -52,7 +54,9 @@ def vocabulary_size(tokenizer: TextTokenizer) -> int:
     raise TypeError(f"unknown tokenizer family {type(tokenizer).__name__}")
 
 
-def special_token_id(tokenizer: TextTokenizer, token: str | None, *, key: str, defaults: Sequence[str], name: str) -> int:
+def special_token_id(
+    tokenizer: TextTokenizer, token: str | None, *, key: str, defaults: Sequence[str], name: str
+) -> int:
     """The id of the configured start or end token, or of the first default the vocabulary has.
 
     Args:
@@ -102,7 +106,10 @@ class TargetDecoder:
         Returns:
             B strings; ids in `skip_ids` and ids outside the vocabulary are left out.
         """
-        rows = [[int(token) for token in row if 0 <= token < self.size and int(token) not in self.skip_ids] for row in generated]
+        rows = [
+            [int(token) for token in row if 0 <= token < self.size and int(token) not in self.skip_ids]
+            for row in generated
+        ]
         if isinstance(self.tokenizer, HuggingFaceTokenizer):
             return list(self.tokenizer.tokenizer.decode_batch(rows, skip_special_tokens=True))
         return [" ".join(self.words[token] for token in row if token in self.words) for row in rows]

@@ -176,7 +176,9 @@ class TextBatches:
             encodings, window_rows = [], []
             for slot, (question, text) in enumerate(zip(texts, contexts)):
                 try:
-                    windows = self.tokenizer.encode_windows(question, text, max_length=max_length, stride=self.doc_stride)
+                    windows = self.tokenizer.encode_windows(
+                        question, text, max_length=max_length, stride=self.doc_stride
+                    )
                 except ValueError as error:
                     errors.append((start + slot, f"row {start + slot}, {self.column}: {error}"))
                     windows = self.tokenizer.encode_windows("", "", max_length=max_length, stride=0)[:1]
@@ -248,9 +250,7 @@ def _object_array(values: Sequence[object]) -> np.ndarray:
     return array
 
 
-def build_text_dataset(
-    task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]
-) -> BatchDataset:
+def build_text_dataset(task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]) -> BatchDataset:
     """Batches of the text column(s) in row order (`predict.data.collate.batch_loader` feeds them to the model).
 
     Any text problem type not named in `_LAYOUTS` (classification, regression, metric learning)
@@ -260,7 +260,9 @@ def build_text_dataset(
         ConfigError: the tokenizer cannot be read, or the model's inputs do not fit (see `text_inputs_from`).
     """
     preprocessing = task.preprocessing
-    tokenizer = load_tokenizer(preprocessing.tokenizer, lowercase=preprocessing.lowercase, oov_token=preprocessing.oov_token)
+    tokenizer = load_tokenizer(
+        preprocessing.tokenizer, lowercase=preprocessing.lowercase, oov_token=preprocessing.oov_token
+    )
     inputs = text_inputs_from(model_inputs, max_length=preprocessing.max_length, model_name=task.model.name)
     layout = _LAYOUTS.get(task.problem_type, TextLayout.SEQUENCE)
     if layout is TextLayout.WINDOWS:

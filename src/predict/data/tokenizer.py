@@ -118,7 +118,9 @@ class HuggingFaceTokenizer(TextTokenizer):
         try:
             self.tokenizer = Tokenizer.from_file(str(path))
         except Exception as error:  # the Rust side raises a bare Exception for every parse error
-            raise ConfigError(f"preprocessing.tokenizer {path.name}: not a valid tokenizer.json: {one_line(error)}") from None
+            raise ConfigError(
+                f"preprocessing.tokenizer {path.name}: not a valid tokenizer.json: {one_line(error)}"
+            ) from None
         # A tokenizer.json may carry padding and truncation settings; the loader pads and truncates itself.
         padding = self.tokenizer.padding
         self.tokenizer.no_padding()
@@ -363,7 +365,11 @@ def load_tokenizer(path: Path, *, lowercase: bool | None = None, oov_token: str 
                 vocabulary[token] = index
         oov_id = _oov_id(vocabulary, oov_token, defaults=(_TEXT_VECTORIZATION_OOV,), path=path)
         return WordIndexTokenizer(
-            vocabulary, name=path.name, lowercase=True if lowercase is None else lowercase, strip_punctuation=True, oov_id=oov_id
+            vocabulary,
+            name=path.name,
+            lowercase=True if lowercase is None else lowercase,
+            strip_punctuation=True,
+            oov_id=oov_id,
         )
     try:
         payload = json.loads(text)
@@ -377,16 +383,28 @@ def load_tokenizer(path: Path, *, lowercase: bool | None = None, oov_token: str 
                     "normalizer and unknown token are saved inside it: remove the key"
                 )
         return HuggingFaceTokenizer(path)
-    if isinstance(payload, dict) and payload.get("class_name") == "Tokenizer" and isinstance(payload.get("config"), dict):
+    if (
+        isinstance(payload, dict)
+        and payload.get("class_name") == "Tokenizer"
+        and isinstance(payload.get("config"), dict)
+    ):
         return _keras_tokenizer(payload["config"], path=path, lowercase=lowercase, oov_token=oov_token)
-    if isinstance(payload, dict) and payload and all(isinstance(v, int) and not isinstance(v, bool) for v in payload.values()):
+    if (
+        isinstance(payload, dict)
+        and payload
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in payload.values())
+    ):
         oov_id = _oov_id(payload, oov_token, defaults=_WORD_INDEX_OOV, path=path)
         return WordIndexTokenizer(
-            payload, name=path.name, lowercase=True if lowercase is None else lowercase, strip_punctuation=False, oov_id=oov_id
+            payload,
+            name=path.name,
+            lowercase=True if lowercase is None else lowercase,
+            strip_punctuation=False,
+            oov_id=oov_id,
         )
     raise ConfigError(
         f"{key} {path.name}: unknown JSON layout; expected a Hugging Face tokenizer.json, Keras Tokenizer.to_json(), "
-        "or a word index {\"word\": id, ...}"
+        'or a word index {"word": id, ...}'
     )
 
 
@@ -397,7 +415,9 @@ def _keras_tokenizer(config: dict, *, path: Path, lowercase: bool | None, oov_to
     if isinstance(word_index, str):  # Tokenizer.to_json() stores it as a JSON string inside the JSON
         word_index = json.loads(word_index)
     if not isinstance(word_index, dict) or not word_index:
-        raise ConfigError(f"preprocessing.tokenizer {path.name}: the Keras Tokenizer has no word_index (was it fitted?)")
+        raise ConfigError(
+            f"preprocessing.tokenizer {path.name}: the Keras Tokenizer has no word_index (was it fitted?)"
+        )
     split = config.get("split", " ")
     if not isinstance(split, str) or not split:
         raise ConfigError(

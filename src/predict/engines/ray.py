@@ -91,7 +91,9 @@ def ray_batches(
     return _stream(task, dataset, model.path, scored, first_batch), scored
 
 
-def _stream(task: TaskConfig, dataset: Any, model_path: Path, scored: RayScoredRunner, first_batch: int) -> Iterator[Batch]:
+def _stream(
+    task: TaskConfig, dataset: Any, model_path: Path, scored: RayScoredRunner, first_batch: int
+) -> Iterator[Batch]:
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:

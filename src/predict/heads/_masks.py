@@ -77,9 +77,7 @@ def decode_rle(text: str, shape: tuple[int, int], *, column_major: bool = True) 
     return mask.reshape((height, width), order="F" if column_major else "C")
 
 
-def to_original_size(
-    maps: np.ndarray, original_size: tuple[int, int], *, resize_mode: ResizeMode
-) -> np.ndarray:
+def to_original_size(maps: np.ndarray, original_size: tuple[int, int], *, resize_mode: ResizeMode) -> np.ndarray:
     """Model-resolution maps of one image back onto the image itself, bilinearly.
 
     With letterbox pre-processing the padding is cut away first, so the maps line up with the
@@ -115,7 +113,12 @@ def coco_rle(mask: np.ndarray) -> dict:
 
 
 def boxes_to_original(
-    boxes: np.ndarray, original_size: tuple[int, int], input_size: tuple[int, int], *, resize_mode: ResizeMode, normalized: bool = False
+    boxes: np.ndarray,
+    original_size: tuple[int, int],
+    input_size: tuple[int, int],
+    *,
+    resize_mode: ResizeMode,
+    normalized: bool = False,
 ) -> np.ndarray:
     """Boxes on the model input to pixels of the original image, undoing the loader's resize or letterbox.
 

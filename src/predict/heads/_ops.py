@@ -289,7 +289,9 @@ def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 NMS_MAX_CANDIDATES = 1000
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, classes: np.ndarray | None = None) -> np.ndarray:
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, classes: np.ndarray | None = None
+) -> np.ndarray:
     """Greedy non-maximum suppression, class-wise when `classes` is given (as `torchvision.ops.batched_nms`).
 
     A box is dropped when it overlaps a more confident kept box of the same class by IoU >

@@ -71,7 +71,6 @@ class Head(ABC):
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         """Metrics under their H2O names, against the labels read in `build`; empty without labels."""
 
-
     def restricted_to(self, rows: np.ndarray) -> Head:
         """A copy whose per-row labels keep only `rows` (bool[n]): metrics of the rows that were read."""
         restricted = copy.copy(self)
@@ -97,7 +96,9 @@ def select_output(outputs: tuple[TensorSpec, ...], name: str | None, *, model_na
                 return spec
         raise ConfigError(f"head.output_name: model {model_name} has no output '{name}' (outputs: {', '.join(names)})")
     if len(outputs) != 1:
-        raise ConfigError(f"head.output_name is missing: model {model_name} has {len(outputs)} outputs ({', '.join(names)}); name one")
+        raise ConfigError(
+            f"head.output_name is missing: model {model_name} has {len(outputs)} outputs ({', '.join(names)}); name one"
+        )
     return outputs[0]
 
 

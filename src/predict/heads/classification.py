@@ -107,7 +107,9 @@ class ClassificationHead(Head):
         if layout is LabelLayout.CATEGORICAL:
             if has_labels:
                 labels = text_labels(dataframe, label_columns[0], source=source)
-            class_names = config.class_names or _default_class_names(labels, width, array=task.problem_type.modality == "array")
+            class_names = config.class_names or _default_class_names(
+                labels, width, array=task.problem_type.modality == "array"
+            )
             if not class_names:
                 raise ConfigError(
                     f"head.class_names is missing: {task.data.split} dataframe has no '{label_columns[0]}' column to "

@@ -139,7 +139,9 @@ class InstanceSegmentationHead(Head):
             )
 
     @classmethod
-    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> InstanceSegmentationHead:
+    def build(
+        cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame
+    ) -> InstanceSegmentationHead:
         config: Config = task.head
         model_name = task.model.name
         output, channels_last = None, False
@@ -151,7 +153,9 @@ class InstanceSegmentationHead(Head):
             available = [spec.name for spec in outputs]
             for key in ("boxes_output", "scores_output", "classes_output", "masks_output"):
                 if getattr(config, key) not in available:
-                    raise ConfigError(f"head.{key}: model {model_name} has no output '{getattr(config, key)}' (outputs: {', '.join(available)})")
+                    raise ConfigError(
+                        f"head.{key}: model {model_name} has no output '{getattr(config, key)}' (outputs: {', '.join(available)})"
+                    )
         if len(task.data.label_columns) != 2:
             raise ConfigError(
                 f"data.label_columns: {task.problem_type} takes two columns, [class name column, RLE mask column] "
@@ -160,7 +164,9 @@ class InstanceSegmentationHead(Head):
         class_column, mask_column = task.data.label_columns
         labels = None
         if class_column in dataframe.columns:
-            labels = read_mask_labels(dataframe, (class_column, mask_column), config.class_names, source=task.data.dataframe, unique=False)
+            labels = read_mask_labels(
+                dataframe, (class_column, mask_column), config.class_names, source=task.data.dataframe, unique=False
+            )
         return cls(
             config=config,
             output=output,
@@ -190,7 +196,9 @@ class InstanceSegmentationHead(Head):
                 instances[slot] = []
                 continue
             if self.config.layout is InstanceLayout.H2O:
-                labelled, confidences = self._h2o_instances(to_original_size(probabilities[slot], size, resize_mode=self.resize_mode))
+                labelled, confidences = self._h2o_instances(
+                    to_original_size(probabilities[slot], size, resize_mode=self.resize_mode)
+                )
             else:
                 input_size = batch.context[INPUT_SIZES][slot]
                 labelled, confidences = self._mask_rcnn_instances(outputs, slot, size, input_size)
@@ -269,7 +277,11 @@ class InstanceSegmentationHead(Head):
         classes = len(config.class_names)
         scores, class_ids, masks, order = self._detections(outputs, slot)
         boxes = boxes_to_original(
-            outputs[config.boxes_output][slot], size, tuple(input_size), resize_mode=self.resize_mode, normalized=config.normalized_boxes
+            outputs[config.boxes_output][slot],
+            size,
+            tuple(input_size),
+            resize_mode=self.resize_mode,
+            normalized=config.normalized_boxes,
         )
         full_image = masks.shape[1:] == (int(input_size[0]), int(input_size[1]))
         owner = np.zeros((*size, classes), dtype=np.int64)  # index + 1 of the detection owning each pixel
@@ -289,7 +301,9 @@ class InstanceSegmentationHead(Head):
                 instance_map[owner[..., class_index] == index + 1] = number
             labelled[..., class_index], _ = self._relabel(instance_map, np.zeros(size, dtype=np.float32))
             pixels = np.bincount(instance_map.ravel(), minlength=len(detections) + 1)[1:]
-            confidences.append([float(scores[i]) for i, count in zip(detections, pixels) if count >= config.min_instance_pixels])
+            confidences.append(
+                [float(scores[i]) for i, count in zip(detections, pixels) if count >= config.min_instance_pixels]
+            )
         return labelled, confidences
 
     def _mask_rcnn_probabilities(
@@ -384,7 +398,9 @@ class InstanceSegmentationHead(Head):
         column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
         index = {name: i for i, name in enumerate(self.config.class_names)}
         truths, detections = [], []
-        for row, (pairs, instances, size) in enumerate(zip(self.labels, predictions["instances"], predictions["original_image_shapes"])):
+        for row, (pairs, instances, size) in enumerate(
+            zip(self.labels, predictions["instances"], predictions["original_image_shapes"])
+        ):
             shape = (int(size[0]), int(size[1]))
             objects = []
             for name, rle in pairs:
@@ -396,7 +412,11 @@ class InstanceSegmentationHead(Head):
             truths.append(objects)
             detections.append(
                 [
-                    {"category_id": class_index + 1, "score": float(confidence), "segmentation": coco_rle(decode_rle(rle, shape, column_major=column_major))}
+                    {
+                        "category_id": class_index + 1,
+                        "score": float(confidence),
+                        "segmentation": coco_rle(decode_rle(rle, shape, column_major=column_major)),
+                    }
                     for class_index, _, confidence, rle in instances
                 ]
             )
@@ -413,7 +433,10 @@ def _paste(mask: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarr
     if x_max <= x_min or y_max <= y_min:
         return canvas
     resized = torch.nn.functional.interpolate(
-        torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None], size=(y_max - y_min, x_max - x_min), mode="bilinear", align_corners=False
+        torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None],
+        size=(y_max - y_min, x_max - x_min),
+        mode="bilinear",
+        align_corners=False,
     )[0, 0].numpy()
     canvas[y_min:y_max, x_min:x_max] = resized
     return canvas

@@ -103,7 +103,9 @@ class MetricLearningHead(Head):
         notes: list[str] = []
         top_k = min(config.top_k_similar, len(dataframe) - 1)
         if top_k < config.top_k_similar:
-            notes.append(f"head.top_k_similar {config.top_k_similar} capped at {top_k}: the split has {len(dataframe)} row(s)")
+            notes.append(
+                f"head.top_k_similar {config.top_k_similar} capped at {top_k}: the split has {len(dataframe)} row(s)"
+            )
         return cls(
             output=spec.name,
             modality=task.problem_type.modality,

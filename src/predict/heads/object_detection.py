@@ -139,7 +139,9 @@ class ObjectDetectionHead(Head):
         self.notes: list[str] = []
 
     @classmethod
-    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> ObjectDetectionHead:
+    def build(
+        cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame
+    ) -> ObjectDetectionHead:
         config: Config = task.head
         model_name = task.model.name
         if len(task.data.label_columns) != 1:
@@ -149,20 +151,30 @@ class ObjectDetectionHead(Head):
             )
         class_column = task.data.label_columns[0]
         names = {
-            DetectionLayout.BOXES_SCORES_CLASSES: {"boxes": config.boxes_output, "scores": config.scores_output, "classes": config.classes_output},
+            DetectionLayout.BOXES_SCORES_CLASSES: {
+                "boxes": config.boxes_output,
+                "scores": config.scores_output,
+                "classes": config.classes_output,
+            },
             DetectionLayout.YOLO: {"predictions": config.boxes_output},
             DetectionLayout.YOLOV5: {"predictions": config.boxes_output},
             DetectionLayout.SSD: {"boxes": config.boxes_output, "scores": config.scores_output},
         }[config.layout]
         chosen = _pick_outputs(outputs, names, layout=config.layout, model_name=model_name)
         if config.layout in _YOLO_COLUMNS:
-            _check_yolo_shape(next(spec for spec in outputs if spec.name == chosen["predictions"]), config, model_name=model_name)
-        box_format = (config.box_format or (BoxFormat.CXCYWH if config.layout in _YOLO_COLUMNS else BoxFormat.XYXY)).value
+            _check_yolo_shape(
+                next(spec for spec in outputs if spec.name == chosen["predictions"]), config, model_name=model_name
+            )
+        box_format = (
+            config.box_format or (BoxFormat.CXCYWH if config.layout in _YOLO_COLUMNS else BoxFormat.XYXY)
+        ).value
         labels = None
         if class_column in dataframe.columns:
             missing = [column for column in BOX_COLUMNS if column not in dataframe.columns]
             if missing:
-                raise ConfigError(f"data.dataframe {task.data.dataframe.name} has '{class_column}' but no box column(s) {', '.join(missing)}")
+                raise ConfigError(
+                    f"data.dataframe {task.data.dataframe.name} has '{class_column}' but no box column(s) {', '.join(missing)}"
+                )
             labels = _read_labels(dataframe, class_column, config.class_names, source=task.data.dataframe)
         return cls(
             config=config,
@@ -185,7 +197,9 @@ class ObjectDetectionHead(Head):
             if height == 0:  # a row that could not be read
                 continue
             candidate_boxes, scores, class_ids = self._candidates(outputs, slot)
-            keep = (scores >= self.config.score_threshold) & (class_ids >= 0) & (class_ids < len(self.config.class_names))
+            keep = (
+                (scores >= self.config.score_threshold) & (class_ids >= 0) & (class_ids < len(self.config.class_names))
+            )
             candidate_boxes, scores, class_ids = candidate_boxes[keep], scores[keep], class_ids[keep]
             candidate_boxes = self._to_image(candidate_boxes, (height, width), batch.context[INPUT_SIZES][slot])
             if self.config.layout is DetectionLayout.BOXES_SCORES_CLASSES:
@@ -204,7 +218,11 @@ class ObjectDetectionHead(Head):
         if config.layout is DetectionLayout.BOXES_SCORES_CLASSES:
             boxes = np.asarray(outputs[self.outputs["boxes"]][slot], dtype=np.float32).reshape(-1, 4)
             scores = self._activate(np.asarray(outputs[self.outputs["scores"]][slot], dtype=np.float32).reshape(-1))
-            class_ids = np.rint(np.asarray(outputs[self.outputs["classes"]][slot], dtype=np.float64)).astype(np.int64).reshape(-1)
+            class_ids = (
+                np.rint(np.asarray(outputs[self.outputs["classes"]][slot], dtype=np.float64))
+                .astype(np.int64)
+                .reshape(-1)
+            )
             return boxes, scores, class_ids - config.first_class_id
         if config.layout in _YOLO_COLUMNS:
             raw = np.asarray(outputs[self.outputs["predictions"]][slot], dtype=np.float32)
@@ -243,7 +261,13 @@ class ObjectDetectionHead(Head):
     def _to_image(self, boxes: np.ndarray, original_size: tuple[int, int], input_size: np.ndarray) -> np.ndarray:
         """Model-input boxes float32[K, 4] (`box_format`) to xyxy pixels of the original image, clipped."""
         boxes = _ops.box_convert(boxes, self.box_format, "xyxy")
-        return boxes_to_original(boxes, original_size, tuple(input_size), resize_mode=self.resize_mode, normalized=self.config.normalized_boxes)
+        return boxes_to_original(
+            boxes,
+            original_size,
+            tuple(input_size),
+            resize_mode=self.resize_mode,
+            normalized=self.config.normalized_boxes,
+        )
 
     def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
         shown = predictions["confidences"] > self.config.probability_threshold
@@ -254,8 +278,12 @@ class ObjectDetectionHead(Head):
             kept = np.flatnonzero(shown[row])
             for j, name in enumerate(BOX_COLUMNS):
                 columns[name].append(json.dumps(boxes[row, kept, j].tolist()))
-            columns["confidence"].append(json.dumps(np.round(predictions["confidences"][row, kept].astype(np.float64), 4).tolist()))
-            columns[self.class_column].append(json.dumps([self.config.class_names[i] for i in predictions["class_ids"][row, kept]]))
+            columns["confidence"].append(
+                json.dumps(np.round(predictions["confidences"][row, kept].astype(np.float64), 4).tolist())
+            )
+            columns[self.class_column].append(
+                json.dumps([self.config.class_names[i] for i in predictions["class_ids"][row, kept]])
+            )
         return columns
 
     def csv_table(
@@ -278,7 +306,10 @@ class ObjectDetectionHead(Head):
         if self.labels is None:
             return {}
         truths = [
-            [{"category_id": class_id + 1, "bbox": [x_min, y_min, x_max - x_min, y_max - y_min]} for x_min, y_min, x_max, y_max, class_id in row]
+            [
+                {"category_id": class_id + 1, "bbox": [x_min, y_min, x_max - x_min, y_max - y_min]}
+                for x_min, y_min, x_max, y_max, class_id in row
+            ]
             for row in self.labels
         ]
         detections = []
@@ -314,7 +345,9 @@ def _pick_outputs(
                 )
         elif name not in available:
             key = "boxes_output" if role == "predictions" else f"{role}_output"
-            raise ConfigError(f"head.{key}: model {model_name} has no output '{name}' (outputs: {', '.join(available)})")
+            raise ConfigError(
+                f"head.{key}: model {model_name} has no output '{name}' (outputs: {', '.join(available)})"
+            )
         chosen[role] = name
     return chosen
 
@@ -331,7 +364,9 @@ def _check_yolo_shape(spec: TensorSpec, config: Config, *, model_name: str) -> N
         )
 
 
-def _read_labels(dataframe: pd.DataFrame, class_column: str, class_names: tuple[str, ...], *, source) -> list[list[list]]:
+def _read_labels(
+    dataframe: pd.DataFrame, class_column: str, class_names: tuple[str, ...], *, source
+) -> list[list[list]]:
     """Per row, its boxes as [x_min, y_min, x_max, y_max, class index] lists.
 
     Raises:
@@ -346,7 +381,9 @@ def _read_labels(dataframe: pd.DataFrame, class_column: str, class_names: tuple[
             try:
                 x_min, y_min, x_max, y_max = (float(value) for value in coordinates)
             except (TypeError, ValueError):
-                raise InputError(f"{source.name}: row {row}: box coordinates must be numbers (got {coordinates})") from None
+                raise InputError(
+                    f"{source.name}: row {row}: box coordinates must be numbers (got {coordinates})"
+                ) from None
             if not (x_max >= x_min and y_max >= y_min):
                 raise InputError(f"{source.name}: row {row}: box {coordinates} has x_max < x_min or y_max < y_min")
             if str(name) not in index:

@@ -101,7 +101,9 @@ def channel_axis(spec: TensorSpec, classes: int, channels_last: bool | None, *, 
     if channels_last is not None:
         found = spec.shape[3] if channels_last else spec.shape[1]
         if found is not None and found != classes:
-            raise ConfigError(f"head.class_names has {classes} classes but model {model_name} output '{spec.name}' has {found} channels")
+            raise ConfigError(
+                f"head.class_names has {classes} classes but model {model_name} output '{spec.name}' has {found} channels"
+            )
         return channels_last
     if spec.shape[1] == classes:
         return False
@@ -143,14 +145,18 @@ class SemanticSegmentationHead(Head):
         self.notes: list[str] = ["masks are float16 in the pkl (half the size of float32, about 3 significant digits)"]
 
     @classmethod
-    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> SemanticSegmentationHead:
+    def build(
+        cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame
+    ) -> SemanticSegmentationHead:
         config: Config = task.head
         spec = select_output(outputs, config.output_name, model_name=task.model.name)
         channels_last = channel_axis(spec, len(config.class_names), config.channels_last, model_name=task.model.name)
         class_column, mask_column = _label_columns(task)
         labels = None
         if class_column in dataframe.columns:
-            labels = read_mask_labels(dataframe, (class_column, mask_column), config.class_names, source=task.data.dataframe, unique=True)
+            labels = read_mask_labels(
+                dataframe, (class_column, mask_column), config.class_names, source=task.data.dataframe, unique=True
+            )
             labels = [dict(row) for row in labels]
         return cls(
             config=config,
@@ -173,7 +179,10 @@ class SemanticSegmentationHead(Head):
         classes = len(self.config.class_names)
         rows = len(batch.row_ids)
         sizes = batch.context[ORIGINAL_SIZES]
-        counts = {name: np.zeros((rows, classes), dtype=np.int64) for name in ("intersections", "predicted_pixels", "true_pixels")}
+        counts = {
+            name: np.zeros((rows, classes), dtype=np.int64)
+            for name in ("intersections", "predicted_pixels", "true_pixels")
+        }
         rles = np.empty(rows, dtype=object)
         for slot, row in enumerate(batch.row_ids):
             size = (int(sizes[slot][0]), int(sizes[slot][1]))
@@ -216,7 +225,9 @@ class SemanticSegmentationHead(Head):
             try:
                 truth[index] = decode_rle(text, size, column_major=self._column_major)
             except ValueError as error:
-                raise InputError(f"{self.source_name}: row {row}, column '{self.mask_column}', class {name!r}: RLE {error}") from None
+                raise InputError(
+                    f"{self.source_name}: row {row}, column '{self.mask_column}', class {name!r}: RLE {error}"
+                ) from None
         return truth
 
     def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -301,13 +312,19 @@ def read_mask_labels(
         pairs = []
         for name, rle in zip(names, rles):
             if str(name) not in known:
-                raise InputError(f"{source.name}: row {row}, column '{columns[0]}': class {name!r} is not in head.class_names ({', '.join(class_names)})")
+                raise InputError(
+                    f"{source.name}: row {row}, column '{columns[0]}': class {name!r} is not in head.class_names ({', '.join(class_names)})"
+                )
             try:
                 parse_rle(str(rle))
             except ValueError as error:
-                raise InputError(f"{source.name}: row {row}, column '{columns[1]}': RLE {str(rle)[:40]!r} {error}") from None
+                raise InputError(
+                    f"{source.name}: row {row}, column '{columns[1]}': RLE {str(rle)[:40]!r} {error}"
+                ) from None
             pairs.append((str(name), str(rle)))
         if unique and len({name for name, _ in pairs}) != len(pairs):
-            raise InputError(f"{source.name}: row {row}, column '{columns[0]}': a class is listed twice ({names}); give one RLE per class")
+            raise InputError(
+                f"{source.name}: row {row}, column '{columns[0]}': a class is listed twice ({names}); give one RLE per class"
+            )
         labels.append(pairs)
     return labels

@@ -42,7 +42,9 @@ class Config:
 
     decoder_model: Path  # the decoder (.onnx or Keras .h5); `model:` is the encoder
     target_tokenizer: Path | None = None  # the generated ids' tokenizer; default: preprocessing.tokenizer
-    start_token: str | None = None  # the decoder's first token; default: the first of [BOS], <s>, <bos>, <start>, [CLS] in the vocabulary
+    start_token: str | None = (
+        None  # the decoder's first token; default: the first of [BOS], <s>, <bos>, <start>, [CLS] in the vocabulary
+    )
     end_token: str | None = None  # ends a sequence; default: the first of [EOS], </s>, <eos>, <end>, [SEP]
     max_new_tokens: int = 32  # generated tokens at most per row, the end token included
     num_beams: int = 1  # 1: greedy search; more: beam search
@@ -58,7 +60,9 @@ class Config:
         if not self.decoder_model.is_file():
             errors.append(f"head.decoder_model file not found: {self.decoder_model}")
         elif self.decoder_model.suffix.lower() not in MODEL_SUFFIXES:
-            errors.append(f"head.decoder_model must be one of {', '.join(MODEL_SUFFIXES)} (got '{self.decoder_model.name}')")
+            errors.append(
+                f"head.decoder_model must be one of {', '.join(MODEL_SUFFIXES)} (got '{self.decoder_model.name}')"
+            )
         if self.target_tokenizer is not None and not self.target_tokenizer.is_file():
             errors.append(f"head.target_tokenizer file not found: {self.target_tokenizer}")
         return errors
@@ -69,7 +73,15 @@ class SequenceToSequenceHead(Head):
 
     Config = Config
 
-    def __init__(self, *, decoder: TargetDecoder, label_column: str, input_column: str, labels: list[str] | None, notes: list[str]) -> None:
+    def __init__(
+        self,
+        *,
+        decoder: TargetDecoder,
+        label_column: str,
+        input_column: str,
+        labels: list[str] | None,
+        notes: list[str],
+    ) -> None:
         self.decoder = decoder
         self.label_column = label_column
         self.input_column = input_column
@@ -77,22 +89,31 @@ class SequenceToSequenceHead(Head):
         self.notes = notes
 
     @classmethod
-    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> SequenceToSequenceHead:
+    def build(
+        cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame
+    ) -> SequenceToSequenceHead:
         config: Config = task.head
         if GENERATED_IDS not in {spec.name for spec in outputs}:
-            raise ConfigError(f"text_sequence_to_sequence needs the generation runner, whose output is '{GENERATED_IDS}'")
+            raise ConfigError(
+                f"text_sequence_to_sequence needs the generation runner, whose output is '{GENERATED_IDS}'"
+            )
         if len(task.data.label_columns) != 1:
             raise ConfigError(
                 f"data.label_columns: sequence to sequence takes one column of target texts (got {list(task.data.label_columns)})"
             )
         preprocessing = task.preprocessing
         tokenizer = load_target_tokenizer(
-            config.target_tokenizer, source=preprocessing.tokenizer, lowercase=preprocessing.lowercase, oov_token=preprocessing.oov_token
+            config.target_tokenizer,
+            source=preprocessing.tokenizer,
+            lowercase=preprocessing.lowercase,
+            oov_token=preprocessing.oov_token,
         )
         name = (config.target_tokenizer or preprocessing.tokenizer).name
         skip = [
             tokenizer.pad_id,
-            special_token_id(tokenizer, config.start_token, key="head.start_token", defaults=DEFAULT_START_TOKENS, name=name),
+            special_token_id(
+                tokenizer, config.start_token, key="head.start_token", defaults=DEFAULT_START_TOKENS, name=name
+            ),
             special_token_id(tokenizer, config.end_token, key="head.end_token", defaults=DEFAULT_END_TOKENS, name=name),
         ]
         label_column = task.data.label_columns[0]

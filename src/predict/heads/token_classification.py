@@ -67,7 +67,9 @@ class TokenClassificationHead(Head):
         self.notes = notes
 
     @classmethod
-    def build(cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame) -> TokenClassificationHead:
+    def build(
+        cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame
+    ) -> TokenClassificationHead:
         config: Config = task.head
         model_name = task.model.name
         spec = select_output(outputs, config.output_name, model_name=model_name)
@@ -110,7 +112,10 @@ class TokenClassificationHead(Head):
         notes = []
         if config.activation is Activation.AUTO:
             softmax = spec.producer != "Softmax"
-            notes.append(f"output '{spec.name}' ends in {spec.producer or 'an unknown op'}: " + ("read as logits, softmax applied" if softmax else "used as probabilities"))
+            notes.append(
+                f"output '{spec.name}' ends in {spec.producer or 'an unknown op'}: "
+                + ("read as logits, softmax applied" if softmax else "used as probabilities")
+            )
         elif config.activation is Activation.SIGMOID:
             raise ConfigError("head.activation: token classification picks one tag per word: use softmax, none or auto")
         else:

@@ -131,7 +131,9 @@ def _finite(result: dict[str, float], notes: list[str]) -> dict[str, float]:
     return kept
 
 
-def retrieval_mean_average_precision(labels: np.ndarray, neighbours: np.ndarray, *, notes: list[str]) -> dict[str, float]:
+def retrieval_mean_average_precision(
+    labels: np.ndarray, neighbours: np.ndarray, *, notes: list[str]
+) -> dict[str, float]:
     """`mAP` at K of a nearest-neighbour ranking, where rows with the same label are relevant.
 
     For query row i with ranked neighbours r_1..r_K (never i itself), rel_j = [label(r_j) == label(i)],

@@ -37,10 +37,18 @@ def load_runner(task: TaskConfig, model_path: Path) -> Runner:
         from predict.runners.torch import TorchRunner
 
         return TorchRunner(
-            model_path, device=runtime.device, input_spec=runtime.input_spec, precision=runtime.precision, threads=runtime.threads
+            model_path,
+            device=runtime.device,
+            input_spec=runtime.input_spec,
+            precision=runtime.precision,
+            threads=runtime.threads,
         )
     from predict.runners.ort import OrtRunner
 
     return OrtRunner(
-        model_path, device=runtime.device, threads=runtime.threads, precision=runtime.precision, io_binding=runtime.io_binding
+        model_path,
+        device=runtime.device,
+        threads=runtime.threads,
+        precision=runtime.precision,
+        io_binding=runtime.io_binding,
     )

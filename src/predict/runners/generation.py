@@ -116,10 +116,14 @@ def decoder_layout(encoder: OrtRunner, decoder: OrtRunner, *, encoder_name: str,
     cache = []
     for spec in decoder.inputs:
         if spec.fixed_batch_size:
-            errors.append(f"decoder {decoder_name}: input '{spec.name}' has a fixed batch size of {spec.fixed_batch_size}; export it with a dynamic batch axis (beams are rows)")
+            errors.append(
+                f"decoder {decoder_name}: input '{spec.name}' has a fixed batch size of {spec.fixed_batch_size}; export it with a dynamic batch axis (beams are rows)"
+            )
         if spec.name == DECODER_IDS:
             if len(spec.shape) != 2:
-                errors.append(f"decoder {decoder_name}: input '{DECODER_IDS}' has {len(spec.shape)} axes; expected (batch, tokens) ids")
+                errors.append(
+                    f"decoder {decoder_name}: input '{DECODER_IDS}' has {len(spec.shape)} axes; expected (batch, tokens) ids"
+                )
             ids = spec
         elif spec.name.startswith(PAST):
             cache_slot = _cache_slot(spec, encoder, outputs, decoder_name=decoder_name, errors=errors)
@@ -139,11 +143,17 @@ def decoder_layout(encoder: OrtRunner, decoder: OrtRunner, *, encoder_name: str,
                 f"'{ENCODER_MASK}', or the name of an encoder {encoder_name} input or output ({', '.join(sources)})"
             )
     if ids is None:
-        errors.append(f"decoder {decoder_name} has no input '{DECODER_IDS}' (inputs: {', '.join(spec.name for spec in decoder.inputs)})")
+        errors.append(
+            f"decoder {decoder_name} has no input '{DECODER_IDS}' (inputs: {', '.join(spec.name for spec in decoder.inputs)})"
+        )
     if cache and ids is not None and len(ids.shape) == 2 and ids.shape[1] not in (None, 1):
-        errors.append(f"decoder {decoder_name}: input '{DECODER_IDS}' takes {ids.shape[1]} tokens; with a cache it takes the newest token only (1 or dynamic)")
+        errors.append(
+            f"decoder {decoder_name}: input '{DECODER_IDS}' takes {ids.shape[1]} tokens; with a cache it takes the newest token only (1 or dynamic)"
+        )
     if ids is not None and not cache and len(ids.shape) == 2 and ids.shape[1] is not None:
-        errors.append(f"decoder {decoder_name}: input '{DECODER_IDS}' has a static length of {ids.shape[1]}; without a cache it takes the growing sequence: export a dynamic axis 1")
+        errors.append(
+            f"decoder {decoder_name}: input '{DECODER_IDS}' has a static length of {ids.shape[1]}; without a cache it takes the growing sequence: export a dynamic axis 1"
+        )
     logits = _logits_output(decoder, decoder_name=decoder_name, errors=errors)
     if errors:
         raise ConfigError("\n".join(errors) + f"\n({_CONVENTION})")
@@ -157,7 +167,9 @@ def decoder_layout(encoder: OrtRunner, decoder: OrtRunner, *, encoder_name: str,
     )
 
 
-def _cache_slot(spec: TensorSpec, encoder: OrtRunner, outputs: dict[str, TensorSpec], *, decoder_name: str, errors: list[str]) -> _CacheSlot | None:
+def _cache_slot(
+    spec: TensorSpec, encoder: OrtRunner, outputs: dict[str, TensorSpec], *, decoder_name: str, errors: list[str]
+) -> _CacheSlot | None:
     name = spec.name.removeprefix(PAST)
     present = outputs.get(PRESENT + name)
     if present is None:
@@ -178,7 +190,9 @@ def _cache_slot(spec: TensorSpec, encoder: OrtRunner, outputs: dict[str, TensorS
             f"and it has {len(dynamic)} dynamic axes after the batch axis (exactly 1, the cached length, starts empty)"
         )
         return None
-    empty_shape = tuple(None if axis == 0 else 0 if axis == dynamic[0] else size for axis, size in enumerate(spec.shape))
+    empty_shape = tuple(
+        None if axis == 0 else 0 if axis == dynamic[0] else size for axis, size in enumerate(spec.shape)
+    )
     return _CacheSlot(past=spec.name, present=present.name, initial=None, empty_shape=empty_shape)
 
 
@@ -191,7 +205,9 @@ def _logits_output(decoder: OrtRunner, *, decoder_name: str, errors: list[str]) 
         errors.append(f"decoder {decoder_name} has outputs ({names}); name the next-token scores '{LOGITS}'")
         return None
     if len(candidates[0].shape) not in (2, 3):
-        errors.append(f"decoder {decoder_name}: output '{candidates[0].name}' has {len(candidates[0].shape)} axes; expected (batch, tokens, vocabulary) or (batch, vocabulary)")
+        errors.append(
+            f"decoder {decoder_name}: output '{candidates[0].name}' has {len(candidates[0].shape)} axes; expected (batch, tokens, vocabulary) or (batch, vocabulary)"
+        )
     return candidates[0]
 
 
@@ -224,7 +240,10 @@ class GenerationRunner:
         self.decoder = OrtRunner(decoder_path, device=device, threads=threads)
         self.settings = settings
         self.layout = decoder_layout(
-            self.encoder, self.decoder, encoder_name=encoder_name or encoder_path.name, decoder_name=decoder_name or decoder_path.name
+            self.encoder,
+            self.decoder,
+            encoder_name=encoder_name or encoder_path.name,
+            decoder_name=decoder_name or decoder_path.name,
         )
         self.inputs = self.encoder.inputs
         self.outputs = (
@@ -232,9 +251,17 @@ class GenerationRunner:
             TensorSpec(name=SEQUENCE_SCORES, shape=(None,), dtype=np.dtype(np.float32)),
         )
         self.provider = self.decoder.provider
-        search = "greedy search" if settings.num_beams == 1 else f"beam search ({settings.num_beams} beams, length_penalty {settings.length_penalty})"
+        search = (
+            "greedy search"
+            if settings.num_beams == 1
+            else f"beam search ({settings.num_beams} beams, length_penalty {settings.length_penalty})"
+        )
         cache = "a cache of past states" if self.layout.cache else "no cache: the whole sequence at every step"
-        self.notes = [*self.encoder.notes, *self.decoder.notes, f"generation: {search}, at most {settings.max_new_tokens} new tokens, {cache}"]
+        self.notes = [
+            *self.encoder.notes,
+            *self.decoder.notes,
+            f"generation: {search}, at most {settings.max_new_tokens} new tokens, {cache}",
+        ]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Generate for one batch.
@@ -264,7 +291,9 @@ class GenerationRunner:
             generated, scores = self._beam_search(rows, constants, cache)
         return {GENERATED_IDS: generated, SEQUENCE_SCORES: scores}
 
-    def _step(self, tokens: np.ndarray, constants: dict[str, np.ndarray], cache: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _step(
+        self, tokens: np.ndarray, constants: dict[str, np.ndarray], cache: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One decoder call: float32[N, V] log-probabilities of the next token, and the new cache."""
         feeds = {self.layout.ids: tokens.astype(self.layout.ids_dtype), **constants, **cache}
         outputs = self.decoder.run(feeds)
@@ -279,7 +308,9 @@ class GenerationRunner:
             log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         return log_probabilities, {slot.past: outputs[slot.present] for slot in self.layout.cache}
 
-    def _greedy(self, rows: int, constants: dict[str, np.ndarray], cache: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _greedy(
+        self, rows: int, constants: dict[str, np.ndarray], cache: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         settings = self.settings
         sequence = np.full((rows, 1), settings.start_id, dtype=np.int64)
         generated = np.full((rows, settings.max_new_tokens), -1, dtype=np.int64)
@@ -300,7 +331,9 @@ class GenerationRunner:
                 break
         return generated, scores.astype(np.float32)
 
-    def _beam_search(self, rows: int, constants: dict[str, np.ndarray], cache: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _beam_search(
+        self, rows: int, constants: dict[str, np.ndarray], cache: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         settings = self.settings
         beams = settings.num_beams
         sequences = np.full((rows, beams, 1), settings.start_id, dtype=np.int64)
@@ -313,7 +346,9 @@ class GenerationRunner:
             fed = sequences[:, :, -1:] if self.layout.cache else sequences
             log_probabilities, cache = self._step(fed.reshape(rows * beams, -1), constants, cache)
             vocabulary = log_probabilities.shape[1]
-            candidates = (beam_scores[:, :, None] + log_probabilities.reshape(rows, beams, vocabulary)).reshape(rows, -1)
+            candidates = (beam_scores[:, :, None] + log_probabilities.reshape(rows, beams, vocabulary)).reshape(
+                rows, -1
+            )
             origins = np.tile(np.arange(beams), (rows, 1))
             tokens = np.full((rows, beams), settings.end_id, dtype=np.int64)
             new_scores = beam_scores.copy()
@@ -325,14 +360,18 @@ class GenerationRunner:
                     score = float(candidates[row, index])
                     if token == settings.end_id:
                         if rank < beams:
-                            finished[row].append((score / (step + 1) ** settings.length_penalty, sequences[row, origin, 1:]))
+                            finished[row].append(
+                                (score / (step + 1) ** settings.length_penalty, sequences[row, origin, 1:])
+                            )
                         continue
                     origins[row, slot], tokens[row, slot], new_scores[row, slot] = origin, token, score
                     slot += 1
                     if slot == beams:
                         break
                 done[row] = len(finished[row]) >= beams
-            sequences = np.concatenate([np.take_along_axis(sequences, origins[:, :, None], axis=1), tokens[:, :, None]], axis=2)
+            sequences = np.concatenate(
+                [np.take_along_axis(sequences, origins[:, :, None], axis=1), tokens[:, :, None]], axis=2
+            )
             beam_scores = new_scores
             if self.layout.cache:
                 flat = (np.arange(rows)[:, None] * beams + origins).reshape(-1)
@@ -344,7 +383,10 @@ class GenerationRunner:
         for row in range(rows):
             if not done[row]:  # out of steps: the live beams finish as they are
                 steps = sequences.shape[2] - 1
-                finished[row].extend((float(beam_scores[row, beam]) / steps**settings.length_penalty, sequences[row, beam, 1:]) for beam in range(beams))
+                finished[row].extend(
+                    (float(beam_scores[row, beam]) / steps**settings.length_penalty, sequences[row, beam, 1:])
+                    for beam in range(beams)
+                )
             best_score, best_tokens = max(finished[row], key=lambda hypothesis: hypothesis[0])
             generated[row, : len(best_tokens)] = best_tokens
             scores[row] = best_score
@@ -365,11 +407,22 @@ def build_generation_runner(task: TaskConfig, encoder_path: Path, *, cache_dir: 
     preprocessing = task.preprocessing
     tokenizer_path = config.target_tokenizer or preprocessing.tokenizer
     tokenizer = load_target_tokenizer(
-        config.target_tokenizer, source=preprocessing.tokenizer, lowercase=preprocessing.lowercase, oov_token=preprocessing.oov_token
+        config.target_tokenizer,
+        source=preprocessing.tokenizer,
+        lowercase=preprocessing.lowercase,
+        oov_token=preprocessing.oov_token,
     )
     settings = GenerationSettings(
-        start_id=special_token_id(tokenizer, config.start_token, key="head.start_token", defaults=DEFAULT_START_TOKENS, name=tokenizer_path.name),
-        end_id=special_token_id(tokenizer, config.end_token, key="head.end_token", defaults=DEFAULT_END_TOKENS, name=tokenizer_path.name),
+        start_id=special_token_id(
+            tokenizer,
+            config.start_token,
+            key="head.start_token",
+            defaults=DEFAULT_START_TOKENS,
+            name=tokenizer_path.name,
+        ),
+        end_id=special_token_id(
+            tokenizer, config.end_token, key="head.end_token", defaults=DEFAULT_END_TOKENS, name=tokenizer_path.name
+        ),
         max_new_tokens=config.max_new_tokens,
         num_beams=config.num_beams,
         length_penalty=config.length_penalty,
@@ -385,5 +438,8 @@ def build_generation_runner(task: TaskConfig, encoder_path: Path, *, cache_dir: 
         decoder_name=config.decoder_model.name,
     )
     if decoder.origin != "onnx":
-        runner.notes.insert(0, f"decoder {config.decoder_model.name}: {'converted to' if decoder.origin == 'converted' else 'using the cached conversion'} {decoder.path}")
+        runner.notes.insert(
+            0,
+            f"decoder {config.decoder_model.name}: {'converted to' if decoder.origin == 'converted' else 'using the cached conversion'} {decoder.path}",
+        )
     return runner

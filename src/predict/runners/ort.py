@@ -141,7 +141,9 @@ class OrtRunner:
             self._check_float16(feeds, outputs)
         return outputs
 
-    def _run_session(self, session: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run_session(
+        self, session: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         if not self.io_binding:
             return dict(zip(self._output_names, session.run(self._output_names, feeds)))
         binding = session.io_binding()
@@ -235,4 +237,3 @@ def _check_and_inspect(model_path: Path) -> dict[str, str]:
 def _spec(arg: onnxruntime.NodeArg) -> TensorSpec:
     shape = tuple(dim if isinstance(dim, int) and dim > 0 else None for dim in (arg.shape or ()))
     return TensorSpec(name=arg.name, shape=shape, dtype=np.dtype(_ORT_DTYPES.get(arg.type, np.float32)))
-

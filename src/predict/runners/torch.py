@@ -184,7 +184,10 @@ class TorchRunner:
             with torch.inference_mode():
                 result = self.module(*tensors)
         except Exception as error:  # the module's own errors: a shape or dtype it does not take
-            shapes = ", ".join(f"{spec.name} {np.dtype(spec.dtype).name}{list(array.shape)}" for spec, array in zip(self.inputs, arrays))
+            shapes = ", ".join(
+                f"{spec.name} {np.dtype(spec.dtype).name}{list(array.shape)}"
+                for spec, array in zip(self.inputs, arrays)
+            )
             raise ConfigError(
                 f"model {model_path.name} fails on a zero batch of its inputs ({shapes}): {one_line(error)}; "
                 "check runtime.input_spec"
@@ -201,7 +204,9 @@ class TorchRunner:
                 raise ConfigError(f"model {model_path.name}: output '{name}' is a {type(value).__name__}, not a tensor")
             dtype = _TORCH_DTYPES.get(value.dtype)
             if dtype is None:
-                raise ConfigError(f"model {model_path.name}: output '{name}' has dtype {value.dtype}, which numpy cannot hold")
+                raise ConfigError(
+                    f"model {model_path.name}: output '{name}' has dtype {value.dtype}, which numpy cannot hold"
+                )
             shape = (None, *value.shape[1:]) if value.dim() else ()
             specs.append(TensorSpec(name=str(name), shape=tuple(shape), dtype=np.dtype(dtype), producer=producer))
         return tuple(specs)
@@ -238,7 +243,9 @@ def _archive_kind(model_path: Path) -> str:
         "torch.export.save(torch.export.export(model, (example,)), 'model.pt2')"
     )
     if not zipfile.is_zipfile(model_path):
-        raise ConfigError(f"model {model_path.name} is not a TorchScript or torch.export file (not a zip archive); {how_to}")
+        raise ConfigError(
+            f"model {model_path.name} is not a TorchScript or torch.export file (not a zip archive); {how_to}"
+        )
     with zipfile.ZipFile(model_path) as archive:
         entries = [name.split("/", 1)[-1] for name in archive.namelist()]
     if "archive_format" in entries:
@@ -291,7 +298,9 @@ def _load_exported(
     user_inputs = list(program.graph_signature.user_inputs)
     names = metadata.get("inputs") or user_inputs
     if len(names) != len(user_inputs):
-        raise ConfigError(f"model {model_path.name}: its metadata names {len(names)} inputs, the program takes {len(user_inputs)}")
+        raise ConfigError(
+            f"model {model_path.name}: its metadata names {len(names)} inputs, the program takes {len(user_inputs)}"
+        )
     inputs = []
     for name, placeholder in zip(names, user_inputs):
         value = placeholders[placeholder].meta.get("val")
@@ -305,7 +314,9 @@ def _load_exported(
     return program.module(), inputs, metadata.get("outputs"), _export_producers(program)
 
 
-def _check_against_program(model_path: Path, configured: tuple[TensorSpec, ...], inputs: tuple[TensorSpec, ...]) -> None:
+def _check_against_program(
+    model_path: Path, configured: tuple[TensorSpec, ...], inputs: tuple[TensorSpec, ...]
+) -> None:
     """A `runtime.input_spec` given for a `.pt2` must say what the program says."""
     problems = []
     if [spec.name for spec in configured] != [spec.name for spec in inputs]:
@@ -313,7 +324,9 @@ def _check_against_program(model_path: Path, configured: tuple[TensorSpec, ...],
     for want, have in zip(configured, inputs):
         if want.dtype != have.dtype:
             problems.append(f"'{have.name}' dtype {np.dtype(want.dtype).name} != {np.dtype(have.dtype).name}")
-        if len(want.shape) != len(have.shape) or any(w is not None and h is not None and w != h for w, h in zip(want.shape, have.shape)):
+        if len(want.shape) != len(have.shape) or any(
+            w is not None and h is not None and w != h for w, h in zip(want.shape, have.shape)
+        ):
             problems.append(f"'{have.name}' shape {_show(want.shape)} != {_show(have.shape)}")
     if problems:
         raise ConfigError(
@@ -364,7 +377,12 @@ def _export_producers(program: Any) -> list[str | None]:
     output = next(node for node in program.graph.nodes if node.op == "output")
     producers: list[str | None] = []
     for node in output.args[0]:
-        while isinstance(node, torch.fx.Node) and node.op == "call_function" and _aten_name(node) in _PASS_THROUGH and node.args:
+        while (
+            isinstance(node, torch.fx.Node)
+            and node.op == "call_function"
+            and _aten_name(node) in _PASS_THROUGH
+            and node.args
+        ):
             node = node.args[0]
         name = _aten_name(node) if isinstance(node, torch.fx.Node) and node.op == "call_function" else ""
         producers.append(_PRODUCERS.get(name))

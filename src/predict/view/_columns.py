@@ -37,6 +37,8 @@ def float_columns(frame: pd.DataFrame, columns: list[str], *, source: Path) -> n
         bad = np.flatnonzero(~np.isfinite(parsed))
         if bad.size:
             row = int(bad[0])
-            raise InputError(f"{source.name}: row {row}, column '{column}': expected a number, got {frame[column].iloc[row]!r}")
+            raise InputError(
+                f"{source.name}: row {row}, column '{column}': expected a number, got {frame[column].iloc[row]!r}"
+            )
         values[:, j] = parsed
     return values

@@ -169,7 +169,11 @@ def flat_masks(texts: list[str], *, source: Path, row: int, column: str) -> np.n
     """
     try:
         length = max((rle_end(str(text)) for text in texts), default=0)
-        return np.stack([decode_rle(str(text), (1, length)).ravel() for text in texts]) if texts else np.zeros((0, 0), dtype=bool)
+        return (
+            np.stack([decode_rle(str(text), (1, length)).ravel() for text in texts])
+            if texts
+            else np.zeros((0, 0), dtype=bool)
+        )
     except ValueError as error:
         raise InputError(f"{source.name}: row {row}, column '{column}': not a valid RLE mask: {error}") from None
 
@@ -191,7 +195,11 @@ def best_ious(iou: np.ndarray, true_classes: list[int], predicted_classes: list[
         true_classes: T class indices.
         predicted_classes: P class indices.
     """
-    same = np.asarray(true_classes)[:, None] == np.asarray(predicted_classes)[None, :] if iou.size else np.zeros(iou.shape, dtype=bool)
+    same = (
+        np.asarray(true_classes)[:, None] == np.asarray(predicted_classes)[None, :]
+        if iou.size
+        else np.zeros(iou.shape, dtype=bool)
+    )
     return np.where(same, iou, 0.0).max(axis=1) if iou.shape[1] else np.zeros(iou.shape[0])
 
 
@@ -235,7 +243,9 @@ def font(size: int = 13) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def draw_label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, *, colour: str, below: bool = False) -> None:
+def draw_label(
+    draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, *, colour: str, below: bool = False
+) -> None:
     """`text` in white on a `colour` tag whose lower-left corner is at `xy` (upper-left with `below`)."""
     face = font()
     left, top, right, bottom = draw.textbbox((0, 0), text, font=face)
@@ -246,10 +256,17 @@ def draw_label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, *,
     draw.text((x + 3 - left, y + 2 - top), text, fill="white", font=face)
 
 
-def dashed_rectangle(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], *, colour: str, width: int = 2, dash: int = 6) -> None:
+def dashed_rectangle(
+    draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], *, colour: str, width: int = 2, dash: int = 6
+) -> None:
     """A dashed xyxy rectangle: true boxes are dashed so they read apart from the solid predicted ones."""
     x0, y0, x1, y1 = box
-    for start, stop, fixed, horizontal in ((x0, x1, y0, True), (x0, x1, y1, True), (y0, y1, x0, False), (y0, y1, x1, False)):
+    for start, stop, fixed, horizontal in (
+        (x0, x1, y0, True),
+        (x0, x1, y1, True),
+        (y0, y1, x0, False),
+        (y0, y1, x1, False),
+    ):
         position = start
         while position < stop:
             end = min(position + dash, stop)
@@ -283,4 +300,3 @@ def png_img(image: Image.Image, alt: str) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return f'<img src="{_samples.png_uri(buffer.getvalue())}" alt="{_samples.escape(alt)}">'
-

@@ -61,7 +61,12 @@ def draw_matrix(axes, counts: np.ndarray, *, row_names: list[str], column_names:
         title: the axes title.
     """
     image = axes.imshow(counts, cmap="Blues", vmin=0)
-    axes.set_xticks(range(len(column_names)), column_names, rotation=45 if len(column_names) > 4 else 0, ha="right" if len(column_names) > 4 else "center")
+    axes.set_xticks(
+        range(len(column_names)),
+        column_names,
+        rotation=45 if len(column_names) > 4 else 0,
+        ha="right" if len(column_names) > 4 else "center",
+    )
     axes.set_yticks(range(len(row_names)), row_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("actual")

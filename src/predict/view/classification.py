@@ -139,7 +139,9 @@ class ClassificationView(View):
             shown = min(len(self.classes), _plots.MAX_ROC_CURVES)
             figure, axes = _plots.grid(shown, columns=4, cell=3.0)
             for j, ax in enumerate(axes):
-                _plots.draw_matrix(ax, matrices[j], row_names=["0", "1"], column_names=["0", "1"], title=self.classes[j])
+                _plots.draw_matrix(
+                    ax, matrices[j], row_names=["0", "1"], column_names=["0", "1"], title=self.classes[j]
+                )
             caption = "Per label, at a 0.5 threshold; rows: actual, columns: predicted."
             if shown < len(self.classes):
                 caption += f" First {shown} of {len(self.classes)} labels."
@@ -153,7 +155,11 @@ class ClassificationView(View):
         if self.kind is ClassificationKind.BINARY:
             caption += " Predicted class 1 where the probability is at least 0.5."
         accuracy = float(np.trace(counts) / counts.sum())
-        return Plot(title=f"Confusion matrix ({np.trace(counts)} of {counts.sum()} correct, {accuracy:.1%})", png=_plots.to_png(figure), caption=caption)
+        return Plot(
+            title=f"Confusion matrix ({np.trace(counts)} of {counts.sum()} correct, {accuracy:.1%})",
+            png=_plots.to_png(figure),
+            caption=caption,
+        )
 
     def _roc_curves(self) -> Plot:
         from sklearn import metrics as sk  # here, not above: `predict show` draws no plots (issue 18)
@@ -161,7 +167,11 @@ class ClassificationView(View):
         if self.kind is ClassificationKind.BINARY:
             curves = [(self.classes[1], self.truth, self.scores[:, 1])]
         else:
-            one_hot = self.truth if self.kind is ClassificationKind.MULTILABEL else np.eye(len(self.classes), dtype=int)[self.truth]
+            one_hot = (
+                self.truth
+                if self.kind is ClassificationKind.MULTILABEL
+                else np.eye(len(self.classes), dtype=int)[self.truth]
+            )
             curves = [(name, one_hot[:, j], self.scores[:, j]) for j, name in enumerate(self.classes)]
         usable = [curve for curve in curves if 0 < curve[1].sum() < len(curve[1])]
         skipped = [name for name, labels, _ in curves if not 0 < labels.sum() < len(labels)]
@@ -169,7 +179,9 @@ class ClassificationView(View):
         axes = figure.subplots()
         for name, labels, scores in usable[: _plots.MAX_ROC_CURVES]:
             false_positive, true_positive, _ = sk.roc_curve(labels, scores)
-            axes.plot(false_positive, true_positive, lw=1.8, label=f"{name} (AUC {sk.auc(false_positive, true_positive):.3f})")
+            axes.plot(
+                false_positive, true_positive, lw=1.8, label=f"{name} (AUC {sk.auc(false_positive, true_positive):.3f})"
+            )
         axes.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
         axes.set_xlim(-0.01, 1.01)
         axes.set_ylim(-0.01, 1.01)
@@ -191,9 +203,18 @@ class ClassificationView(View):
         figure = _plots.new_figure(min(4.0 + 0.5 * len(self.classes), 14.0), 4.0)
         axes = figure.subplots()
         axes.bar(range(len(self.classes)), counts, color="#4c72b0")
-        axes.set_xticks(range(len(self.classes)), self.classes, rotation=45 if len(self.classes) > 4 else 0, ha="right" if len(self.classes) > 4 else "center")
+        axes.set_xticks(
+            range(len(self.classes)),
+            self.classes,
+            rotation=45 if len(self.classes) > 4 else 0,
+            ha="right" if len(self.classes) > 4 else "center",
+        )
         axes.set_ylabel("rows")
-        return Plot(title="Predicted classes", png=_plots.to_png(figure), caption="No labels in this split: how often each class is predicted.")
+        return Plot(
+            title="Predicted classes",
+            png=_plots.to_png(figure),
+            caption="No labels in this split: how often each class is predicted.",
+        )
 
     def _confidence_histogram(self) -> Plot:
         confidence = self.table()["confidence"].to_numpy()
@@ -202,7 +223,9 @@ class ClassificationView(View):
         axes.hist(confidence, bins=20, range=(0.0, 1.0), color="#4c72b0")
         axes.set_xlabel("probability of the predicted class")
         axes.set_ylabel("rows")
-        return Plot(title="Confidence", png=_plots.to_png(figure), caption="Low values are the predictions to check first.")
+        return Plot(
+            title="Confidence", png=_plots.to_png(figure), caption="Low values are the predictions to check first."
+        )
 
 
 def _predicted(kind: ClassificationKind, scores: np.ndarray) -> np.ndarray:
@@ -237,5 +260,7 @@ def _zero_one(frame: pd.DataFrame, columns: list[str], *, source) -> np.ndarray:
     bad_rows, bad_columns = np.nonzero((labels != 0) & (labels != 1))
     if bad_rows.size:
         row, column = int(bad_rows[0]), columns[int(bad_columns[0])]
-        raise InputError(f"{source.name}: row {row}, label column '{column}': expected 0 or 1, got {frame[column].iloc[row]!r}")
+        raise InputError(
+            f"{source.name}: row {row}, label column '{column}': expected 0 or 1, got {frame[column].iloc[row]!r}"
+        )
     return labels.astype(np.int64)

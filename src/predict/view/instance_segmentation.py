@@ -79,11 +79,19 @@ class InstanceSegmentationView(View):
                 masks = _dense.flat_masks([*rles, *self.rles[row]], source=dataframe, row=row, column=label_columns[1])
                 iou = _dense.mask_iou(masks[: len(rles)], masks[len(rles) :]) if len(masks) else np.zeros((0, 0))
                 iou = iou.reshape(len(rles), len(self.rles[row]))
-                same = np.asarray(classes)[:, None] == np.asarray(self.predicted_classes[row], dtype=np.int64)[None, :] if iou.size else np.zeros(iou.shape, dtype=bool)
+                same = (
+                    np.asarray(classes)[:, None] == np.asarray(self.predicted_classes[row], dtype=np.int64)[None, :]
+                    if iou.size
+                    else np.zeros(iou.shape, dtype=bool)
+                )
                 self.true_rles.append(rles)
                 self.true_classes.append(classes)
                 self.best.append(_dense.best_ious(iou, classes, self.predicted_classes[row]))
-                self.matched.append((np.where(same, iou, 0.0) >= _dense.MATCH_IOU).any(axis=0) if iou.shape[0] else np.zeros(iou.shape[1], dtype=bool))
+                self.matched.append(
+                    (np.where(same, iou, 0.0) >= _dense.MATCH_IOU).any(axis=0)
+                    if iou.shape[0]
+                    else np.zeros(iou.shape[1], dtype=bool)
+                )
 
     @property
     def labelled(self) -> bool:
@@ -91,12 +99,18 @@ class InstanceSegmentationView(View):
 
     def scores(self) -> np.ndarray:
         """float64[N]: each image's mean best IoU of its true instances (see the module docstring)."""
-        return np.array([_dense.image_score(best, len(rles)) for best, rles in zip(self.best, self.rles)], dtype=np.float64)
+        return np.array(
+            [_dense.image_score(best, len(rles)) for best, rles in zip(self.best, self.rles)], dtype=np.float64
+        )
 
     def _summary(self, row: int) -> str:
-        return ", ".join(
-            f"{self.classes[index]} {confidence:.2f}" for index, confidence in zip(self.predicted_classes[row], self.confidences[row])
-        ) or "(none)"
+        return (
+            ", ".join(
+                f"{self.classes[index]} {confidence:.2f}"
+                for index, confidence in zip(self.predicted_classes[row], self.confidences[row])
+            )
+            or "(none)"
+        )
 
     def table(self) -> pd.DataFrame:
         table: dict[str, list] = {"instances": [len(rles) for rles in self.rles]}
@@ -133,7 +147,9 @@ class InstanceSegmentationView(View):
         scale = _dense.drawing_scale(image)
         drawn = _dense.upscale(image, scale)
         tags = []
-        for number, (rle, index, confidence) in enumerate(zip(self.rles[row], self.predicted_classes[row], self.confidences[row])):
+        for number, (rle, index, confidence) in enumerate(
+            zip(self.rles[row], self.predicted_classes[row], self.confidences[row])
+        ):
             mask = _dense.grow(_decode(rle, shape, column_major, source=source, row=row), scale)
             colour = _INSTANCE_COLOURS[number % len(_INSTANCE_COLOURS)]
             drawn = _dense.paint(drawn, mask, colour, alpha=0.55)
@@ -145,7 +161,9 @@ class InstanceSegmentationView(View):
             dataframe = Path(str(_dense.task_section(self.run, "data")["dataframe"]))
             for rle in self.true_rles[row]:
                 edge = _dense.outline(_dense.grow(_decode(rle, shape, column_major, source=dataframe, row=row), scale))
-                drawn = _dense.paint(drawn, edge | np.roll(edge, 1, axis=0) | np.roll(edge, 1, axis=1), _dense.TRUTH_COLOUR, alpha=1.0)
+                drawn = _dense.paint(
+                    drawn, edge | np.roll(edge, 1, axis=0) | np.roll(edge, 1, axis=1), _dense.TRUTH_COLOUR, alpha=1.0
+                )
         draw = ImageDraw.Draw(drawn)
         for corner, text, colour in tags:
             _dense.draw_label(draw, corner, text, colour=colour)
@@ -161,11 +179,21 @@ class InstanceSegmentationView(View):
         counts, spread = figure.subplots(1, 2)
         if self.labelled:
             true_classes = _dense.concatenate_classes(self.true_classes)
-            found = np.bincount(true_classes[np.concatenate(self.best) >= _dense.MATCH_IOU], minlength=len(self.classes))
+            found = np.bincount(
+                true_classes[np.concatenate(self.best) >= _dense.MATCH_IOU], minlength=len(self.classes)
+            )
             width = 0.27
-            counts.bar(positions - width, np.bincount(true_classes, minlength=len(self.classes)), width, label="true", color="#8c8c8c")
+            counts.bar(
+                positions - width,
+                np.bincount(true_classes, minlength=len(self.classes)),
+                width,
+                label="true",
+                color="#8c8c8c",
+            )
             counts.bar(positions, predicted, width, label="predicted", color="#4c72b0")
-            counts.bar(positions + width, found, width, label=f"true found (IoU >= {_dense.MATCH_IOU})", color="#55a868")
+            counts.bar(
+                positions + width, found, width, label=f"true found (IoU >= {_dense.MATCH_IOU})", color="#55a868"
+            )
             counts.legend(fontsize="small")
             matched = np.concatenate(self.matched) if self.matched else np.zeros(0, dtype=bool)
             spread.hist(
@@ -229,4 +257,6 @@ def _decode(text: str, shape: tuple[int, int], column_major: bool, *, source: Pa
     try:
         return decode_rle(text, shape, column_major=column_major)
     except ValueError as error:
-        raise InputError(f"{source.name}: row {row}: RLE does not fit the {shape[0]}x{shape[1]} image: {error}") from None
+        raise InputError(
+            f"{source.name}: row {row}: RLE does not fit the {shape[0]}x{shape[1]} image: {error}"
+        ) from None

@@ -53,7 +53,11 @@ class MetricLearningView(View):
         neighbour_columns = [f"top_{k}_similar_{modality}" for k in range(1, _CSV_NEIGHBOURS + 1)]
         similarity_columns = [f"top_{k}_cosine_similarity" for k in range(1, _CSV_NEIGHBOURS + 1)]
         require_columns(frame, [run.input_column, neighbour_columns[0], similarity_columns[0]], source=source)
-        present = [k for k in range(_CSV_NEIGHBOURS) if neighbour_columns[k] in frame.columns and similarity_columns[k] in frame.columns]
+        present = [
+            k
+            for k in range(_CSV_NEIGHBOURS)
+            if neighbour_columns[k] in frame.columns and similarity_columns[k] in frame.columns
+        ]
         self.neighbours: list[list[str]] = []
         self.similarities: list[list[float]] = []
         for row in range(len(frame)):
@@ -95,7 +99,10 @@ class MetricLearningView(View):
 
     def badness(self) -> np.ndarray:
         return np.array(
-            [sum(1.0 / rank for rank, same in enumerate(self._same(row), start=1) if not same) for row in range(len(self.neighbours))],
+            [
+                sum(1.0 / rank for rank, same in enumerate(self._same(row), start=1) if not same)
+                for row in range(len(self.neighbours))
+            ],
             dtype=np.float64,
         )
 
@@ -146,7 +153,13 @@ class MetricLearningView(View):
             other = [value for value, flag in top if not flag]
             low = min((value for value, _ in top), default=0.0)
             edges = np.linspace(low, 1.0, bins + 1) if low < 1.0 else bins
-            axes.hist([same, other], bins=edges, stacked=True, color=["#55a868", "#c44e52"], label=[f"same label ({len(same)})", f"other label ({len(other)})"])
+            axes.hist(
+                [same, other],
+                bins=edges,
+                stacked=True,
+                color=["#55a868", "#c44e52"],
+                label=[f"same label ({len(same)})", f"other label ({len(other)})"],
+            )
             axes.legend(loc="upper left", fontsize="small")
             axes.set_xlabel("cosine similarity of the nearest neighbour")
             caption = "Red: the nearest other image has another label; red at high similarity means embeddings that confuse classes."

@@ -55,7 +55,9 @@ class ObjectDetectionView(View):
         class_column = run.label_columns[0] if run.label_columns else "class_name"
         self.boxes, self.confidences, self.predicted_classes = [], [], []
         for row in range(len(run.predictions)):
-            boxes, classes, confidences = _read_boxes(run.predictions, row, class_column, self.classes, source=source, with_confidence=True)
+            boxes, classes, confidences = _read_boxes(
+                run.predictions, row, class_column, self.classes, source=source, with_confidence=True
+            )
             self.boxes.append(boxes)
             self.predicted_classes.append(classes)
             self.confidences.append(confidences)
@@ -65,7 +67,9 @@ class ObjectDetectionView(View):
             dataframe = _dense.task_section(run, "data").get("dataframe")
             self.true_boxes, self.true_classes = [], []
             for row in range(len(truth)):
-                boxes, classes, _ = _read_boxes(truth, row, class_column, self.classes, source=Path(str(dataframe)), with_confidence=False)
+                boxes, classes, _ = _read_boxes(
+                    truth, row, class_column, self.classes, source=Path(str(dataframe)), with_confidence=False
+                )
                 self.true_boxes.append(boxes)
                 self.true_classes.append(classes)
             self.best = [
@@ -81,7 +85,9 @@ class ObjectDetectionView(View):
 
     def scores(self) -> np.ndarray:
         """float64[N]: each image's mean best IoU of its true boxes (see the module docstring)."""
-        return np.array([_dense.image_score(best, len(boxes)) for best, boxes in zip(self.best, self.boxes)], dtype=np.float64)
+        return np.array(
+            [_dense.image_score(best, len(boxes)) for best, boxes in zip(self.best, self.boxes)], dtype=np.float64
+        )
 
     def table(self) -> pd.DataFrame:
         table: dict[str, list] = {"boxes": [len(boxes) for boxes in self.boxes]}
@@ -92,9 +98,13 @@ class ObjectDetectionView(View):
         return pd.DataFrame(table)
 
     def _summary(self, row: int) -> str:
-        return ", ".join(
-            f"{self.classes[index]} {confidence:.2f}" for index, confidence in zip(self.predicted_classes[row], self.confidences[row])
-        ) or "(none)"
+        return (
+            ", ".join(
+                f"{self.classes[index]} {confidence:.2f}"
+                for index, confidence in zip(self.predicted_classes[row], self.confidences[row])
+            )
+            or "(none)"
+        )
 
     def badness(self) -> np.ndarray:
         return 1.0 - self.scores()
@@ -126,7 +136,9 @@ class ObjectDetectionView(View):
             for box, index, confidence in zip(self.boxes[row], self.predicted_classes[row], self.confidences[row]):
                 colour = _dense.class_colour(index)
                 draw.rectangle(tuple(box * scale), outline=colour, width=2)
-                _dense.draw_label(draw, (box[0] * scale, box[1] * scale), f"{self.classes[index]} {confidence:.2f}", colour=colour)
+                _dense.draw_label(
+                    draw, (box[0] * scale, box[1] * scale), f"{self.classes[index]} {confidence:.2f}", colour=colour
+                )
             body = _dense.png_img(image, value)
         heading = f"row {row} &middot; {_samples.escape(value)}"
         if self.labelled:
@@ -153,7 +165,13 @@ class ObjectDetectionView(View):
         true_classes = _dense.concatenate_classes(self.true_classes)
         best = np.concatenate(self.best) if self.best else np.zeros(0)
         width = 0.27
-        counts.bar(positions - width, np.bincount(true_classes, minlength=len(self.classes)), width, label="true", color="#8c8c8c")
+        counts.bar(
+            positions - width,
+            np.bincount(true_classes, minlength=len(self.classes)),
+            width,
+            label="true",
+            color="#8c8c8c",
+        )
         counts.bar(positions, predicted, width, label="predicted", color="#4c72b0")
         found = np.bincount(true_classes[best >= _dense.MATCH_IOU], minlength=len(self.classes))
         counts.bar(positions + width, found, width, label=f"true found (IoU >= {_dense.MATCH_IOU})", color="#55a868")
@@ -192,7 +210,9 @@ def _read_boxes(frame: pd.DataFrame, row: int, class_column: str, classes: list[
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise InputError(f"{source}: missing column(s) {', '.join(missing)}")
-    cells = {column: _dense.json_list(frame[column].iloc[row], row=row, column=column, source=source) for column in columns}
+    cells = {
+        column: _dense.json_list(frame[column].iloc[row], row=row, column=column, source=source) for column in columns
+    }
     lengths = {len(cell) for cell in cells.values()}
     if len(lengths) > 1:
         detail = ", ".join(f"{column}: {len(cell)}" for column, cell in cells.items())

@@ -143,14 +143,18 @@ def _split_section(run: RunSplit, view: View, *, samples: int, rows: int) -> str
         parts.append(_rows_table(run, view, order[:rows]))
     parts.append("<h3>Time</h3>")
     stages = report.get("stage_seconds", {})
-    parts.append(_key_value_table(((name, f"{seconds:.3f} s") for name, seconds in stages.items()), header=("stage", "time")))
+    parts.append(
+        _key_value_table(((name, f"{seconds:.3f} s") for name, seconds in stages.items()), header=("stage", "time"))
+    )
     notes = report.get("notes") or []
     if notes:
         parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(note)}</li>" for note in notes) + "</ul>")
     parts.append("<h3>Config</h3>")
     parts.append(f"<p>{_e(str(report.get('config', '')))}, as run:</p>")
     task = report.get("task")
-    parts.append(f"<pre>{_e(yaml.safe_dump(task, sort_keys=False, default_flow_style=None) if task else '(not recorded in report.json)')}</pre>")
+    parts.append(
+        f"<pre>{_e(yaml.safe_dump(task, sort_keys=False, default_flow_style=None) if task else '(not recorded in report.json)')}</pre>"
+    )
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -165,9 +169,14 @@ def _cards(run: RunSplit) -> str:
         ("provider", str(report.get("provider", "?"))),
         ("model", Path(str(report.get("model", "?"))).name),
     ]
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="value">{_e(value)}</div><div class="name">{_e(name)}</div></div>' for name, value in cards
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="value">{_e(value)}</div><div class="name">{_e(name)}</div></div>'
+            for name, value in cards
+        )
+        + "</div>"
+    )
 
 
 def _key_value_table(items, *, header: tuple[str, str], digits: int | None = None) -> str:
@@ -185,7 +194,10 @@ def _rows_table(run: RunSplit, view: View, order: np.ndarray) -> str:
     body = []
     for row in (int(row) for row in order):
         correct = view.sample_label(row).correct
-        cells = [f'<td class="number">{row}</td>', f"<td>{_e('' if inputs is None else _samples.shorten(str(inputs.iloc[row])))}</td>"]
+        cells = [
+            f'<td class="number">{row}</td>',
+            f"<td>{_e('' if inputs is None else _samples.shorten(str(inputs.iloc[row])))}</td>",
+        ]
         for name in values.columns:
             value = values[name].iloc[row]
             align = ' class="number"' if isinstance(value, (float, np.floating)) else ""

@@ -85,7 +85,14 @@ class RegressionView(View):
             low = float(min(actual.min(), predicted.min()))
             high = float(max(actual.max(), predicted.max()))
             margin = (high - low) * 0.05 or 0.5
-            ax.plot([low - margin, high + margin], [low - margin, high + margin], ls="--", color="grey", lw=1, label="predicted = actual")
+            ax.plot(
+                [low - margin, high + margin],
+                [low - margin, high + margin],
+                ls="--",
+                color="grey",
+                lw=1,
+                label="predicted = actual",
+            )
             ax.scatter(actual, predicted, s=18, alpha=0.7, color="#4c72b0", edgecolors="none")
             ax.set_xlim(low - margin, high + margin)
             ax.set_ylim(low - margin, high + margin)
@@ -123,4 +130,8 @@ class RegressionView(View):
             ax.hist(values, bins=min(30, max(5, len(values) // 3)), color="#4c72b0")
             ax.set_xlabel(f"predicted {self.targets[j]}")
             ax.set_ylabel("rows")
-        return Plot(title="Predictions", png=_plots.to_png(figure), caption="No labels in this split: the distribution of predicted values.")
+        return Plot(
+            title="Predictions",
+            png=_plots.to_png(figure),
+            caption="No labels in this split: the distribution of predicted values.",
+        )

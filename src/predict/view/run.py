@@ -138,12 +138,10 @@ def read_raw_predictions(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: not found")
-    logger.warning(
-        "reading %s with pickle: unpickling can run arbitrary code, only open .pkl files you trust", path
-    )
+    logger.warning("reading %s with pickle: unpickling can run arbitrary code, only open .pkl files you trust", path)
     try:
         with path.open("rb") as handle:
-            raw = pickle.load(handle)  # noqa: S301 - warned above; the CSV is preferred wherever it suffices
+            raw = pickle.load(handle)
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as error:
         raise InputError(f"{path}: not a readable pickle: {' '.join(str(error).split())}") from None
     if not isinstance(raw, dict):

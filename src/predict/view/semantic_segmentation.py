@@ -52,10 +52,14 @@ class SemanticSegmentationView(View):
         label_columns = list(run.label_columns)
         class_column = label_columns[0] if label_columns and label_columns[0] in frame.columns else "class_id"
         mask_column = label_columns[1] if len(label_columns) > 1 else None
-        prediction_column = f"pred_{mask_column}" if mask_column and f"pred_{mask_column}" in frame.columns else "pred_mask"
+        prediction_column = (
+            f"pred_{mask_column}" if mask_column and f"pred_{mask_column}" in frame.columns else "pred_mask"
+        )
         require_columns(frame, [run.input_column, class_column, prediction_column], source=source)
         if len(frame) % class_count:
-            raise InputError(f"{source}: {len(frame)} rows is not a whole number of images of {class_count} classes ({', '.join(self.classes)})")
+            raise InputError(
+                f"{source}: {len(frame)} rows is not a whole number of images of {class_count} classes ({', '.join(self.classes)})"
+            )
         images = len(frame) // class_count
         expected = self.classes * images
         differs = np.flatnonzero(frame[class_column].astype(str).to_numpy() != np.array(expected, dtype=object))
@@ -77,7 +81,9 @@ class SemanticSegmentationView(View):
         for image in range(images):
             for index in range(class_count):
                 row = image * class_count + index
-                predicted = _dense.flat_masks([self.predicted[image][index]], source=source, row=row, column=prediction_column)
+                predicted = _dense.flat_masks(
+                    [self.predicted[image][index]], source=source, row=row, column=prediction_column
+                )
                 if not labelled:
                     self.predicted_pixels[image, index] = predicted.sum()
                     continue
@@ -127,13 +133,19 @@ class SemanticSegmentationView(View):
         if not self.labelled:
             return SampleLabel(predicted=predicted, actual=None, correct=None)
         iou = self.ious()[row]
-        return SampleLabel(predicted=predicted, actual=f"{self._present(self.actual, row)} (IoU {iou:.3f})", correct=bool(iou >= _dense.MATCH_IOU))
+        return SampleLabel(
+            predicted=predicted,
+            actual=f"{self._present(self.actual, row)} (IoU {iou:.3f})",
+            correct=bool(iou >= _dense.MATCH_IOU),
+        )
 
     def sample_html(self, row: int) -> str:
         value = self.images[row]
         image, missing = _dense.open_image(self.run.data_folder, value)
         if image is None:
-            return _samples.card(missing, self.sample_label(row), heading=f"image {row} &middot; {_samples.escape(value)}")
+            return _samples.card(
+                missing, self.sample_label(row), heading=f"image {row} &middot; {_samples.escape(value)}"
+            )
         source = self.run.run_dir / f"{self.run.split}_predictions.csv"
         column_major = _dense.column_major(self.run)
         shape = (image.height, image.width)
@@ -142,10 +154,14 @@ class SemanticSegmentationView(View):
         outlines = []
         for index, name in enumerate(self.classes):
             colour = _dense.class_colour(index)
-            predicted = _decode(self.predicted[row][index], shape, column_major, source=source, row=row * len(self.classes) + index)
+            predicted = _decode(
+                self.predicted[row][index], shape, column_major, source=source, row=row * len(self.classes) + index
+            )
             drawn = _dense.paint(drawn, _dense.grow(predicted, scale), colour, alpha=0.5)
             if self.labelled:
-                true = _decode(self.actual[row][index], shape, column_major, source=source, row=row * len(self.classes) + index)
+                true = _decode(
+                    self.actual[row][index], shape, column_major, source=source, row=row * len(self.classes) + index
+                )
                 outlines.append((_dense.outline(_dense.grow(true, scale)), colour))
         for edge, colour in outlines:
             # Thickened by one pixel each way so that it reads as a line over a filled prediction.
@@ -165,7 +181,13 @@ class SemanticSegmentationView(View):
             axes.bar(positions, total / max(int(total.sum()), 1), color=colours)
             axes.set_xticks(positions, self.classes)
             axes.set_ylabel("share of predicted pixels")
-            return [Plot(title="Predicted pixels per class", png=_plots.to_png(figure), caption=f"No labels in this split. {legend}")]
+            return [
+                Plot(
+                    title="Predicted pixels per class",
+                    png=_plots.to_png(figure),
+                    caption=f"No labels in this split. {legend}",
+                )
+            ]
         # One figure of two panels: two plots with their captions do not fit one line of the page.
         figure = _plots.new_figure(11.0, 3.8)
         per_class, per_image = figure.subplots(1, 2)
@@ -176,7 +198,9 @@ class SemanticSegmentationView(View):
         per_class.bar(positions + width / 2, dice, width, label="Dice", color=colours, alpha=0.45)
         for position, value in zip(positions, iou):
             if np.isfinite(value):
-                per_class.text(position - width / 2, value + 0.01, f"{value:.2f}", ha="center", va="bottom", fontsize="small")
+                per_class.text(
+                    position - width / 2, value + 0.01, f"{value:.2f}", ha="center", va="bottom", fontsize="small"
+                )
         per_class.set_xticks(positions, self.classes)
         per_class.set_ylim(0, 1.08)
         per_class.set_ylabel("pooled over the split")
@@ -197,4 +221,6 @@ def _decode(text: str, shape: tuple[int, int], column_major: bool, *, source, ro
     try:
         return decode_rle(text, shape, column_major=column_major)
     except ValueError as error:
-        raise InputError(f"{source.name}: row {row}: RLE does not fit the {shape[0]}x{shape[1]} image: {error}") from None
+        raise InputError(
+            f"{source.name}: row {row}: RLE does not fit the {shape[0]}x{shape[1]} image: {error}"
+        ) from None

@@ -51,7 +51,10 @@ class SequenceToSequenceView(View):
             import sacrebleu
 
             self._chrf = np.array(
-                [sacrebleu.sentence_chrf(predicted, [truth]).score for predicted, truth in zip(self.predicted, self.truth)],
+                [
+                    sacrebleu.sentence_chrf(predicted, [truth]).score
+                    for predicted, truth in zip(self.predicted, self.truth)
+                ],
                 dtype=np.float64,
             )
         return self._chrf
@@ -71,7 +74,11 @@ class SequenceToSequenceView(View):
     def sample_label(self, row: int) -> SampleLabel:
         if self.truth is None:
             return SampleLabel(predicted=self.predicted[row], actual=None, correct=None)
-        return SampleLabel(predicted=self.predicted[row], actual=self.truth[row], correct=self.predicted[row].split() == self.truth[row].split())
+        return SampleLabel(
+            predicted=self.predicted[row],
+            actual=self.truth[row],
+            correct=self.predicted[row].split() == self.truth[row].split(),
+        )
 
     def sample_html(self, row: int) -> str:
         columns = [("input", _samples.escape(self.inputs[row]))]
@@ -80,9 +87,13 @@ class SequenceToSequenceView(View):
         else:
             columns.append(("predicted", _diff(self.predicted[row], self.truth[row])))
             columns.append(("actual", _samples.escape(self.truth[row])))
-        body = '<div class="columns">' + "".join(
-            f'<div><div class="name">{name}</div><div class="text">{text}</div></div>' for name, text in columns
-        ) + "</div>"
+        body = (
+            '<div class="columns">'
+            + "".join(
+                f'<div><div class="name">{name}</div><div class="text">{text}</div></div>' for name, text in columns
+            )
+            + "</div>"
+        )
         label = self.sample_label(row)
         state = {True: " right", False: " wrong", None: ""}[label.correct]
         heading = f"row {row}" + (f" &middot; chrF {self.scores()[row]:.1f}" if self.truth is not None else "")
@@ -102,7 +113,11 @@ class SequenceToSequenceView(View):
         axes.set_xlabel("sentence chrF (100 = same characters as the reference)")
         axes.set_ylabel("rows")
         axes.legend(loc="upper left", fontsize="small")
-        return Plot(title="Sentence chrF", png=_plots.to_png(figure), caption="Character n-gram F-score of each generated text against its reference (sacrebleu).")
+        return Plot(
+            title="Sentence chrF",
+            png=_plots.to_png(figure),
+            caption="Character n-gram F-score of each generated text against its reference (sacrebleu).",
+        )
 
     def _lengths(self) -> Plot:
         predicted = np.array([len(text.split()) for text in self.predicted])
@@ -112,7 +127,11 @@ class SequenceToSequenceView(View):
             axes.hist(predicted, bins=np.arange(0, predicted.max(initial=0) + 2) - 0.5, color="#4c72b0")
             axes.set_xlabel("generated words")
             axes.set_ylabel("rows")
-            return Plot(title="Generated lengths", png=_plots.to_png(figure), caption="No labels in this split: how long the generated texts are.")
+            return Plot(
+                title="Generated lengths",
+                png=_plots.to_png(figure),
+                caption="No labels in this split: how long the generated texts are.",
+            )
         actual = np.array([len(text.split()) for text in self.truth])
         high = int(max(predicted.max(initial=1), actual.max(initial=1))) + 1
         axes.plot([0, high], [0, high], ls="--", color="grey", lw=1, label="same length")
@@ -122,7 +141,11 @@ class SequenceToSequenceView(View):
         axes.set_xlabel("reference words")
         axes.set_ylabel("generated words")
         axes.legend(loc="upper left", fontsize="small")
-        return Plot(title="Lengths", png=_plots.to_png(figure), caption="Above the line: generated text longer than the reference (e.g. repeats); below: cut short.")
+        return Plot(
+            title="Lengths",
+            png=_plots.to_png(figure),
+            caption="Above the line: generated text longer than the reference (e.g. repeats); below: cut short.",
+        )
 
 
 def _diff(predicted: str, reference: str) -> str:

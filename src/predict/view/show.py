@@ -26,7 +26,9 @@ def choose_split(run_dir: Path, split: str | None) -> str:
     return split if split is not None else splits[0]
 
 
-def show(run_dir: Path, *, split: str | None = None, rows: int = 20, worst: bool = False, console: Console | None = None) -> None:
+def show(
+    run_dir: Path, *, split: str | None = None, rows: int = 20, worst: bool = False, console: Console | None = None
+) -> None:
     """Print the predictions table and the metrics of one split of a run folder.
 
     Args:
@@ -48,9 +50,14 @@ def show(run_dir: Path, *, split: str | None = None, rows: int = 20, worst: bool
         order = order[:rows]
     total = view.row_count
     console.print(Text(f"{run.problem_type.value}, {run.split} split: {total} rows in {run.run_dir}", style="bold"))
-    console.print(_table(run, view.table(), order, view, caption=_caption(len(order), total, worst, view.worst_meaning)))
+    console.print(
+        _table(run, view.table(), order, view, caption=_caption(len(order), total, worst, view.worst_meaning))
+    )
     if run.metrics:
-        console.print(Text("metrics: ", style="bold") + Text("  ".join(f"{name} {value:.4f}" for name, value in run.metrics.items())))
+        console.print(
+            Text("metrics: ", style="bold")
+            + Text("  ".join(f"{name} {value:.4f}" for name, value in run.metrics.items()))
+        )
     elif not view.labelled:
         console.print(Text("no metrics: this split has no label columns", style="dim"))
     rate = run.report.get("rows_per_second")

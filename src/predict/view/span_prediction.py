@@ -74,7 +74,9 @@ class SpanPredictionView(View):
         predicted = self.predicted[row] or "(no answer)"
         if self.truth is None:
             return SampleLabel(predicted=predicted, actual=None, correct=None)
-        return SampleLabel(predicted=predicted, actual=self.truth[row], correct=jaccard(self.truth[row], self.predicted[row]) == 1.0)
+        return SampleLabel(
+            predicted=predicted, actual=self.truth[row], correct=jaccard(self.truth[row], self.predicted[row]) == 1.0
+        )
 
     def sample_html(self, row: int) -> str:
         context = self.contexts[row]
@@ -105,7 +107,11 @@ class SpanPredictionView(View):
         axes.set_xlabel("word-level Jaccard, predicted vs true answer")
         axes.set_ylabel("rows")
         exact = int(np.sum(scores == 1.0))
-        return Plot(title="Answer overlap", png=_plots.to_png(figure), caption=f"1 = same words as the true answer ({exact} of {len(scores)} rows); 0 = no word in common.")
+        return Plot(
+            title="Answer overlap",
+            png=_plots.to_png(figure),
+            caption=f"1 = same words as the true answer ({exact} of {len(scores)} rows); 0 = no word in common.",
+        )
 
     def _answer_lengths(self) -> Plot:
         predicted = [len(answer.split()) for answer in self.predicted]
@@ -114,12 +120,18 @@ class SpanPredictionView(View):
         high = max([*predicted, *(len(answer.split()) for answer in self.truth or ())], default=1)
         bins = np.arange(0, high + 2) - 0.5
         if self.truth is not None:
-            axes.hist([len(answer.split()) for answer in self.truth], bins=bins, color="#55a868", alpha=0.6, label="actual")
+            axes.hist(
+                [len(answer.split()) for answer in self.truth], bins=bins, color="#55a868", alpha=0.6, label="actual"
+            )
         axes.hist(predicted, bins=bins, color="#4c72b0", alpha=0.6, label="predicted")
         axes.legend(fontsize="small")
         axes.set_xlabel("answer length (words; 0 = no answer)")
         axes.set_ylabel("rows")
-        return Plot(title="Answer lengths", png=_plots.to_png(figure), caption="Answers much longer or shorter than the true ones point at max_answer_length.")
+        return Plot(
+            title="Answer lengths",
+            png=_plots.to_png(figure),
+            caption="Answers much longer or shorter than the true ones point at max_answer_length.",
+        )
 
 
 def _locate(context: str, answer: str) -> tuple[int, int] | None:
@@ -132,7 +144,9 @@ def _locate(context: str, answer: str) -> tuple[int, int] | None:
 
 def _highlight(context: str, spans: dict[str, tuple[int, int] | None]) -> str:
     """The context as HTML, each character inside a span wrapped in `<mark class="{names}">`."""
-    marks = [" ".join(name for name, span in spans.items() if span and span[0] <= i < span[1]) for i in range(len(context))]
+    marks = [
+        " ".join(name for name, span in spans.items() if span and span[0] <= i < span[1]) for i in range(len(context))
+    ]
     parts, start = [], 0
     for end in range(1, len(context) + 1):
         if end == len(context) or marks[end] != marks[start]:

@@ -73,7 +73,9 @@ class TokenClassificationView(View):
         table: dict[str, list] = {"words": [len(words) for words in self.words]}
         if self.truth is not None:
             table["wrong tags"] = [self._mismatches(row) for row in range(len(self.words))]
-        table["predicted entities"] = [_entities(self.words[row], self.predicted[row]) for row in range(len(self.words))]
+        table["predicted entities"] = [
+            _entities(self.words[row], self.predicted[row]) for row in range(len(self.words))
+        ]
         if self.truth is not None:
             table["actual entities"] = [_entities(self.words[row], self.truth[row]) for row in range(len(self.words))]
         return pd.DataFrame(table)
@@ -153,7 +155,11 @@ class TokenClassificationView(View):
         axes.set_xticks(positions, self.tags, rotation=45 if len(self.tags) > 6 else 0)
         axes.set_yscale("log")
         axes.set_ylabel("words (log scale)")
-        return Plot(title="Tag counts", png=_plots.to_png(figure), caption="How often each tag is predicted (and true, with labels); log scale as O dominates.")
+        return Plot(
+            title="Tag counts",
+            png=_plots.to_png(figure),
+            caption="How often each tag is predicted (and true, with labels); log scale as O dominates.",
+        )
 
 
 def _entities(words: list[str], tags: list[str]) -> str:

@@ -65,7 +65,9 @@ class Checkpoint:
         manifest_path = folder / "manifest.json"
         if resume and manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            changed = sorted(name for name in {*key, *manifest.get("key", {})} if manifest["key"].get(name) != key.get(name))
+            changed = sorted(
+                name for name in {*key, *manifest.get("key", {})} if manifest["key"].get(name) != key.get(name)
+            )
             if manifest.get("version") != MANIFEST_VERSION or changed:
                 raise ConfigError(
                     f"--resume: the partial run in {output_dir} scored something else "
@@ -87,8 +89,12 @@ class Checkpoint:
         for entry in self.chunks:
             arrays = load_arrays(self.folder / entry["file"])
             valid = arrays.pop("__valid__")
-            errors = [(int(row), str(message)) for row, message in json.loads(str(arrays.pop("__errors__" + _JSON_SUFFIX)))]
-            loaded.append(Chunk(start=entry["start"], stop=entry["stop"], predictions=arrays, valid=valid, errors=errors))
+            errors = [
+                (int(row), str(message)) for row, message in json.loads(str(arrays.pop("__errors__" + _JSON_SUFFIX)))
+            ]
+            loaded.append(
+                Chunk(start=entry["start"], stop=entry["stop"], predictions=arrays, valid=valid, errors=errors)
+            )
         return loaded
 
     def save(self, chunk: Chunk) -> None:

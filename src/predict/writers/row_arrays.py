@@ -56,7 +56,9 @@ class DiskRows:
                 continue
             fd, offset, shape, dtype = self.files.get(key) or self._open(key, values)
             if values.shape[1:] != shape[1:] or values.dtype != dtype:
-                raise ValueError(f"prediction '{key}' changed from {dtype}{list(shape[1:])} to {values.dtype}{list(values.shape[1:])} per row")
+                raise ValueError(
+                    f"prediction '{key}' changed from {dtype}{list(shape[1:])} to {values.dtype}{list(values.shape[1:])} per row"
+                )
             if not valid.all() and values.dtype.kind == "f":
                 values = values.copy()
                 values[~valid] = np.nan
@@ -74,7 +76,9 @@ class DiskRows:
                 found = np.lib.format.read_array_header_1_0(handle)
                 offset = handle.tell()
             if found != (shape, False, values.dtype):
-                raise ValueError(f"{path} holds {found[2]}{list(found[0])}, not {values.dtype}{list(shape)}; run with --overwrite")
+                raise ValueError(
+                    f"{path} holds {found[2]}{list(found[0])}, not {values.dtype}{list(shape)}; run with --overwrite"
+                )
         else:
             with path.open("wb") as handle:
                 np.lib.format.write_array_header_1_0(handle, header)

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from predict.config import Engine, ProblemType, TaskConfig
+from predict.config import TaskConfig
+from predict.enums import Engine, ProblemType
 from predict.model_file import KERAS_SUFFIXES, load_arguments
 from predict.writers._atomic import atomic_path
 

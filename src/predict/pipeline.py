@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from predict.config import Engine, OnError, ProblemType, TaskConfig
+from predict.config import TaskConfig
 from predict.data.arrays import build_array_dataset, name_unlabelled_outputs, read_array_rows
 from predict.data.collate import (
     DEFAULT_WORKERS,
@@ -37,6 +37,7 @@ from predict.data.collate import (
     from_shared,
 )
 from predict.data.dataframe import read_dataframe
+from predict.enums import Engine, OnError, ProblemType
 from predict.errors import ConfigError, InputError
 from predict.fidelity import FidelityCheck
 from predict.heads import HEADS

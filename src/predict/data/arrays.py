@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predict.config import ROW_COLUMN, ProblemType, TaskConfig
+from predict.config import TaskConfig
 from predict.data.collate import Batch, BatchDataset
 from predict.data.dataframe import read_dataframe
+from predict.enums import ROW_COLUMN, ProblemType
 from predict.errors import ConfigError, InputError, one_line
 from predict.runners.base import TensorSpec, format_shape
 

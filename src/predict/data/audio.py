@@ -39,10 +39,11 @@ import pandas as pd
 import soundfile
 import soxr
 
-from predict.config import AudioFeatures, PreprocessingConfig, TaskConfig
+from predict.config import PreprocessingConfig, TaskConfig
 from predict.data.collate import CHUNK_COUNTS, Batch, BatchDataset
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.data.spectrogram import MelFeatures, chunk_samples_for, frame_count
+from predict.enums import AudioFeatures
 from predict.errors import ConfigError, one_line
 from predict.runners.base import TensorSpec, format_shape, single_input
 

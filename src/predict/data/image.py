@@ -19,9 +19,10 @@ import pandas as pd
 import pyspng
 from PIL import Image, UnidentifiedImageError
 
-from predict.config import Interpolation, PreprocessingConfig, ResizeMode, TaskConfig
+from predict.config import PreprocessingConfig, TaskConfig
 from predict.data.collate import Batch, BatchDataset
 from predict.data.paths import UnreadableRow, resolve_data_path
+from predict.enums import Interpolation, ResizeMode
 from predict.errors import ConfigError, one_line
 from predict.runners.base import TensorSpec, format_shape, single_input
 

@@ -42,17 +42,8 @@ import math
 import numpy as np
 import torch
 
-from predict.config import (
-    FeatureNormalization,
-    Framing,
-    LogScale,
-    MelNorm,
-    MelScale,
-    MelTriangles,
-    PadMode,
-    SpectrogramRecipe,
-    Window,
-)
+from predict.config import SpectrogramRecipe
+from predict.enums import FeatureNormalization, Framing, LogScale, MelNorm, MelScale, MelTriangles, PadMode, Window
 
 _POWER_FLOOR = 1e-10  # librosa power_to_db's amin: -100 dB for silence
 _MAGNITUDE_FLOOR = 1e-5  # librosa amplitude_to_db's amin: the same -100 dB

@@ -31,9 +31,10 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-from predict.config import PaddingSide, ProblemType, TaskConfig, TruncationSide
+from predict.config import TaskConfig
 from predict.data.collate import Batch, BatchDataset
 from predict.data.tokenizer import Encoding, TextTokenizer, load_tokenizer
+from predict.enums import PaddingSide, ProblemType, TruncationSide
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
 

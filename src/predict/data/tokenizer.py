@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predict.config import TruncationSide
+from predict.enums import TruncationSide
 from predict.errors import ConfigError, one_line
 
 # Keras `Tokenizer(filters=...)` default: these characters separate words like whitespace does.

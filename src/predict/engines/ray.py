@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from predict.config import Device, TaskConfig
+from predict.config import TaskConfig
 from predict.data.collate import Batch, BatchDataset, from_shared
+from predict.enums import Device
 from predict.errors import ConfigError
 from predict.model_file import ResolvedModel
 from predict.runners.backend import load_runner

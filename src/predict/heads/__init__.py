@@ -5,7 +5,7 @@ Problem types missing from it (see `predict.config.ProblemType`) are refused by 
 which lists the available ones.
 """
 
-from predict.config import ProblemType
+from predict.enums import ProblemType
 from predict.heads.base import Head
 from predict.heads.classification import ClassificationHead
 from predict.heads.instance_segmentation import InstanceSegmentationHead

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from predict.config import ResizeMode
 from predict.data.image import letterbox_geometry
+from predict.enums import ResizeMode
 
 
 def encode_rle(mask: np.ndarray, *, column_major: bool = True) -> str:

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from predict.config import ROW_COLUMN, TaskConfig
+from predict.config import TaskConfig
 from predict.data.collate import Batch
+from predict.enums import ROW_COLUMN
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
 

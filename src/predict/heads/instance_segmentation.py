@@ -46,9 +46,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from predict.config import ResizeMode, TaskConfig
+from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES
+from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads._masks import boxes_to_original, coco_rle, decode_rle, encode_rle, to_original_size
 from predict.heads.base import Head, column_values, select_output

@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from predict.config import ResizeMode, TaskConfig
+from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES
 from predict.data.lists import list_columns
+from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
 from predict.heads._masks import boxes_to_original

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from predict.config import MODEL_SUFFIXES, TaskConfig
+from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.data.target_tokens import (
     DEFAULT_END_TOKENS,
@@ -30,6 +30,7 @@ from predict.data.target_tokens import (
     load_target_tokenizer,
     special_token_id,
 )
+from predict.enums import MODEL_SUFFIXES
 from predict.errors import ConfigError
 from predict.heads.base import Head, column_values
 from predict.runners.base import TensorSpec

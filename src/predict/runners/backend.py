@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from predict.config import Backend, TaskConfig
+from predict.config import TaskConfig
+from predict.enums import Backend
 from predict.model_file import ResolvedModel, resolve_onnx_model
 from predict.runners.base import Runner
 

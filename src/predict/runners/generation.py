@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from predict.config import Device, TaskConfig
+from predict.config import TaskConfig
 from predict.data.target_tokens import DEFAULT_END_TOKENS, DEFAULT_START_TOKENS, load_target_tokenizer, special_token_id
+from predict.enums import Device
 from predict.errors import ConfigError
 from predict.model_file import resolve_onnx_model
 from predict.runners.base import TensorSpec

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from predict.config import Device, Precision, Toggle
+from predict.enums import Device, Precision, Toggle
 from predict.errors import ConfigError, InputError, one_line
 from predict.runners.base import TensorSpec
 

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from predict.config import Device, ModelOptionsConfig, Precision
+from predict.config import ModelOptionsConfig
+from predict.enums import Device, Precision
 from predict.errors import ConfigError, ConversionError, InputError, one_line
 from predict.model_file import ResolvedModel, cache_key, load_arguments, relay_warnings
 from predict.runners.base import TensorSpec

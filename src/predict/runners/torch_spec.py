@@ -68,7 +68,7 @@ def parse_input_specs(entries: tuple[str, ...]) -> tuple[TensorSpec, ...]:
 
 def check_runtime(task: TaskConfig) -> list[str]:
     """Problems with `runtime.backend`, `runtime.input_spec`, `runtime.engine` and `runtime.ray_actors`."""
-    from predict.config import Backend, Engine
+    from predict.enums import Backend, Engine
 
     errors: list[str] = []
     runtime, suffix, name = task.runtime, task.model.suffix.lower(), task.model.name

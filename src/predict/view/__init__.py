@@ -4,7 +4,7 @@ One dict literal, like `predict.heads.HEADS`: a problem type gets a view by addi
 line here. Problem types missing from it are refused by `view_for`, which lists the supported ones.
 """
 
-from predict.config import ProblemType
+from predict.enums import ProblemType
 from predict.errors import InputError
 from predict.view.base import View
 from predict.view.classification import ClassificationView

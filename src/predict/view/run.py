@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from predict.config import ProblemType, Split
+from predict.enums import ProblemType, Split
 from predict.errors import InputError
 
 logger = logging.getLogger(__name__)

@@ -77,8 +77,8 @@ def raw_rows_per_second(model: Path, array: np.ndarray, *, batch_size: int, roun
 
 def pipeline_seconds(config: Path, *, batch_size: int, rounds: int) -> dict[str, float]:
     """Best-of-`rounds` stage times of in-process runs (model loading excluded, as in `predict benchmark`)."""
-    from predict.config import load_config
     from predict.pipeline import run_task
+    from predict.task import load_config
 
     task = load_config(config, [f"runtime.batch_size={batch_size}"])
     best = None

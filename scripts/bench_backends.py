@@ -20,8 +20,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from predict.config import load_config
 from predict.pipeline import run_task
+from predict.task import load_config
 
 COMBINATIONS = (("onnxruntime", "local"), ("torch", "local"), ("onnxruntime", "ray"), ("torch", "ray"))
 

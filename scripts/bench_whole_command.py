@@ -223,6 +223,13 @@ def _child_stages(arguments: list[str]) -> int:
     import predict.config
     import predict.pipeline
 
+    try:  # where this version loads configs, registers problem types and writes files
+        import predict.problems
+        import predict.task
+        import predict.writers.run
+    except ImportError:  # older versions: predict.config, predict.heads.HEADS and predict.pipeline
+        pass
+
     marks["import"] = time.monotonic()  # what `predict run` imports before it reads the config
 
     def after(name: str, function):
@@ -240,13 +247,21 @@ def _child_stages(arguments: list[str]) -> int:
 
         return wrapped
 
-    predict.config.load_config = after("config", predict.config.load_config)
+    loading = predict.task if hasattr(predict, "task") else predict.config  # older versions: predict.config
+    loading.load_config = after("config", loading.load_config)
     pipeline = predict.pipeline
     pipeline.read_rows = after("rows", pipeline.read_rows)
-    pipeline.load_runner = after("model load", pipeline.load_runner)
-    pipeline._write_files = before("metrics", pipeline._write_files)  # metrics end where the files begin
+    if hasattr(pipeline, "build_plan"):  # the runner and the head, from one plan
+        pipeline.build_plan = after("model load", pipeline.build_plan)
+        writer = predict.writers.run.RunWriter
+        writer.write = before("metrics", writer.write)  # metrics end where the files begin
+        heads = {spec.head for spec in predict.problems.PROBLEMS.values()}
+    else:  # older versions
+        pipeline.load_runner = after("model load", pipeline.load_runner)
+        pipeline._write_files = before("metrics", pipeline._write_files)
+        heads = set(pipeline.HEADS.values())
     pipeline.run_task = after("writing", pipeline.run_task)
-    for head in set(pipeline.HEADS.values()):
+    for head in heads:
         postprocess = head.postprocess
 
         def timed(self, *args, _postprocess=postprocess, **kwargs):
@@ -268,15 +283,14 @@ def _decoded_inputs(config: Path, onnx_path: Path, overrides: list[str], scratch
     """Every row's model inputs as the pipeline decodes them, in one .npz (one array per input, in order)."""
     import numpy as np
 
-    from predict.config import load_config
-    from predict.data.collate import from_shared
-    from predict.pipeline import build_loader, read_rows
+    from predict.plan import batches_in_process, read_rows
     from predict.runners.backend import load_runner
+    from predict.task import load_config
 
     task = load_config(config, overrides)
     runner = load_runner(task, onnx_path)
     task, dataframe = read_rows(task)
-    batches = [from_shared(batch).inputs for batch in build_loader(task, dataframe, runner.inputs, first_batch=0)]
+    batches = [batch.inputs for batch in batches_in_process(task, dataframe, runner)]
     path = scratch / "inputs.npz"
     names = [spec.name for spec in runner.inputs]
     np.savez(

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPOSITORY_ROOT / "scripts"))
 from make_examples import CLASS_NAMES as SHAPE_NAMES  # noqa: E402  (the shapes images' generator)
 from make_examples import draw_split, preprocess_image  # noqa: E402
 
-from predict.config import PreprocessingConfig  # noqa: E402
+from predict.config import AudioPreprocessing  # noqa: E402
 from predict.data.audio import read_audio, split_chunks  # noqa: E402
 from predict.data.spectrogram import MelFeatures  # noqa: E402
 
@@ -127,7 +127,7 @@ def training_clips(chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def log_mel_features() -> MelFeatures:
     """The classifier's features: the librosa recipe, as configs/audio_classification.yaml sets it."""
-    preprocessing = PreprocessingConfig(
+    preprocessing = AudioPreprocessing(
         sample_rate=SAMPLE_RATE, mel_frequency_bins=MEL_BINS, window_size=WINDOW_SIZE, hop_size=HOP_SIZE
     )
     return MelFeatures(preprocessing.spectrogram_recipe())

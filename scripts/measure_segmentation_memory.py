@@ -70,19 +70,19 @@ def make_model(path: Path) -> None:
 
 def child(config: Path) -> None:
     """Run one task in this process and print its peak RSS (MiB) as JSON."""
-    from predict import pipeline
-    from predict.config import load_config
     from predict.pipeline import run_task
+    from predict.task import load_config
+    from predict.writers.run import RunWriter
 
     # The peak before the prediction files are written: what writing them (the pkl of all masks) adds is the rest.
-    write_files = pipeline._write_files
+    write_files = RunWriter.write
     before_files = {}
 
     def measured_write_files(*args, **kwargs):
         before_files["mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return write_files(*args, **kwargs)
 
-    pipeline._write_files = measured_write_files
+    RunWriter.write = measured_write_files
     started = time.perf_counter()
     summary = run_task(load_config(config), progress=False, overwrite=True)
     result = {

@@ -437,7 +437,7 @@ def test_benchmark_runs_on_an_array_task(tmp_path):
     import torch
 
     from predict.benchmark import run_benchmark
-    from predict.config import load_config
+    from predict.task import load_config
 
     module = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)).eval()
     torch.onnx.export(

@@ -14,10 +14,10 @@ import torch
 from numpy.testing import assert_allclose
 
 from predict.cli import main
-from predict.config import load_config
 from predict.data.audio import read_audio, split_chunks
 from predict.errors import ConfigError, InputError
 from predict.pipeline import run_task
+from predict.task import load_config
 from tests.conftest import export_torch, preprocess, write_config
 
 ROOT = Path(__file__).resolve().parents[1]

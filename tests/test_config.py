@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from predict.config import Device, Interpolation, ProblemType, Split, load_config
+from predict.config import Device, Interpolation, ProblemType, Split
 from predict.errors import ConfigError
+from predict.task import load_config
 from tests.conftest import write_config
 
 
@@ -92,9 +93,10 @@ def test_enum_typo_gets_a_suggestion(tmp_path, valid):
 
 
 def test_every_problem_type_has_a_head():
-    from predict.heads import HEADS
+    from predict.problems import PROBLEMS
 
-    assert len(HEADS) == 16 and set(HEADS) == set(ProblemType)
+    assert len(PROBLEMS) == 16 and set(PROBLEMS) == set(ProblemType)
+    assert all(spec.problem_type is problem_type for problem_type, spec in PROBLEMS.items())
 
 
 def test_problem_type_typo_lists_the_choices(tmp_path, valid):

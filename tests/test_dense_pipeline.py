@@ -16,10 +16,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from predict.cli import main
-from predict.config import load_config
 from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES, ImageBatches, image_input_from
 from predict.heads._masks import decode_rle
 from predict.runners.base import TensorSpec
+from predict.task import load_config
 from predict.writers.row_arrays import DiskRows
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from predict.cli import main
-from predict.config import load_config
 from predict.fidelity import FidelityCheck
+from predict.task import load_config
 from tests.conftest import IMAGE_SIZE, preprocess
 
 pytest.importorskip("tensorflow")

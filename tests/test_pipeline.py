@@ -123,7 +123,7 @@ def test_unset_workers_switch_to_processes_when_the_decoder_is_the_bottleneck(
 ):
     # 2 CPUs and a CPU model: decoding starts on the main thread; the probe's verdict is forced here
     # (it compares timings) to check that a switch mid-run keeps every prediction and its order.
-    from predict import pipeline
+    from predict.engines import local as pipeline
 
     monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1}, raising=False)
     monkeypatch.setattr(pipeline, "PROBE_BATCHES", 2)
@@ -147,7 +147,7 @@ def test_unset_workers_switch_to_processes_when_the_decoder_is_the_bottleneck(
 
 
 def test_decoder_bound_compares_time_per_batch():
-    from predict.pipeline import decoder_bound
+    from predict.engines.local import decoder_bound
 
     assert decoder_bound(0.02, 0.01) and not decoder_bound(0.01, 0.02)
 

@@ -20,10 +20,10 @@ import torch
 from onnx import TensorProto, helper
 
 from predict.cli import main
-from predict.config import load_config
 from predict.errors import ConfigError
 from predict.heads.sequence_to_sequence import SequenceToSequenceHead
 from predict.runners.generation import GenerationRunner, GenerationSettings
+from predict.task import load_config
 from tests.conftest import write_config
 
 ROOT = Path(__file__).resolve().parents[1]

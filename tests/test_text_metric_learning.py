@@ -14,8 +14,8 @@ from numpy.testing import assert_allclose
 from tokenizers import Tokenizer
 
 from predict.cli import main
-from predict.config import load_config
 from predict.pipeline import run_task
+from predict.task import load_config
 from tests.conftest import write_config
 
 ROOT = Path(__file__).resolve().parents[1]

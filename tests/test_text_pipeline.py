@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from predict.cli import main
-from predict.config import load_config
 from predict.data.text import text_inputs_from
 from predict.errors import ConfigError
 from predict.pipeline import run_task
 from predict.runners.base import TensorSpec
+from predict.task import load_config
 from tests.conftest import write_config
 
 ROOT = Path(__file__).resolve().parents[1]

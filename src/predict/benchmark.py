@@ -28,7 +28,6 @@ import numpy as np
 import onnxruntime
 
 from predict.config import TaskConfig
-from predict.data.collate import from_shared
 from predict.errors import ConfigError
 from predict.model_file import KERAS_SUFFIXES
 from predict.runners.backend import load_runner
@@ -197,15 +196,11 @@ def _with(task: TaskConfig, *, batch_size: int, output_dir: Path) -> TaskConfig:
 
 def _preprocessed_inputs(task: TaskConfig, onnx_path: Path) -> list[dict[str, np.ndarray]]:
     """Every batch's model inputs, decoded once and kept in memory."""
-    from predict.pipeline import build_loader, read_rows
+    from predict.plan import batches_in_process, read_rows
 
     runner = load_runner(task, onnx_path)  # runtime.backend: an OrtRunner or a TorchRunner
     task, dataframe = read_rows(task)
-    batches = []
-    for batch in build_loader(task, dataframe, runner.inputs, first_batch=0):
-        batch = from_shared(batch)
-        batches.append({name: array.copy() for name, array in batch.inputs.items()})
-    return batches
+    return [dict(batch.inputs) for batch in batches_in_process(task, dataframe, runner)]
 
 
 def _raw_rows_per_second(

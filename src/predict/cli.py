@@ -132,8 +132,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(options: argparse.Namespace) -> int:
-    from predict.config import load_config
     from predict.pipeline import run_task
+    from predict.task import load_config
 
     task = load_config(options.config, options.overrides)
     summary = run_task(task, progress=not options.quiet, resume=options.resume, overwrite=options.overwrite)
@@ -151,7 +151,7 @@ def _batch_sizes(text: str) -> list[int]:
 
 def _benchmark(options: argparse.Namespace) -> int:
     from predict.benchmark import format_markdown, run_benchmark, write_results
-    from predict.config import load_config
+    from predict.task import load_config
 
     task = load_config(options.config, options.overrides)
     results, facts = run_benchmark(

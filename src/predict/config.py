@@ -1,9 +1,9 @@
-"""Task config: a YAML file becomes frozen dataclasses, fully validated before any model or file opens.
+"""Task config schema: the frozen dataclasses a task YAML becomes, and how raw YAML values become them.
 
-`load_config` checks, in order: unknown keys (with a did-you-mean), missing keys, coercion (str to
-enum or path), then types, ranges and that the named files and columns exist. Every problem found is
-reported in one `ConfigError`, one line per problem, each naming the key: `task.yaml: runtime.batch_size
-must be >= 1 (got 0)`.
+`predict.task.load_config` reads a file with these pieces and validates it with its problem type's
+spec (predict.problems): unknown keys (with a did-you-mean), missing keys, coercion (str to enum or
+path), then types, ranges and that the named files and columns exist. This module imports nothing
+of predict's problem types, so every module can import it.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ from typing import Any
 import yaml
 
 from predict.enums import (
-    ARRAY_INPUT_SUFFIXES,
-    ARRAY_LABEL_SUFFIXES,
-    DATAFRAME_SUFFIXES,
-    MODEL_SUFFIXES,
     ROW_COLUMN,
     AudioFeatures,
     Backend,
@@ -90,16 +86,23 @@ class DataConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PreprocessingConfig:
-    """Image pre-processing: resize to `image_size` (height, width), then `(pixel - mean) / std` per channel."""
+class ImagePreprocessing:
+    """`preprocessing:` of image problem types: resize to `image_size` (height, width), then
+    `(pixel - mean) / std` per channel."""
 
     image_size: tuple[int, int] | None = None  # default: the model's own static height and width
     mean: tuple[float, ...] = (0.0,)  # one value applies to every channel
     std: tuple[float, ...] = (255.0,)
     interpolation: Interpolation = Interpolation.BILINEAR
     resize_mode: ResizeMode = ResizeMode.RESIZE  # detection/segmentation map boxes and masks back the same way
-    # Text (see predict.data.tokenizer): a Hugging Face tokenizer.json, a Keras Tokenizer JSON / word
-    # index JSON, or a TextVectorization vocabulary .txt (one token per line, line i = id i).
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextPreprocessing:
+    """`preprocessing:` of text problem types (see predict.data.tokenizer)."""
+
+    # A Hugging Face tokenizer.json, a Keras Tokenizer JSON / word index JSON, or a TextVectorization
+    # vocabulary .txt (one token per line, line i = id i). Required; load_config says so.
     tokenizer: Path | None = None
     max_length: int | None = None  # tokens per sequence; default: the model's static sequence length
     lowercase: bool | None = None  # word-index vocabularies only (default true); tokenizer.json normalizes itself
@@ -107,9 +110,20 @@ class PreprocessingConfig:
     padding_side: PaddingSide = PaddingSide.RIGHT
     truncation_side: TruncationSide = TruncationSide.RIGHT  # Keras pad_sequences' default is left (and padding left)
     doc_stride: int = 128  # span prediction: tokens shared by consecutive windows over a long context
-    # Audio (see predict.data.audio): files are read mono and resampled to `sample_rate`, cut into
-    # chunks of `inference_chunk_seconds` (default: the model's static length), features per chunk.
-    sample_rate: int | None = None  # Hz the model was trained at; required for audio
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArrayPreprocessing:
+    """`preprocessing:` of array problem types: none; rows reach the model as they are (predict.data.arrays)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioPreprocessing:
+    """`preprocessing:` of audio problem types (see predict.data.audio)."""
+
+    # Files are read mono and resampled to `sample_rate`, cut into chunks of
+    # `inference_chunk_seconds` (default: the model's static length), features per chunk.
+    sample_rate: int | None = None  # Hz the model was trained at; required (load_config says so)
     audio_features: AudioFeatures = AudioFeatures.LOG_MEL
     inference_chunk_seconds: float | None = None
     # log_mel (see predict.data.spectrogram). None = the feature_recipe's default.
@@ -166,9 +180,12 @@ class PreprocessingConfig:
         )
 
 
+Preprocessing = ImagePreprocessing | TextPreprocessing | AudioPreprocessing | ArrayPreprocessing
+
+
 @dataclass(frozen=True, kw_only=True)
 class _RecipeDefaults:
-    """What a `FeatureRecipe` sets: the `PreprocessingConfig` keys whose default is None (but `fft_size`)."""
+    """What a `FeatureRecipe` sets: the `AudioPreprocessing` keys whose default is None (but `fft_size`)."""
 
     center: bool
     pad_mode: PadMode
@@ -295,7 +312,8 @@ class TaskConfig:
     problem_type: ProblemType
     model: Path
     data: DataConfig
-    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+    # The modality's own section: ImagePreprocessing, TextPreprocessing, AudioPreprocessing or ArrayPreprocessing.
+    preprocessing: Preprocessing
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     model_options: ModelOptionsConfig = field(default_factory=ModelOptionsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -315,28 +333,21 @@ class TaskConfig:
         return self.output.dir or self.source.parent / "runs" / self.source.stem
 
 
-_SECTIONS = {
+# The sections every problem type reads the same way; `preprocessing` and `head` depend on it.
+SECTIONS = {
     "data": DataConfig,
-    "preprocessing": PreprocessingConfig,
     "runtime": RuntimeConfig,
     "model_options": ModelOptionsConfig,
     "output": OutputConfig,
 }
-_TOP_LEVEL_KEYS = ("problem_type", "model", *_SECTIONS, "head")
+TOP_LEVEL_KEYS = ("problem_type", "model", "data", "preprocessing", "runtime", "model_options", "output", "head")
 
 
-def load_config(path: Path | str, overrides: typing.Sequence[str] = ()) -> TaskConfig:
-    """Read, override and validate a task YAML.
-
-    Args:
-        path: the YAML file; relative paths inside it resolve against its folder.
-        overrides: `a.b=value` strings from `--set`; the value is parsed as YAML (`64`, `test`, `[1, 2]`).
-
-    Returns:
-        The validated, frozen task config.
+def read_yaml(path: Path | str, overrides: typing.Sequence[str] = ()) -> tuple[dict, Path]:
+    """A task YAML as a mapping, `--set` overrides applied, and its resolved path.
 
     Raises:
-        ConfigError: listing every problem found, one per line, each naming its key.
+        ConfigError: the file is missing, not YAML, or not a mapping; an override is malformed.
     """
     source = Path(path)
     if not source.is_file():
@@ -349,7 +360,7 @@ def load_config(path: Path | str, overrides: typing.Sequence[str] = ()) -> TaskC
         raise ConfigError(f"{source}: expected a mapping of keys at the top level (got {type(raw).__name__})")
     for override in overrides:
         _apply_override(raw, override, source)
-    return _build_task(raw, source.resolve())
+    return raw, source.resolve()
 
 
 def parse_section(cls: type, raw: Any, *, key: str, base_dir: Path, errors: list[str]) -> Any:
@@ -369,7 +380,7 @@ def parse_section(cls: type, raw: Any, *, key: str, base_dir: Path, errors: list
     hints = typing.get_type_hints(cls)
     for name in raw:
         if name not in fields:
-            errors.append(_unknown_key(f"{key}.{name}", str(name), list(fields)))
+            errors.append(unknown_key(f"{key}.{name}", str(name), list(fields)))
     values: dict[str, Any] = {}
     for name, spec in fields.items():
         full_key = f"{key}.{name}"
@@ -387,300 +398,6 @@ def parse_section(cls: type, raw: Any, *, key: str, base_dir: Path, errors: list
         return None
 
 
-def _build_task(raw: dict, source: Path) -> TaskConfig:
-    # Imported here: the registry imports this module for the enums.
-    from predict.heads import HEADS
-
-    errors: list[str] = []
-    base_dir = source.parent
-    for name in raw:
-        if name not in _TOP_LEVEL_KEYS:
-            errors.append(_unknown_key(str(name), str(name), list(_TOP_LEVEL_KEYS)))
-    for name in ("problem_type", "model", "data"):
-        if name not in raw:
-            errors.append(f"{name} is missing")
-
-    problem_type = None
-    if "problem_type" in raw:
-        try:
-            problem_type = _coerce(raw["problem_type"], ProblemType, key="problem_type", base_dir=base_dir)
-        except _CoercionError as error:
-            errors.append(str(error))
-
-    model = None
-    if "model" in raw:
-        try:
-            model = _coerce(raw["model"], Path, key="model", base_dir=base_dir)
-        except _CoercionError as error:
-            errors.append(str(error))
-
-    sections = {
-        name: parse_section(cls, raw.get(name), key=name, base_dir=base_dir, errors=errors)
-        for name, cls in _SECTIONS.items()
-        if name in raw or name != "data"
-    }
-    data = sections.get("data")
-    if data is not None and data.dataframe is None and (problem_type is None or problem_type.modality != "array"):
-        errors.append("data.dataframe is missing")  # array problem types may give data.inputs instead
-    head = None
-    if problem_type is not None:
-        head = parse_section(HEADS[problem_type].Config, raw.get("head"), key="head", base_dir=base_dir, errors=errors)
-
-    if not errors and all(value is not None for value in sections.values()):
-        task = TaskConfig(source=source, problem_type=problem_type, model=model, head=head, **sections)
-        errors.extend(_check_task(task))
-        if not errors:
-            return task
-    raise ConfigError("\n".join(f"{source.name}: {error}" for error in errors))
-
-
-def _check_task(task: TaskConfig) -> list[str]:
-    """Ranges, files and columns: the checks that need the whole, typed config."""
-    errors: list[str] = []
-    data, preprocessing, runtime = task.data, task.preprocessing, task.runtime
-    if runtime.batch_size < 1:
-        errors.append(f"runtime.batch_size must be >= 1 (got {runtime.batch_size})")
-    if runtime.num_workers is not None and runtime.num_workers < 0:
-        errors.append(f"runtime.num_workers must be >= 0 (got {runtime.num_workers})")
-    if task.output.checkpoint_rows < 1:
-        errors.append(f"output.checkpoint_rows must be >= 1 (got {task.output.checkpoint_rows})")
-    if runtime.threads < 0:
-        errors.append(f"runtime.threads must be >= 0 (got {runtime.threads})")
-    if preprocessing.image_size is not None and min(preprocessing.image_size) < 1:
-        errors.append(f"preprocessing.image_size must be two positive integers (got {list(preprocessing.image_size)})")
-    for name in ("mean", "std"):
-        value = getattr(preprocessing, name)
-        if len(value) not in (1, 3):
-            errors.append(f"preprocessing.{name} must have 1 or 3 values, one per channel (got {len(value)})")
-    if any(value == 0 for value in preprocessing.std):
-        errors.append(f"preprocessing.std must not contain 0 (got {list(preprocessing.std)})")
-
-    if task.problem_type.modality == "array":
-        errors.extend(_check_array_data(task))
-    else:
-        errors.extend(_check_not_array_data(task))
-
-    if not task.model.is_file():
-        errors.append(f"model file not found: {task.model}")
-    elif runtime.backend is not Backend.TORCH and task.model.suffix.lower() not in MODEL_SUFFIXES:
-        errors.append(f"model must be one of {', '.join(MODEL_SUFFIXES)} (got '{task.model.name}')")
-    if task.model.is_file():
-        from predict.runners.torch_spec import check_runtime
-
-        errors.extend(check_runtime(task))  # backend and model file, runtime.input_spec, runtime.engine
-    errors.extend(_check_model_options(task))
-    if data.data_folder is not None and not data.data_folder.is_dir():
-        errors.append(f"data.data_folder is not a folder: {data.data_folder}")
-
-    column_key = f"{task.problem_type.modality}_column"
-    if task.problem_type.modality == "text":
-        errors.extend(_check_text(task))
-    if task.problem_type.modality == "audio":
-        errors.extend(_check_audio(task))
-    head_check = getattr(task.head, "check", None)
-    if head_check is not None:  # a head's own ranges, e.g. head.top_k_similar >= 1
-        errors.extend(head_check())
-    # Span prediction reads data.question_column and data.context_column instead (see _check_text);
-    # array problem types read feature columns or `data.inputs` (see _check_array_data).
-    reads_one_column = (
-        task.problem_type is not ProblemType.TEXT_SPAN_PREDICTION and task.problem_type.modality != "array"
-    )
-    if reads_one_column and getattr(data, column_key, None) is None:
-        errors.append(f"data.{column_key} is missing (needed for {task.problem_type})")
-    if not data.label_columns and data.inputs is None:  # seed-style files name their labels themselves
-        errors.append("data.label_columns is missing: name the label column(s) the model predicts")
-    elif len(set(data.label_columns)) != len(data.label_columns):
-        errors.append(f"data.label_columns has duplicates: {list(data.label_columns)}")
-
-    if data.dataframe is None:
-        return errors
-    if not data.dataframe.is_file():
-        errors.append(f"data.dataframe file not found: {data.dataframe}")
-    elif data.dataframe.suffix.lower() not in DATAFRAME_SUFFIXES:
-        errors.append(f"data.dataframe must be one of {', '.join(DATAFRAME_SUFFIXES)} (got '{data.dataframe.name}')")
-    else:
-        from predict.data.dataframe import read_columns
-
-        try:
-            columns = read_columns(data.dataframe)
-        except Exception as error:  # any reader failure is a bad file; say which and why
-            errors.append(f"data.dataframe {data.dataframe} cannot be read: {one_line(error)}")
-        else:
-            errors.extend(_check_columns(task, columns, column_key))
-    return errors
-
-
-def _check_not_array_data(task: TaskConfig) -> list[str]:
-    """None of the keys that only array problem types read."""
-    errors = []
-    for key in ("inputs", "labels", "feature_columns", "id_column"):
-        if getattr(task.data, key) is not None:
-            errors.append(
-                f"data.{key} applies to array_regression and array_classification only (got {task.problem_type})"
-            )
-    return errors
-
-
-def _check_array_data(task: TaskConfig) -> list[str]:
-    """Either a dataframe or seed-style `inputs` (+ `labels`), with files of the kinds predict.data.arrays reads."""
-    data = task.data
-    if (data.dataframe is None) == (data.inputs is None):
-        return [
-            "data: give either dataframe (with feature_columns) or inputs (X_test.npy, .npz, .csv; labels optional), "
-            f"not {'both' if data.dataframe else 'neither'}"
-        ]
-    errors = []
-    if data.labels is not None and data.inputs is None:
-        errors.append("data.labels goes with data.inputs; a dataframe holds its labels in data.label_columns")
-    for key, suffixes in (("inputs", ARRAY_INPUT_SUFFIXES), ("labels", ARRAY_LABEL_SUFFIXES)):
-        path = getattr(data, key)
-        if path is None:
-            continue
-        if not path.is_file():
-            errors.append(f"data.{key} file not found: {path}")
-        elif path.suffix.lower() not in suffixes:
-            errors.append(f"data.{key} must be one of {', '.join(suffixes)} (got '{path.name}')")
-    if data.inputs is not None and data.feature_columns is not None and data.inputs.suffix.lower() in (".npy", ".npz"):
-        errors.append(
-            f"data.feature_columns: {data.inputs.name} has no columns (it applies to a dataframe or a CSV of features)"
-        )
-    return errors
-
-
-def _check_model_options(task: TaskConfig) -> list[str]:
-    """The custom objects file exists and is Python, and the options apply to the model given."""
-    errors = []
-    options = task.model_options
-    if options.custom_objects is not None:
-        if not options.custom_objects.is_file():
-            errors.append(f"model_options.custom_objects file not found: {options.custom_objects}")
-        elif options.custom_objects.suffix != ".py":
-            name = options.custom_objects.name
-            errors.append(f"model_options.custom_objects must be a Python file (.py) (got '{name}')")
-    uses_options = options.custom_objects is not None or options.allow_unsafe_deserialization
-    if uses_options and task.model.suffix.lower() not in (".h5", ".hdf5"):
-        errors.append(f"model_options apply to Keras .h5 models only (model is '{task.model.name}')")
-    return errors
-
-
-def _check_audio(task: TaskConfig) -> list[str]:
-    """Sample rate, spectrogram and chunk settings: the keys every audio problem type needs."""
-    errors = []
-    preprocessing = task.preprocessing
-    if preprocessing.sample_rate is None:
-        errors.append(
-            f"preprocessing.sample_rate is missing: the sample rate (Hz) the model was trained at ({task.problem_type})"
-        )
-    elif preprocessing.sample_rate < 1:
-        errors.append(f"preprocessing.sample_rate must be >= 1 (got {preprocessing.sample_rate})")
-    for key, minimum in (("mel_frequency_bins", 1), ("window_size", 2), ("hop_size", 1)):
-        value = getattr(preprocessing, key)
-        if value < minimum:
-            errors.append(f"preprocessing.{key} must be >= {minimum} (got {value})")
-    if preprocessing.sample_rate is not None and preprocessing.sample_rate >= 1 and preprocessing.window_size >= 2:
-        errors.extend(_check_spectrogram(preprocessing.spectrogram_recipe()))
-    seconds = preprocessing.inference_chunk_seconds
-    if seconds is not None and seconds <= 0:
-        errors.append(f"preprocessing.inference_chunk_seconds must be > 0 (got {seconds})")
-    elif seconds is not None and preprocessing.sample_rate and round(seconds * preprocessing.sample_rate) < 1:
-        errors.append(
-            f"preprocessing.inference_chunk_seconds {seconds} is shorter than one sample at {preprocessing.sample_rate} Hz"
-        )
-    return errors
-
-
-def _check_spectrogram(recipe: SpectrogramRecipe) -> list[str]:
-    """The log-mel recipe's ranges and combinations, on the resolved values (a recipe's defaults included)."""
-    errors = []
-    if recipe.fft_size < recipe.window_size:  # only an explicit fft_size can be: every default is >= window_size
-        errors.append(
-            f"preprocessing.fft_size {recipe.fft_size} must be >= preprocessing.window_size {recipe.window_size}: "
-            "the window must fit in the FFT"
-        )
-    if recipe.spectrum_power not in (1, 2):
-        errors.append(f"preprocessing.spectrum_power must be 1 (magnitude) or 2 (power) (got {recipe.spectrum_power})")
-    if recipe.framing is Framing.TF_SIGNAL and recipe.center:
-        errors.append(
-            "preprocessing.center must be false with framing: tf_signal (tf.signal.stft does not centre frames)"
-        )
-    nyquist = recipe.sample_rate / 2
-    if recipe.f_min < 0:
-        errors.append(f"preprocessing.f_min must be >= 0 Hz (got {recipe.f_min:g})")
-    if recipe.f_max > nyquist:
-        errors.append(f"preprocessing.f_max must be <= sample_rate / 2 = {nyquist:g} Hz (got {recipe.f_max:g})")
-    if recipe.f_min >= recipe.f_max:
-        errors.append(f"preprocessing.f_min {recipe.f_min:g} must be < f_max {recipe.f_max:g} Hz")
-    if recipe.log_offset < 0:
-        errors.append(f"preprocessing.log_offset must be >= 0 (got {recipe.log_offset:g})")
-    elif recipe.log_offset == 0 and recipe.log_scale in (LogScale.NATURAL, LogScale.LOG10):
-        errors.append(
-            f"preprocessing.log_offset must be > 0 with log_scale: {recipe.log_scale} (silence would give -inf); "
-            "the usual recipe is log(mel + 1e-6): log_offset: 1.0e-6"
-        )
-    if recipe.top_db is not None:
-        if recipe.log_scale is not LogScale.DECIBEL:
-            errors.append(
-                f"preprocessing.top_db applies to log_scale: decibel only (got log_scale: {recipe.log_scale})"
-            )
-        elif recipe.top_db <= 0:
-            errors.append(f"preprocessing.top_db must be > 0 dB (got {recipe.top_db:g})")
-    return errors
-
-
-def _check_text(task: TaskConfig) -> list[str]:
-    """Tokenizer and text columns: the keys every text problem type needs."""
-    errors = []
-    preprocessing = task.preprocessing
-    if preprocessing.tokenizer is None:
-        errors.append(
-            f"preprocessing.tokenizer is missing: a text model needs the tokenizer it was trained with ({task.problem_type})"
-        )
-    elif not preprocessing.tokenizer.is_file():
-        errors.append(f"preprocessing.tokenizer file not found: {preprocessing.tokenizer}")
-    if preprocessing.max_length is not None and preprocessing.max_length < 1:
-        errors.append(f"preprocessing.max_length must be >= 1 (got {preprocessing.max_length})")
-    if preprocessing.doc_stride < 0:
-        errors.append(f"preprocessing.doc_stride must be >= 0 (got {preprocessing.doc_stride})")
-    if task.problem_type is ProblemType.TEXT_SPAN_PREDICTION:
-        for key in ("question_column", "context_column"):
-            if getattr(task.data, key) is None:
-                errors.append(f"data.{key} is missing (needed for {task.problem_type})")
-        if preprocessing.truncation_side is TruncationSide.LEFT:
-            errors.append(
-                "preprocessing.truncation_side: left does not apply to text_span_prediction: long contexts are cut "
-                "into windows (preprocessing.doc_stride), never truncated; remove the key"
-            )
-        if len(task.data.label_columns) > 1:
-            errors.append(
-                f"data.label_columns: span prediction takes one answer column (got {list(task.data.label_columns)})"
-            )
-    return errors
-
-
-def _check_columns(task: TaskConfig, columns: list[str], column_key: str) -> list[str]:
-    errors = []
-    data = task.data
-    for key in ("question_column", "context_column"):
-        name = getattr(data, key, None)
-        if name is not None and name not in columns:
-            errors.append(_missing_column(f"data.{key}", name, columns, data.dataframe))
-    input_column = getattr(data, column_key, None)
-    if input_column is not None and input_column not in columns:
-        errors.append(_missing_column(f"data.{column_key}", input_column, columns, data.dataframe))
-    if data.id_column is not None and data.id_column not in columns:
-        errors.append(_missing_column("data.id_column", data.id_column, columns, data.dataframe))
-    for key, names in feature_column_lists(data.feature_columns):
-        errors.extend(_missing_column(key, name, columns, data.dataframe) for name in names if name not in columns)
-    present = [name for name in data.label_columns if name in columns]
-    if data.split is Split.VALIDATION or present:
-        # A validation split needs every label; a test split may have none, but not half of them.
-        for name in data.label_columns:
-            if name not in columns:
-                hint = " (a test split may leave every label column out: data.split: test)"
-                errors.append(_missing_column("data.label_columns", name, columns, data.dataframe) + hint)
-    return errors
-
-
 def feature_column_lists(
     feature_columns: tuple[str, ...] | dict[str, tuple[str, ...]] | None,
 ) -> list[tuple[str, tuple[str, ...]]]:
@@ -692,7 +409,7 @@ def feature_column_lists(
     return [("data.feature_columns", feature_columns)]
 
 
-def _missing_column(key: str, name: str, columns: list[str], dataframe: Path) -> str:
+def missing_column(key: str, name: str, columns: list[str], dataframe: Path) -> str:
     message = f"{key}: column '{name}' is not in {dataframe.name} (columns: {', '.join(columns)})"
     suggestion = difflib.get_close_matches(name, columns, n=1)
     return message + (f"; did you mean '{suggestion[0]}'?" if suggestion else "")
@@ -704,7 +421,7 @@ _REMOVED_KEYS = {
 }
 
 
-def _unknown_key(full_key: str, name: str, valid: list[str]) -> str:
+def unknown_key(full_key: str, name: str, valid: list[str]) -> str:
     if full_key in _REMOVED_KEYS:
         return f"{full_key}: {_REMOVED_KEYS[full_key]}; delete the key"
     suggestion = difflib.get_close_matches(name, valid, n=1)
@@ -734,6 +451,15 @@ class _CoercionError(Exception):
     pass
 
 
+def coerce_value(value: Any, hint: Any, *, key: str, base_dir: Path, errors: list[str]) -> Any:
+    """One top-level value as `hint` (problem_type, model), appending the problem to `errors`; None if bad."""
+    try:
+        return _coerce(value, hint, key=key, base_dir=base_dir)
+    except _CoercionError as error:
+        errors.append(str(error))
+        return None
+
+
 def _coerce(value: Any, hint: Any, *, key: str, base_dir: Path) -> Any:
     """Turn a YAML value into the annotated type, or raise `_CoercionError` naming the key."""
     origin = typing.get_origin(hint)
@@ -748,36 +474,52 @@ def _coerce(value: Any, hint: Any, *, key: str, base_dir: Path) -> Any:
     if value is None:
         raise _CoercionError(f"{key} must not be empty")
     if origin is dict:
-        key_type, value_type = typing.get_args(hint)
-        if not isinstance(value, dict) or not value:
-            raise _CoercionError(f"{key} must be a mapping of keys (got {_show(value)})")
-        return {
-            _coerce(name, key_type, key=key, base_dir=base_dir): _coerce(
-                item, value_type, key=f"{key}.{name}", base_dir=base_dir
-            )
-            for name, item in value.items()
-        }
+        return _coerce_mapping(value, hint, key=key, base_dir=base_dir)
     if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise _CoercionError(f"{key} must be a list (got {_show(value)})")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(item, args[0], key=key, base_dir=base_dir) for item in value)
-        if len(value) != len(args):
-            raise _CoercionError(f"{key} must be a list of {len(args)} values (got {len(value)})")
-        return tuple(_coerce(item, arg, key=key, base_dir=base_dir) for item, arg in zip(value, args))
+        return _coerce_list(value, hint, key=key, base_dir=base_dir)
     if isinstance(hint, type) and issubclass(hint, StrEnum):
-        choices = [member.value for member in hint]
-        if isinstance(value, str) and value in choices:
-            return hint(value)
-        suggestion = difflib.get_close_matches(str(value), choices, n=1)
-        hint_text = f"; did you mean '{suggestion[0]}'?" if suggestion else ""
-        raise _CoercionError(f"{key} must be one of {', '.join(choices)} (got {_show(value)}){hint_text}")
+        return _coerce_choice(value, hint, key=key)
     if hint is Path:
         if not isinstance(value, str) or not value:
             raise _CoercionError(f"{key} must be a path (got {_show(value)})")
         path = Path(value).expanduser()
         return path if path.is_absolute() else (base_dir / path).resolve()
+    return _coerce_scalar(value, hint, key=key)
+
+
+def _coerce_mapping(value: Any, hint: Any, *, key: str, base_dir: Path) -> dict:
+    key_type, value_type = typing.get_args(hint)
+    if not isinstance(value, dict) or not value:
+        raise _CoercionError(f"{key} must be a mapping of keys (got {_show(value)})")
+    return {
+        _coerce(name, key_type, key=key, base_dir=base_dir): _coerce(
+            item, value_type, key=f"{key}.{name}", base_dir=base_dir
+        )
+        for name, item in value.items()
+    }
+
+
+def _coerce_list(value: Any, hint: Any, *, key: str, base_dir: Path) -> tuple:
+    args = typing.get_args(hint)
+    if not isinstance(value, (list, tuple)):
+        raise _CoercionError(f"{key} must be a list (got {_show(value)})")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce(item, args[0], key=key, base_dir=base_dir) for item in value)
+    if len(value) != len(args):
+        raise _CoercionError(f"{key} must be a list of {len(args)} values (got {len(value)})")
+    return tuple(_coerce(item, arg, key=key, base_dir=base_dir) for item, arg in zip(value, args))
+
+
+def _coerce_choice(value: Any, hint: type[StrEnum], *, key: str) -> StrEnum:
+    choices = [member.value for member in hint]
+    if isinstance(value, str) and value in choices:
+        return hint(value)
+    suggestion = difflib.get_close_matches(str(value), choices, n=1)
+    hint_text = f"; did you mean '{suggestion[0]}'?" if suggestion else ""
+    raise _CoercionError(f"{key} must be one of {', '.join(choices)} (got {_show(value)}){hint_text}")
+
+
+def _coerce_scalar(value: Any, hint: Any, *, key: str) -> Any:
     if hint is bool:
         # Only real YAML booleans: bool("false") is True.
         if not isinstance(value, bool):

@@ -211,3 +211,11 @@ ARRAY_INPUT_SUFFIXES = (".npy", ".npz", *DATAFRAME_SUFFIXES)
 ARRAY_LABEL_SUFFIXES = (".npy", *DATAFRAME_SUFFIXES)
 # Array problem types: the index column the files name rows by when nothing else does (0..n-1).
 ROW_COLUMN = "row"
+
+
+class TextLayout(StrEnum):
+    """How a text problem type's rows become model sequences (see predict.data.text)."""
+
+    SEQUENCE = "sequence"  # one sequence per row: classification, regression, metric learning, seq2seq
+    WORDS = "words"  # whitespace words per row, tagged per word: token classification
+    WINDOWS = "windows"  # question-context windows over long contexts: span prediction

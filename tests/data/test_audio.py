@@ -7,7 +7,7 @@ import pytest
 import soundfile
 from numpy.testing import assert_allclose
 
-from predict.config import AudioFeatures, FeatureRecipe, PreprocessingConfig
+from predict.config import AudioFeatures, AudioPreprocessing, FeatureRecipe
 from predict.data.audio import audio_input_from, read_audio, split_chunks
 from predict.data.collate import CHUNK_COUNTS, Batch, average_chunks
 from predict.errors import ConfigError
@@ -59,9 +59,9 @@ def test_average_chunks_means_each_rows_chunks():
     assert average_chunks(outputs, Batch(np.arange(6), {}, [], {})) is outputs
 
 
-def preprocessing(**overrides) -> PreprocessingConfig:
+def preprocessing(**overrides) -> AudioPreprocessing:
     values = {"sample_rate": 8000, "mel_frequency_bins": 64, "window_size": 256, "hop_size": 512} | overrides
-    return PreprocessingConfig(**values)
+    return AudioPreprocessing(**values)
 
 
 @pytest.mark.parametrize(

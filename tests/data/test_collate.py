@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from predict.config import PreprocessingConfig
+from predict.config import ImagePreprocessing
 from predict.data.collate import InProcessBatches, batch_loader, from_shared, to_shared
 from predict.data.image import ImageBatches, ImageInput
 
@@ -24,7 +24,7 @@ def image_batches(folder, *, batch_size: int = 6) -> ImageBatches:
         paths,
         data_folder=folder,
         image_input=spec,
-        preprocessing=PreprocessingConfig(mean=(0.5,), std=(0.25,)),
+        preprocessing=ImagePreprocessing(mean=(0.5,), std=(0.25,)),
         batch_size=batch_size,
         column="image_path",
     )

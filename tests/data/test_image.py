@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from predict.config import PreprocessingConfig
+from predict.config import ImagePreprocessing
 from predict.data import image as image_module
 from predict.data.image import ImageBatches, ImageInput
 from predict.data.paths import UnreadableRow
@@ -24,7 +24,7 @@ def loader(folder: Path, names: list[str], channels: int = 3) -> ImageBatches:
         names,
         data_folder=folder,
         image_input=spec,
-        preprocessing=PreprocessingConfig(),
+        preprocessing=ImagePreprocessing(),
         batch_size=len(names),
         column="image",
     )

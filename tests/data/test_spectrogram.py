@@ -16,6 +16,7 @@ import soundfile
 from numpy.testing import assert_allclose
 
 from predict.config import (
+    AudioPreprocessing,
     FeatureNormalization,
     FeatureRecipe,
     Framing,
@@ -24,7 +25,6 @@ from predict.config import (
     MelScale,
     MelTriangles,
     PadMode,
-    PreprocessingConfig,
     Window,
 )
 from predict.data.audio import read_audio
@@ -61,7 +61,7 @@ def clips(tmp_path_factory) -> np.ndarray:
 
 
 def ours(clips: np.ndarray, **keys) -> np.ndarray:
-    return MelFeatures(PreprocessingConfig(sample_rate=RATE, **keys).spectrogram_recipe())(clips)
+    return MelFeatures(AudioPreprocessing(sample_rate=RATE, **keys).spectrogram_recipe())(clips)
 
 
 def librosa_mel(clip: np.ndarray, **kwargs) -> np.ndarray:
@@ -234,7 +234,7 @@ def test_tf_signal_recipe_matches_tf_signal(clips, frame_length, frame_step, mel
         "f_max": upper_hz,
     }
     check(ours(clips, feature_recipe=FeatureRecipe.TF_SIGNAL, **keys), list(expected))
-    recipe = PreprocessingConfig(sample_rate=RATE, feature_recipe=FeatureRecipe.TF_SIGNAL, **keys).spectrogram_recipe()
+    recipe = AudioPreprocessing(sample_rate=RATE, feature_recipe=FeatureRecipe.TF_SIGNAL, **keys).spectrogram_recipe()
     assert_allclose(mel_filterbank(recipe), weights.numpy().T, rtol=1e-9, atol=1e-12)
 
 
@@ -251,7 +251,7 @@ def test_hertz_filterbank_equals_librosa_filters_mel(scale, norm):
         "mel_scale": scale,
         "mel_norm": norm,
     }
-    recipe = PreprocessingConfig(sample_rate=RATE, **keys).spectrogram_recipe()
+    recipe = AudioPreprocessing(sample_rate=RATE, **keys).spectrogram_recipe()
     expected = librosa.filters.mel(
         sr=RATE, n_fft=512, n_mels=40, fmin=30.0, fmax=7000.0, htk=scale is MelScale.HTK,
         norm="slaney" if norm is MelNorm.SLANEY else None, dtype=np.float64,
@@ -260,7 +260,7 @@ def test_hertz_filterbank_equals_librosa_filters_mel(scale, norm):
 
 
 def test_recipes_fill_only_the_keys_left_unset():
-    librosa_recipe = PreprocessingConfig(sample_rate=RATE).spectrogram_recipe()
+    librosa_recipe = AudioPreprocessing(sample_rate=RATE).spectrogram_recipe()
     assert (librosa_recipe.fft_size, librosa_recipe.window_size, librosa_recipe.hop_size) == (2048, 2048, 512)
     assert (
         librosa_recipe.center
@@ -279,7 +279,7 @@ def test_recipes_fill_only_the_keys_left_unset():
     )
     assert (librosa_recipe.f_min, librosa_recipe.f_max, librosa_recipe.top_db) == (0.0, 8000.0, None)
 
-    torchaudio = PreprocessingConfig(
+    torchaudio = AudioPreprocessing(
         sample_rate=RATE, feature_recipe=FeatureRecipe.TORCHAUDIO, window_size=400
     ).spectrogram_recipe()
     assert (torchaudio.mel_scale, torchaudio.mel_norm, torchaudio.pad_mode, torchaudio.fft_size) == (
@@ -289,7 +289,7 @@ def test_recipes_fill_only_the_keys_left_unset():
         400,
     )
 
-    tf_signal = PreprocessingConfig(
+    tf_signal = AudioPreprocessing(
         sample_rate=RATE, feature_recipe=FeatureRecipe.TF_SIGNAL, window_size=400
     ).spectrogram_recipe()
     assert (tf_signal.fft_size, tf_signal.center, tf_signal.framing, tf_signal.mel_triangles) == (
@@ -300,7 +300,7 @@ def test_recipes_fill_only_the_keys_left_unset():
     )
     assert (tf_signal.spectrum_power, tf_signal.log_scale, tf_signal.log_offset) == (1, LogScale.NATURAL, 1e-6)
 
-    explicit = PreprocessingConfig(
+    explicit = AudioPreprocessing(
         sample_rate=RATE, feature_recipe=FeatureRecipe.TF_SIGNAL, window_size=400, fft_size=400, spectrum_power=2,
         log_scale=LogScale.DECIBEL, log_offset=0.0, mel_norm=MelNorm.SLANEY,
     ).spectrogram_recipe()  # fmt: skip
@@ -324,7 +324,7 @@ def test_recipes_fill_only_the_keys_left_unset():
     ],
 )
 def test_frame_count_and_its_inverse(keys, frames_of_8000):
-    recipe = PreprocessingConfig(sample_rate=RATE, **keys).spectrogram_recipe()
+    recipe = AudioPreprocessing(sample_rate=RATE, **keys).spectrogram_recipe()
     assert frame_count(recipe, 8000) == frames_of_8000
     for frames in (1, 2, 17, 100):
         samples = chunk_samples_for(recipe, frames)

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from predict.config import Device, load_config
+from predict.config import Device
 from predict.errors import ConfigError
 from predict.pipeline import run_task
+from predict.task import load_config
 from tests.conftest import IMAGE_SIZE
 
 ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'predict[ray]')")

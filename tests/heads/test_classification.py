@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from predict.config import load_config
 from predict.errors import ConfigError, InputError
 from predict.heads.classification import Activation, ClassificationHead, LabelLayout
 from predict.report.metrics import ClassificationKind
 from predict.runners.base import TensorSpec
+from predict.task import load_config
 from tests.conftest import postprocess, write_config
 
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from predict.config import load_config
 from predict.errors import ConfigError
 from predict.heads.regression import RegressionHead
 from predict.runners.base import TensorSpec
+from predict.task import load_config
 from tests.conftest import postprocess, write_config
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from predict.config import load_config
 from predict.data.collate import Batch
 from predict.errors import InputError
 from predict.heads.token_classification import TokenClassificationHead
 from predict.runners.base import TensorSpec
+from predict.task import load_config
 from tests.conftest import write_config
 
 TAGS = ("O", "B-PER", "I-PER")

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from predict.config import ProblemType, load_config
+from predict.config import ProblemType
 from predict.errors import ConfigError, ConversionError
 from predict.pipeline import run_task
 from predict.runners.torch_spec import check_runtime, parse_input_spec
+from predict.task import load_config
 from tests.conftest import IMAGE_SIZE
 
 # The tests make TorchScript files on purpose; torch 2.13 deprecates tracing and scripting.

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from predict.cli import main
-from predict.view import view_for
 from predict.view.run import load_run
+from predict.view.select import view_for
 from tests.view.test_page import decode_png, read_page
 from tests.view.test_report_browser import find_chromium, open_in_chromium, probe_counts
 from tests.view.test_show import read_csv, show, table_rows

@@ -12,8 +12,8 @@ import pytest
 import sacrebleu
 
 from predict.cli import main
-from predict.view import view_for
 from predict.view.run import load_run
+from predict.view.select import view_for
 from tests.view.test_page import decode_png, read_page
 from tests.view.test_show import read_csv, show, table_rows
 

@@ -13,9 +13,9 @@ import pytest
 from predict.cli import main
 from predict.errors import InputError
 from predict.report.metrics import ClassificationKind
-from predict.view import VIEWS, view_for
 from predict.view.classification import ClassificationView
 from predict.view.run import load_run, read_raw_predictions
+from predict.view.select import view_for
 from tests.view.conftest import score
 
 _CELL_SEPARATORS = re.compile(r"[│┃|]")
@@ -169,8 +169,11 @@ def copy_run(source, destination):
 
 def test_every_problem_type_has_a_view():
     from predict.config import ProblemType
+    from predict.problems import PROBLEMS
+    from predict.view.base import View
 
-    assert set(VIEWS) == set(ProblemType)
+    assert set(PROBLEMS) == set(ProblemType)
+    assert all(issubclass(spec.view, View) for spec in PROBLEMS.values())
 
 
 @pytest.mark.parametrize(
@@ -272,6 +275,7 @@ def test_raw_predictions_warn_that_pickle_is_unsafe(classification_run, tmp_path
 
 
 def test_every_view_has_a_head():
-    from predict.heads import HEADS
+    from predict.heads.base import Head
+    from predict.problems import PROBLEMS
 
-    assert set(VIEWS) <= set(HEADS)
+    assert all(issubclass(spec.head, Head) for spec in PROBLEMS.values())

@@ -39,7 +39,7 @@ import pandas as pd
 import soundfile
 import soxr
 
-from predict.config import PreprocessingConfig, TaskConfig
+from predict.config import AudioPreprocessing, TaskConfig
 from predict.data.collate import CHUNK_COUNTS, Batch, BatchDataset
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.data.spectrogram import MelFeatures, chunk_samples_for, frame_count
@@ -69,7 +69,7 @@ class AudioInput:
     dtype: np.dtype
 
 
-def audio_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, model_name: str) -> AudioInput:
+def audio_input_from(spec: TensorSpec, preprocessing: AudioPreprocessing, *, model_name: str) -> AudioInput:
     """Read the layout and chunk length off a model input, and check them against the config.
 
     Raises:
@@ -129,7 +129,7 @@ def audio_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, mo
 
 
 def _chunk_samples(
-    preprocessing: PreprocessingConfig,
+    preprocessing: AudioPreprocessing,
     model_length: int | None,
     *,
     features: AudioFeatures,
@@ -207,7 +207,7 @@ class AudioBatches:
         *,
         data_folder: Path,
         audio_input: AudioInput,
-        preprocessing: PreprocessingConfig,
+        preprocessing: AudioPreprocessing,
         batch_size: int,
         column: str,
         allow_outside: bool = False,

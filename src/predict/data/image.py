@@ -19,7 +19,7 @@ import pandas as pd
 import pyspng
 from PIL import Image, UnidentifiedImageError
 
-from predict.config import PreprocessingConfig, TaskConfig
+from predict.config import ImagePreprocessing, TaskConfig
 from predict.data.collate import Batch, BatchDataset
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.enums import Interpolation, ResizeMode
@@ -74,7 +74,7 @@ class ImageInput:
     dtype: np.dtype
 
 
-def image_input_from(spec: TensorSpec, preprocessing: PreprocessingConfig, *, model_name: str) -> ImageInput:
+def image_input_from(spec: TensorSpec, preprocessing: ImagePreprocessing, *, model_name: str) -> ImageInput:
     """Read layout, channels, size and dtype off a model input, and check them against the config.
 
     Raises:
@@ -142,7 +142,7 @@ class ImageBatches:
         *,
         data_folder: Path,
         image_input: ImageInput,
-        preprocessing: PreprocessingConfig,
+        preprocessing: ImagePreprocessing,
         batch_size: int,
         column: str,
         allow_outside: bool = False,

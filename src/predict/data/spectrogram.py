@@ -1,6 +1,6 @@
 """Mel spectrogram features as librosa, torchaudio or tf.signal compute them, in torch (float64).
 
-A `SpectrogramRecipe` (`PreprocessingConfig.spectrogram_recipe()`: the keys set, and the
+A `SpectrogramRecipe` (`AudioPreprocessing.spectrogram_recipe()`: the keys set, and the
 `feature_recipe`'s defaults for the others) says exactly what is computed from a chunk of C samples:
 
 1. Framing. `center`: the chunk is padded with `fft_size // 2` samples at both ends (`pad_mode`:

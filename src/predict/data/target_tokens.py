@@ -9,6 +9,7 @@ family of `predict.data.tokenizer` works: a Hugging Face tokenizer.json decodes 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,42 @@ class TargetDecoder:
         if isinstance(self.tokenizer, HuggingFaceTokenizer):
             return list(self.tokenizer.tokenizer.decode_batch(rows, skip_special_tokens=True))
         return [" ".join(self.words[token] for token in row if token in self.words) for row in rows]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetVocabulary:
+    """The target tokenizer of a sequence-to-sequence task with its start and end ids, read once per run:
+    generation starts and stops with them, and the head decodes with them (predict.problems.sequence_to_sequence).
+    """
+
+    tokenizer: TextTokenizer
+    start_id: int
+    end_id: int
+
+    def decoder(self) -> TargetDecoder:
+        """Ids back to text, leaving the start, end and padding tokens out."""
+        return TargetDecoder(self.tokenizer, skip_ids=[self.tokenizer.pad_id, self.start_id, self.end_id])
+
+
+def load_target_vocabulary(
+    target: Path | None,
+    *,
+    source: Path,
+    lowercase: bool | None,
+    oov_token: str | None,
+    start_token: str | None,
+    end_token: str | None,
+) -> TargetVocabulary:
+    """The target tokenizer (`target`, else the source one, see `load_target_tokenizer`) and the ids of
+    `start_token` / `end_token` (`head.start_token` / `head.end_token`, or the first default it has).
+
+    Raises:
+        ConfigError: the tokenizer cannot be read, or lacks the start or end token.
+    """
+    tokenizer = load_target_tokenizer(target, source=source, lowercase=lowercase, oov_token=oov_token)
+    name = (target or source).name
+    start_id = special_token_id(
+        tokenizer, start_token, key="head.start_token", defaults=DEFAULT_START_TOKENS, name=name
+    )
+    end_id = special_token_id(tokenizer, end_token, key="head.end_token", defaults=DEFAULT_END_TOKENS, name=name)
+    return TargetVocabulary(tokenizer=tokenizer, start_id=start_id, end_id=end_id)

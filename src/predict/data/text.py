@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -34,23 +33,9 @@ import pandas as pd
 from predict.config import TaskConfig
 from predict.data.collate import Batch, BatchDataset
 from predict.data.tokenizer import Encoding, TextTokenizer, load_tokenizer
-from predict.enums import PaddingSide, ProblemType, TruncationSide
+from predict.enums import PaddingSide, TextLayout, TruncationSide
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
-
-
-class TextLayout(StrEnum):
-    """How rows become model sequences (see the module docstring)."""
-
-    SEQUENCE = "sequence"
-    WORDS = "words"
-    WINDOWS = "windows"
-
-
-_LAYOUTS = {
-    ProblemType.TEXT_TOKEN_CLASSIFICATION: TextLayout.WORDS,
-    ProblemType.TEXT_SPAN_PREDICTION: TextLayout.WINDOWS,
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,11 +236,13 @@ def _object_array(values: Sequence[object]) -> np.ndarray:
     return array
 
 
-def build_text_dataset(task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...]) -> BatchDataset:
+def build_text_dataset(
+    task: TaskConfig, dataframe: pd.DataFrame, model_inputs: tuple[TensorSpec, ...], *, layout: TextLayout
+) -> BatchDataset:
     """Batches of the text column(s) in row order (`predict.data.collate.batch_loader` feeds them to the model).
 
-    Any text problem type not named in `_LAYOUTS` (classification, regression, metric learning)
-    gets one sequence per row from `task.input_column`.
+    `layout` is the problem type's (predict.problems): `sequence` (classification, regression,
+    metric learning) takes one sequence per row from `task.input_column`.
 
     Raises:
         ConfigError: the tokenizer cannot be read, or the model's inputs do not fit (see `text_inputs_from`).
@@ -265,7 +252,6 @@ def build_text_dataset(task: TaskConfig, dataframe: pd.DataFrame, model_inputs: 
         preprocessing.tokenizer, lowercase=preprocessing.lowercase, oov_token=preprocessing.oov_token
     )
     inputs = text_inputs_from(model_inputs, max_length=preprocessing.max_length, model_name=task.model.name)
-    layout = _LAYOUTS.get(task.problem_type, TextLayout.SEQUENCE)
     if layout is TextLayout.WINDOWS:
         column = task.data.question_column
         contexts = dataframe[task.data.context_column].tolist()

@@ -341,6 +341,34 @@ def _concatenate(first: Encoding, second: Encoding) -> Encoding:
     )
 
 
+def _text_vectorization_vocabulary(
+    text: str, *, path: Path, lowercase: bool | None, oov_token: str | None
+) -> WordIndexTokenizer:
+    """A TextVectorization vocabulary .txt: line i is the token of id i."""
+    vocabulary: dict[str, int] = {}
+    for index, token in enumerate(text.split("\n")):
+        if token and token not in vocabulary:  # "" is the padding entry (id 0), never a word
+            vocabulary[token] = index
+    oov_id = _oov_id(vocabulary, oov_token, defaults=(_TEXT_VECTORIZATION_OOV,), path=path)
+    return WordIndexTokenizer(
+        vocabulary,
+        name=path.name,
+        lowercase=True if lowercase is None else lowercase,
+        strip_punctuation=True,
+        oov_id=oov_id,
+    )
+
+
+def _refuse_word_index_options(path: Path, *, lowercase: bool | None, oov_token: str | None) -> None:
+    """A tokenizer.json normalizes and knows its unknown token itself: word-index options do not apply."""
+    for option, value in (("lowercase", lowercase), ("oov_token", oov_token)):
+        if value is not None:
+            raise ConfigError(
+                f"preprocessing.{option} is for word-index vocabularies; {path.name} is a tokenizer.json, whose "
+                "normalizer and unknown token are saved inside it: remove the key"
+            )
+
+
 def load_tokenizer(path: Path, *, lowercase: bool | None = None, oov_token: str | None = None) -> TextTokenizer:
     """Read the tokenizer a model was trained with from a local file (see the module docstring).
 
@@ -359,29 +387,13 @@ def load_tokenizer(path: Path, *, lowercase: bool | None = None, oov_token: str 
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{key} {path}: cannot be read: {one_line(error)}") from None
     if path.suffix.lower() == ".txt":
-        vocabulary: dict[str, int] = {}
-        for index, token in enumerate(text.split("\n")):
-            if token and token not in vocabulary:  # "" is the padding entry (id 0), never a word
-                vocabulary[token] = index
-        oov_id = _oov_id(vocabulary, oov_token, defaults=(_TEXT_VECTORIZATION_OOV,), path=path)
-        return WordIndexTokenizer(
-            vocabulary,
-            name=path.name,
-            lowercase=True if lowercase is None else lowercase,
-            strip_punctuation=True,
-            oov_id=oov_id,
-        )
+        return _text_vectorization_vocabulary(text, path=path, lowercase=lowercase, oov_token=oov_token)
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{key} {path.name}: not valid JSON: {one_line(error)}") from None
     if isinstance(payload, dict) and "model" in payload and "added_tokens" in payload:
-        for option, value in (("lowercase", lowercase), ("oov_token", oov_token)):
-            if value is not None:
-                raise ConfigError(
-                    f"preprocessing.{option} is for word-index vocabularies; {path.name} is a tokenizer.json, whose "
-                    "normalizer and unknown token are saved inside it: remove the key"
-                )
+        _refuse_word_index_options(path, lowercase=lowercase, oov_token=oov_token)
         return HuggingFaceTokenizer(path)
     if (
         isinstance(payload, dict)

@@ -14,10 +14,11 @@ autoscaling pool of actors, each loading the model once). On CPUs Ray fuses deco
 actors (each actor is then a whole local pipeline); actors with a GPU each (the model on CUDA) are
 fed by decoding tasks on the CPUs.
 
-`ray_batches` plugs into predict.pipeline's loop: it returns an iterator of `Batch`es, in row order,
-whose `inputs` already hold the model's raw outputs, and a runner whose `run` hands them through, so
-the loop's post-processing, `--resume` checkpoints, finalize, metrics and writers are the local
-engine's own code. Stage `load` is then the driver waiting for Ray (decoding and inference).
+`RayEngine.stream` yields what every engine yields (predict.engines): each batch, without its inputs
+(they stay on the workers), with the model's raw outputs, in row order; post-processing, `--resume`
+checkpoints, finalize, metrics and writers are the caller's, as for the local engine. Stage `load`
+is the driver waiting for Ray (decoding and inference); `model_seconds` is the actors' inference
+time, summed.
 
 Ray is found through `ray.init()`: the cluster in `RAY_ADDRESS` (or one already initialised in this
 process), else a local instance started for the run and stopped after it. Every node needs this
@@ -31,17 +32,19 @@ import pickle
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from predict.config import TaskConfig
-from predict.data.collate import Batch, BatchDataset, from_shared
+from predict.data.collate import from_shared
+from predict.engines.base import Scored, check_readable
 from predict.enums import Device
 from predict.errors import ConfigError
-from predict.model_file import ResolvedModel
 from predict.runners.backend import load_runner
-from predict.runners.base import Runner, TensorSpec
+
+if TYPE_CHECKING:
+    from predict.config import TaskConfig
+    from predict.plan import Plan
 
 # Model batches per Ray block: enough blocks for many decoding tasks, few enough to keep Ray's
 # per-task overhead small next to decoding 8 batches of images.
@@ -50,94 +53,75 @@ _BATCHES_PER_BLOCK = 8
 WORKER_PRIORITY = {"worker_niceness": 0}
 
 
-class RayScoredRunner:
-    """The runner predict.pipeline sees under Ray: batches arrive scored, `run` hands their outputs through.
+class RayEngine:
+    """Streams a plan's batches through Ray Data (see the module docstring and predict.engines)."""
 
-    Attributes:
-        inputs, outputs: the model's specs, from the driver's own load of the model.
-        provider: what the actors ran (e.g. `CPUExecutionProvider`, `torch-cuda`), known after the first batch.
-        notes: the driver runner's notes, then a line on the actors once the run is over.
-    """
+    def __init__(self) -> None:
+        self.stage_seconds = {"load": 0.0, "inference": 0.0}
+        self.model_seconds = 0.0  # summed over the actors
+        self.decoding_workers: int | None = None  # Ray's to decide
+        self.provider = ""
+        self.notes: list[str] = []
 
-    def __init__(self, runner: Runner) -> None:
-        self.inputs: tuple[TensorSpec, ...] = runner.inputs
-        self.outputs: tuple[TensorSpec, ...] = runner.outputs
-        self.provider: str = runner.provider
-        self.notes: list[str] = list(getattr(runner, "notes", []))
+    def stream(self, plan: Plan, first_batch: int) -> Iterator[Scored]:
+        """Batches `first_batch`.. of the plan's rows, decoded and scored on Ray, in row order.
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The outputs the actor pool computed for this batch (`Batch.inputs` of a Ray batch)."""
-        return feeds
+        Raises:
+            ConfigError: Ray Data is not installed, or `runtime.device: cuda` on a cluster without GPUs.
+        """
+        self.provider = plan.runner.provider
+        ray = _import_ray()
+        started_here = not ray.is_initialized()
+        if started_here:
+            # Ray starts its workers at nice 15; here they do the run's work, so on a busy machine they
+            # would starve behind any other process (measured: 8.8 s quiet, 269-561 s loaded; issue 20).
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, _system_config=WORKER_PRIORITY)
+        context = ray.data.DataContext.get_current()
+        saved = (context.execution_options.preserve_order, context.enable_progress_bars)
+        # Batches must come back in row order: checkpoints and the files are written in that order.
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False  # the pipeline draws its own bar
+        try:
+            yield from self._scored(ray, plan, first_batch)
+        finally:
+            context.execution_options.preserve_order, context.enable_progress_bars = saved
+            if started_here:
+                ray.shutdown()
 
-
-def ray_batches(
-    task: TaskConfig, dataset: BatchDataset, *, model: ResolvedModel, runner: Runner, first_batch: int
-) -> tuple[Iterator[Batch], RayScoredRunner]:
-    """Score batches `first_batch`.. of `dataset` on Ray.
-
-    Args:
-        task: the validated task (shipped to every actor).
-        dataset: the modality's loader dataset; item i is batch i.
-        model: the resolved model file every actor loads (converted and cached on the driver).
-        runner: the driver's runner, for the model's specs.
-        first_batch: where a resumed run starts.
-
-    Returns:
-        Batches in row order whose `inputs` are the model's raw outputs, and the pass-through runner.
-
-    Raises:
-        ConfigError: Ray Data is not installed.
-    """
-    scored = RayScoredRunner(runner)
-    return _stream(task, dataset, model.path, scored, first_batch), scored
-
-
-def _stream(
-    task: TaskConfig, dataset: Any, model_path: Path, scored: RayScoredRunner, first_batch: int
-) -> Iterator[Batch]:
-    ray = _import_ray()
-    started_here = not ray.is_initialized()
-    if started_here:
-        # Ray starts its workers at nice 15; here they do the run's work, so on a busy machine they
-        # would starve behind any other process (measured: 8.8 s quiet, 269-561 s loaded; issue 20).
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, _system_config=WORKER_PRIORITY)
-    context = ray.data.DataContext.get_current()
-    saved = (context.execution_options.preserve_order, context.enable_progress_bars)
-    # Batches must come back in row order: checkpoints and the files are written in that order.
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False  # the pipeline draws its own bar
-    try:
+    def _scored(self, ray: Any, plan: Plan, first_batch: int) -> Iterator[Scored]:
+        dataset = plan.dataset()
         count = len(dataset) - first_batch
         if count <= 0:
             return
-        gpus = _gpus_per_actor(ray, task.runtime.device)
-        actors = task.runtime.ray_actors or _default_actors(ray, gpus)
-        batches = ray.data.range(count, override_num_blocks=max(1, -(-count // _BATCHES_PER_BLOCK)))
-        batches = batches.map_batches(_decode, fn_kwargs={"dataset": dataset, "first_batch": first_batch}, batch_size=1)
-        batches = batches.map_batches(
+        gpus = _gpus_per_actor(ray, plan.task.runtime.device)
+        actors = plan.task.runtime.ray_actors or _default_actors(ray, gpus)
+        rows = ray.data.range(count, override_num_blocks=max(1, -(-count // _BATCHES_PER_BLOCK)))
+        rows = rows.map_batches(_decode, fn_kwargs={"dataset": dataset, "first_batch": first_batch}, batch_size=1)
+        rows = rows.map_batches(
             _ModelActor,
-            fn_constructor_kwargs={"task": task, "model_path": str(model_path)},
+            fn_constructor_kwargs={"task": plan.task, "model_path": str(plan.model.path)},
             batch_size=1,  # one Ray row is one model batch of runtime.batch_size rows
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
             num_gpus=gpus,
         )
-        expected, seconds, providers = first_batch, 0.0, set()
-        for row in batches.iter_rows():
+        expected, providers = first_batch, set()
+        tick = time.perf_counter()
+        for row in rows.iter_rows():
             if int(row["index"]) != expected:  # preserve_order guarantees this; the files depend on it
                 raise RuntimeError(f"Ray returned batch {int(row['index'])} where batch {expected} was due")
             expected += 1
-            seconds += float(row["seconds"])
+            self.model_seconds += float(row["seconds"])
             providers.add(str(row["provider"]))
-            scored.provider = ", ".join(sorted(providers))
-            yield pickle.loads(row["batch"])
-        scored.notes.append(
+            self.provider = ", ".join(sorted(providers))
+            batch, outputs = pickle.loads(row["scored"])
+            check_readable(batch, plan.task)
+            self.stage_seconds["load"] += time.perf_counter() - tick
+            yield Scored(batch, outputs, tick)
+            tick = time.perf_counter()
+        self.notes.append(
             f"ray: {count} batch(es) decoded and scored by up to {actors} model actor(s)"
-            f"{f' with {gpus:g} GPU each' if gpus else ''}; inference {seconds:.2f} s summed over actors"
+            f"{f' with {gpus:g} GPU each' if gpus else ''}; inference {self.model_seconds:.2f} s summed over actors"
         )
-    finally:
-        context.execution_options.preserve_order, context.enable_progress_bars = saved
-        if started_here:
-            ray.shutdown()
 
 
 def _decode(rows: dict[str, np.ndarray], *, dataset: Any, first_batch: int) -> dict[str, np.ndarray]:
@@ -163,10 +147,10 @@ class _ModelActor:
             tick = time.perf_counter()
             outputs = self.runner.run(batch.inputs)  # raw: the driver averages chunks as the local loop does
             seconds[slot] = time.perf_counter() - tick
-            # The inputs stay here: only outputs, row ids, errors and context travel back to the driver.
-            scored[slot] = pickle.dumps(Batch(batch.row_ids, outputs, batch.errors, batch.context), protocol=5)
+            # The inputs stay here: only row ids, errors, context and outputs travel back to the driver.
+            scored[slot] = pickle.dumps((batch._replace(inputs={}), outputs), protocol=5)
         providers = np.array([self.runner.provider] * len(scored), dtype=object)
-        return {"index": rows["index"], "batch": scored, "seconds": seconds, "provider": providers}
+        return {"index": rows["index"], "scored": scored, "seconds": seconds, "provider": providers}
 
 
 def _import_ray() -> Any:

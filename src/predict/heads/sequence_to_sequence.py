@@ -23,13 +23,7 @@ import pandas as pd
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch
-from predict.data.target_tokens import (
-    DEFAULT_END_TOKENS,
-    DEFAULT_START_TOKENS,
-    TargetDecoder,
-    load_target_tokenizer,
-    special_token_id,
-)
+from predict.data.target_tokens import TargetDecoder, TargetVocabulary, load_target_vocabulary
 from predict.enums import MODEL_SUFFIXES
 from predict.errors import ConfigError
 from predict.heads.base import Head, column_values
@@ -43,9 +37,8 @@ class Config:
 
     decoder_model: Path  # the decoder (.onnx or Keras .h5); `model:` is the encoder
     target_tokenizer: Path | None = None  # the generated ids' tokenizer; default: preprocessing.tokenizer
-    start_token: str | None = (
-        None  # the decoder's first token; default: the first of [BOS], <s>, <bos>, <start>, [CLS] in the vocabulary
-    )
+    # The decoder's first token; default: the first of [BOS], <s>, <bos>, <start>, [CLS] in the vocabulary.
+    start_token: str | None = None
     end_token: str | None = None  # ends a sequence; default: the first of [EOS], </s>, <eos>, <end>, [SEP]
     max_new_tokens: int = 32  # generated tokens at most per row, the end token included
     num_beams: int = 1  # 1: greedy search; more: beam search
@@ -91,8 +84,14 @@ class SequenceToSequenceHead(Head):
 
     @classmethod
     def build(
-        cls, task: TaskConfig, *, outputs: tuple[TensorSpec, ...], dataframe: pd.DataFrame
+        cls,
+        task: TaskConfig,
+        *,
+        outputs: tuple[TensorSpec, ...],
+        dataframe: pd.DataFrame,
+        vocabulary: TargetVocabulary | None = None,
     ) -> SequenceToSequenceHead:
+        """As every head; `vocabulary` is the one the runner generated with (read from the config if None)."""
         config: Config = task.head
         if GENERATED_IDS not in {spec.name for spec in outputs}:
             raise ConfigError(
@@ -100,29 +99,25 @@ class SequenceToSequenceHead(Head):
             )
         if len(task.data.label_columns) != 1:
             raise ConfigError(
-                f"data.label_columns: sequence to sequence takes one column of target texts (got {list(task.data.label_columns)})"
+                "data.label_columns: sequence to sequence takes one column of target texts "
+                f"(got {list(task.data.label_columns)})"
             )
-        preprocessing = task.preprocessing
-        tokenizer = load_target_tokenizer(
-            config.target_tokenizer,
-            source=preprocessing.tokenizer,
-            lowercase=preprocessing.lowercase,
-            oov_token=preprocessing.oov_token,
-        )
-        name = (config.target_tokenizer or preprocessing.tokenizer).name
-        skip = [
-            tokenizer.pad_id,
-            special_token_id(
-                tokenizer, config.start_token, key="head.start_token", defaults=DEFAULT_START_TOKENS, name=name
-            ),
-            special_token_id(tokenizer, config.end_token, key="head.end_token", defaults=DEFAULT_END_TOKENS, name=name),
-        ]
+        if vocabulary is None:
+            preprocessing = task.preprocessing
+            vocabulary = load_target_vocabulary(
+                config.target_tokenizer,
+                source=preprocessing.tokenizer,
+                lowercase=preprocessing.lowercase,
+                oov_token=preprocessing.oov_token,
+                start_token=config.start_token,
+                end_token=config.end_token,
+            )
         label_column = task.data.label_columns[0]
         labels = None
         if label_column in dataframe.columns:
             labels = ["" if not isinstance(value, str) else value for value in dataframe[label_column]]
         return cls(
-            decoder=TargetDecoder(tokenizer, skip_ids=skip),
+            decoder=vocabulary.decoder(),
             label_column=label_column,
             input_column=task.input_column,
             labels=labels,

@@ -44,11 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from predict.config import TaskConfig
-from predict.data.target_tokens import DEFAULT_END_TOKENS, DEFAULT_START_TOKENS, load_target_tokenizer, special_token_id
 from predict.enums import Device
 from predict.errors import ConfigError
-from predict.model_file import resolve_onnx_model
 from predict.runners.base import TensorSpec
 
 if TYPE_CHECKING:
@@ -118,12 +115,14 @@ def decoder_layout(encoder: OrtRunner, decoder: OrtRunner, *, encoder_name: str,
     for spec in decoder.inputs:
         if spec.fixed_batch_size:
             errors.append(
-                f"decoder {decoder_name}: input '{spec.name}' has a fixed batch size of {spec.fixed_batch_size}; export it with a dynamic batch axis (beams are rows)"
+                f"decoder {decoder_name}: input '{spec.name}' has a fixed batch size of {spec.fixed_batch_size}; "
+                "export it with a dynamic batch axis (beams are rows)"
             )
         if spec.name == DECODER_IDS:
             if len(spec.shape) != 2:
                 errors.append(
-                    f"decoder {decoder_name}: input '{DECODER_IDS}' has {len(spec.shape)} axes; expected (batch, tokens) ids"
+                    f"decoder {decoder_name}: input '{DECODER_IDS}' has {len(spec.shape)} axes; "
+                    "expected (batch, tokens) ids"
                 )
             ids = spec
         elif spec.name.startswith(PAST):
@@ -132,29 +131,14 @@ def decoder_layout(encoder: OrtRunner, decoder: OrtRunner, *, encoder_name: str,
                 cache.append(cache_slot)
         elif spec.name in sources or (spec.name == ENCODER_MASK and masks):
             source = sources.get(spec.name) or masks[0]
-            if np.dtype(source.dtype) != np.dtype(spec.dtype):
-                errors.append(
-                    f"decoder {decoder_name}: input '{spec.name}' takes {np.dtype(spec.dtype).name} but encoder {encoder_name} "
-                    f"'{source.name}' is {np.dtype(source.dtype).name}"
-                )
+            errors.extend(_dtype_mismatch(spec, source, encoder_name=encoder_name, decoder_name=decoder_name))
             constants[spec.name] = source.name
         else:
             errors.append(
                 f"decoder {decoder_name}: input '{spec.name}' is not '{DECODER_IDS}', a '{PAST}*' cache input, "
                 f"'{ENCODER_MASK}', or the name of an encoder {encoder_name} input or output ({', '.join(sources)})"
             )
-    if ids is None:
-        errors.append(
-            f"decoder {decoder_name} has no input '{DECODER_IDS}' (inputs: {', '.join(spec.name for spec in decoder.inputs)})"
-        )
-    if cache and ids is not None and len(ids.shape) == 2 and ids.shape[1] not in (None, 1):
-        errors.append(
-            f"decoder {decoder_name}: input '{DECODER_IDS}' takes {ids.shape[1]} tokens; with a cache it takes the newest token only (1 or dynamic)"
-        )
-    if ids is not None and not cache and len(ids.shape) == 2 and ids.shape[1] is not None:
-        errors.append(
-            f"decoder {decoder_name}: input '{DECODER_IDS}' has a static length of {ids.shape[1]}; without a cache it takes the growing sequence: export a dynamic axis 1"
-        )
+    errors.extend(_ids_problems(ids, decoder, cached=bool(cache), decoder_name=decoder_name))
     logits = _logits_output(decoder, decoder_name=decoder_name, errors=errors)
     if errors:
         raise ConfigError("\n".join(errors) + f"\n({_CONVENTION})")
@@ -166,6 +150,36 @@ def decoder_layout(encoder: OrtRunner, decoder: OrtRunner, *, encoder_name: str,
         logits=logits.name,
         probabilities=logits.producer == "Softmax",
     )
+
+
+def _dtype_mismatch(spec: TensorSpec, source: TensorSpec, *, encoder_name: str, decoder_name: str) -> list[str]:
+    """A decoder input fed an encoder array must take its dtype."""
+    if np.dtype(source.dtype) == np.dtype(spec.dtype):
+        return []
+    return [
+        f"decoder {decoder_name}: input '{spec.name}' takes {np.dtype(spec.dtype).name} but encoder {encoder_name} "
+        f"'{source.name}' is {np.dtype(source.dtype).name}"
+    ]
+
+
+def _ids_problems(ids: TensorSpec | None, decoder: OrtRunner, *, cached: bool, decoder_name: str) -> list[str]:
+    """The token-ids input exists, and its length axis fits the cache (newest token) or its absence (all)."""
+    if ids is None:
+        names = ", ".join(spec.name for spec in decoder.inputs)
+        return [f"decoder {decoder_name} has no input '{DECODER_IDS}' (inputs: {names})"]
+    if len(ids.shape) != 2:
+        return []
+    if cached and ids.shape[1] not in (None, 1):
+        return [
+            f"decoder {decoder_name}: input '{DECODER_IDS}' takes {ids.shape[1]} tokens; "
+            "with a cache it takes the newest token only (1 or dynamic)"
+        ]
+    if not cached and ids.shape[1] is not None:
+        return [
+            f"decoder {decoder_name}: input '{DECODER_IDS}' has a static length of {ids.shape[1]}; "
+            "without a cache it takes the growing sequence: export a dynamic axis 1"
+        ]
+    return []
 
 
 def _cache_slot(
@@ -238,6 +252,8 @@ class GenerationRunner:
         from predict.runners.ort import OrtRunner
 
         self.encoder = OrtRunner(encoder_path, device=device, threads=threads)
+        # The target tokenizer with its start and end ids, for the head (set by predict.problems.sequence_to_sequence).
+        self.vocabulary: Any = None
         self.decoder = OrtRunner(decoder_path, device=device, threads=threads)
         self.settings = settings
         self.layout = decoder_layout(
@@ -392,55 +408,3 @@ class GenerationRunner:
             generated[row, : len(best_tokens)] = best_tokens
             scores[row] = best_score
         return generated, scores
-
-
-def build_generation_runner(task: TaskConfig, encoder_path: Path, *, cache_dir: Path) -> GenerationRunner:
-    """The runner of a `text_sequence_to_sequence` task: `model:` is the encoder, `head.decoder_model:` the decoder.
-
-    A Keras `.h5` decoder is converted and cached like the encoder (see predict.model_file).
-
-    Raises:
-        ConfigError: the target tokenizer lacks the start or end token, or the pair breaks the naming convention.
-            (`load_config` already refuses runtime.backend: torch and runtime.engine: ray for this problem type.)
-        ConversionError: the decoder `.h5` could not be converted.
-    """
-    config: Any = task.head
-    preprocessing = task.preprocessing
-    tokenizer_path = config.target_tokenizer or preprocessing.tokenizer
-    tokenizer = load_target_tokenizer(
-        config.target_tokenizer,
-        source=preprocessing.tokenizer,
-        lowercase=preprocessing.lowercase,
-        oov_token=preprocessing.oov_token,
-    )
-    settings = GenerationSettings(
-        start_id=special_token_id(
-            tokenizer,
-            config.start_token,
-            key="head.start_token",
-            defaults=DEFAULT_START_TOKENS,
-            name=tokenizer_path.name,
-        ),
-        end_id=special_token_id(
-            tokenizer, config.end_token, key="head.end_token", defaults=DEFAULT_END_TOKENS, name=tokenizer_path.name
-        ),
-        max_new_tokens=config.max_new_tokens,
-        num_beams=config.num_beams,
-        length_penalty=config.length_penalty,
-    )
-    decoder = resolve_onnx_model(config.decoder_model, cache_dir=cache_dir)
-    runner = GenerationRunner(
-        encoder_path,
-        decoder.path,
-        settings=settings,
-        device=task.runtime.device,
-        threads=task.runtime.threads,
-        encoder_name=task.model.name,
-        decoder_name=config.decoder_model.name,
-    )
-    if decoder.origin != "onnx":
-        runner.notes.insert(
-            0,
-            f"decoder {config.decoder_model.name}: {'converted to' if decoder.origin == 'converted' else 'using the cached conversion'} {decoder.path}",
-        )
-    return runner

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from predict.enums import Backend, Engine
 from predict.runners.base import TensorSpec
 
 if TYPE_CHECKING:
@@ -67,8 +68,7 @@ def parse_input_specs(entries: tuple[str, ...]) -> tuple[TensorSpec, ...]:
 
 
 def check_runtime(task: TaskConfig) -> list[str]:
-    """Problems with `runtime.backend`, `runtime.input_spec`, `runtime.engine` and `runtime.ray_actors`."""
-    from predict.enums import Backend, Engine
+    """Problems with `runtime.backend`, `runtime.input_spec` and `runtime.engine`."""
 
     errors: list[str] = []
     runtime, suffix, name = task.runtime, task.model.suffix.lower(), task.model.name
@@ -96,14 +96,6 @@ def check_runtime(task: TaskConfig) -> list[str]:
             f"runtime.input_spec is missing: TorchScript file {name} does not record its input shapes; give one "
             f"'name: dtype[d0, d1, ...]' per input of forward(), in order, {_EXAMPLE}"
         )
-    if task.problem_type.value == "text_sequence_to_sequence":
-        # Generation runs an encoder/decoder pair through predict.runners.generation, which is onnxruntime only.
-        if runtime.backend is Backend.TORCH:
-            errors.append("runtime.backend: torch does not run text_sequence_to_sequence yet; use onnxruntime")
-        if runtime.engine is Engine.RAY:
-            errors.append("runtime.engine: ray does not run text_sequence_to_sequence yet; use local")
-    if runtime.ray_actors < 0:
-        errors.append(f"runtime.ray_actors must be >= 0 (got {runtime.ray_actors})")
     if runtime.engine is Engine.RAY and importlib.util.find_spec("ray") is None:
         errors.append("runtime.engine: ray needs Ray Data: pip install 'predict[ray]'")
     return errors

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from predict.view import _samples, view_for
+from predict.view import _samples
+from predict.view.select import view_for
 from predict.view.base import View
 from predict.view.run import RunSplit, find_splits, load_run
 from predict.writers._atomic import atomic_path

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from predict.view import view_for
 from predict.view._samples import shorten
 from predict.view.base import View
 from predict.view.run import RunSplit, find_splits, load_run
+from predict.view.select import view_for
 
 
 def choose_split(run_dir: Path, split: str | None) -> str:

@@ -22,9 +22,10 @@ import pandas as pd
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch
+from predict.data.context import WordContext
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
-from predict.heads.base import Head, column_values, select_output
+from predict.heads.base import Head, column_values, context_of, select_output
 from predict.heads.classification import Activation
 from predict.report.text_metrics import entity_f1
 from predict.runners.base import TensorSpec
@@ -44,6 +45,7 @@ class TokenClassificationHead(Head):
     """Per-word class probabilities and tags, and entity-level F1."""
 
     Config = Config
+    context_type = WordContext
 
     def __init__(
         self,
@@ -132,11 +134,11 @@ class TokenClassificationHead(Head):
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
-        """Sub-token scores float[B, T, C] to per-word probabilities; needs context `word_ids`, `word_counts`."""
+        """Sub-token scores float[B, T, C] to per-word probabilities; reads the `WordContext` (words loader)."""
         scores = np.asarray(outputs[self.output], dtype=np.float32)
         probabilities = _ops.softmax(scores) if self.softmax else scores
-        word_ids = batch.context["word_ids"]
-        counts = batch.context["word_counts"]
+        context = context_of(batch, WordContext, head=self)
+        word_ids, counts = context.word_ids, context.word_counts
         # The first sub-token of a word: a word id that differs from the token before it.
         previous = np.concatenate([np.full((len(word_ids), 1), -1, dtype=word_ids.dtype), word_ids[:, :-1]], axis=1)
         first = (word_ids >= 0) & (word_ids != previous)

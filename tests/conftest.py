@@ -165,7 +165,7 @@ def postprocess(head, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     from predict.data.collate import Batch
 
     rows = len(next(iter(outputs.values())))
-    return head.postprocess(outputs, Batch(np.arange(rows), {}, [], {}))
+    return head.postprocess(outputs, Batch(np.arange(rows), {}, [], None))
 
 
 def write_config(path: Path, config: dict) -> Path:

@@ -16,7 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from predict.cli import main
-from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES, ImageBatches, image_input_from
+from predict.data.image import ImageBatches, image_input_from
 from predict.heads._masks import decode_rle
 from predict.runners.base import TensorSpec
 from predict.task import load_config
@@ -352,8 +352,8 @@ def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):
     batches = ImageBatches(["wide.png", "tall.png"], data_folder=tmp_path, image_input=spec, preprocessing=task.preprocessing,
                            batch_size=2, column="image_path")  # fmt: skip
     batch = batches[0]
-    assert batch.context[ORIGINAL_SIZES].tolist() == [[20, 40], [30, 10]]
-    assert batch.context[INPUT_SIZES].tolist() == [[64, 64], [64, 64]]
+    assert batch.context.original_sizes.tolist() == [[20, 40], [30, 10]]
+    assert batch.context.input_sizes.tolist() == [[64, 64], [64, 64]]
     pixels = np.rint(np.asarray(batch.inputs["image"]) * 255).astype(int)
     assert pixels[0, :, 0, 0].tolist() == [114, 114, 114] and pixels[0, :, 32, 32].tolist() == [255, 0, 0]
     assert pixels[1, :, 32, 0].tolist() == [114, 114, 114] and pixels[1, :, 32, 32].tolist() == [0, 0, 255]

@@ -9,7 +9,8 @@ from numpy.testing import assert_allclose
 
 from predict.config import AudioFeatures, AudioPreprocessing, FeatureRecipe
 from predict.data.audio import audio_input_from, read_audio, split_chunks
-from predict.data.collate import CHUNK_COUNTS, Batch, average_chunks
+from predict.data.collate import Batch, average_chunks
+from predict.data.context import ChunkContext
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
 
@@ -52,11 +53,11 @@ def test_split_chunks_pads_short_clips_and_aligns_the_last_chunk_to_the_end():
 
 def test_average_chunks_means_each_rows_chunks():
     outputs = {"scores": np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0], [0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], np.float32)}
-    batch = Batch(np.arange(3), {}, [], {CHUNK_COUNTS: np.array([2, 1, 3])})
+    batch = Batch(np.arange(3), {}, [], ChunkContext(chunk_counts=np.array([2, 1, 3])))
     averaged = average_chunks(outputs, batch)["scores"]
     assert averaged.dtype == np.float32
     np.testing.assert_array_equal(averaged, [[2, 1], [5, 5], [2, 3]])
-    assert average_chunks(outputs, Batch(np.arange(6), {}, [], {})) is outputs
+    assert average_chunks(outputs, Batch(np.arange(6), {}, [], None)) is outputs
 
 
 def preprocessing(**overrides) -> AudioPreprocessing:

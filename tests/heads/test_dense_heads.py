@@ -9,7 +9,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from predict.config import ResizeMode
 from predict.data.collate import Batch
-from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES
+from predict.data.context import ImageContext
 from predict.errors import InputError
 from predict.heads import instance_segmentation, object_detection, semantic_segmentation
 from predict.heads._masks import decode_rle, encode_rle
@@ -17,7 +17,9 @@ from predict.heads._masks import decode_rle, encode_rle
 
 def batch_of(original_sizes, input_size=(64, 64)) -> Batch:
     sizes = np.asarray(original_sizes, dtype=np.int64)
-    context = {ORIGINAL_SIZES: sizes, INPUT_SIZES: np.tile(np.array(input_size, dtype=np.int64), (len(sizes), 1))}
+    context = ImageContext(
+        original_sizes=sizes, input_sizes=np.tile(np.array(input_size, dtype=np.int64), (len(sizes), 1))
+    )
     return Batch(np.arange(len(sizes)), {}, [], context)
 
 

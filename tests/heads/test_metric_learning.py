@@ -125,7 +125,7 @@ def make_head(rows: int, top_k: int) -> MetricLearningHead:
 def test_fewer_neighbours_than_csv_columns_leaves_cells_empty():
     head = make_head(3, 2)
     embeddings = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype=np.float32)
-    batch = Batch(np.arange(3), {}, [], {})
+    batch = Batch(np.arange(3), {}, [], None)
     predictions = head.finalize(head.postprocess({"embedding": embeddings}, batch))
     assert_allclose(np.linalg.norm(predictions["embeddings"], axis=1), 1.0, rtol=1e-6)
     columns = head.prediction_columns(predictions)
@@ -148,7 +148,7 @@ def test_fewer_neighbours_than_csv_columns_leaves_cells_empty():
 def test_a_single_row_has_no_neighbours():
     head = make_head(1, 0)
     predictions = head.finalize(
-        head.postprocess({"embedding": np.ones((1, 4), np.float32)}, Batch(np.arange(1), {}, [], {}))
+        head.postprocess({"embedding": np.ones((1, 4), np.float32)}, Batch(np.arange(1), {}, [], None))
     )
     assert predictions["similar_images"].shape == (1, 0)
     assert list(head.prediction_columns(predictions)["top_1_similar_image"]) == [""]
@@ -159,4 +159,4 @@ def test_nan_embedding_names_its_row():
     embeddings = np.ones((2, 3), np.float32)
     embeddings[1, 2] = np.nan
     with pytest.raises(InputError, match=r"row 3: the model's embedding 'embedding' holds NaN or inf \(1 such row"):
-        head.postprocess({"embedding": embeddings}, Batch(np.array([2, 3]), {}, [], {}))
+        head.postprocess({"embedding": embeddings}, Batch(np.array([2, 3]), {}, [], None))

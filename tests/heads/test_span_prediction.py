@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from predict.data.collate import Batch
+from predict.data.context import WindowContext
 from predict.errors import ConfigError
 from predict.heads.span_prediction import SpanPredictionHead
 from predict.runners.base import TensorSpec
@@ -52,11 +53,11 @@ def test_best_spans_across_windows_are_exact_substrings(tmp_path):
     start[1, 8], end[1, 3] = 30.0, 30.0  # end before start: invalid, and each alone scores low
     start[1, 3], end[1, 8] = -100.0, -100.0
     offsets = np.array([OFFSETS, OFFSETS, [(-1, -1)] * 10], dtype=np.int32)  # row 1: no context token at all
-    context = {
-        "offsets": offsets,
-        "window_rows": np.array([0, 0, 1]),
-        "contexts": np.array([CONTEXT, "x"], dtype=object),
-    }
+    context = WindowContext(
+        offsets=offsets,
+        window_rows=np.array([0, 0, 1]),
+        contexts=np.array([CONTEXT, "x"], dtype=object),
+    )
     predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(2), {}, [], context))
     assert list(predictions["predictions"]) == ["New York", ""]
     assert predictions["top_k"][0][:2] == ["New York", "New"]
@@ -74,11 +75,11 @@ def test_max_answer_length_limits_spans(tmp_path):
     start = np.zeros((1, 10), dtype=np.float32)
     end = np.zeros((1, 10), dtype=np.float32)
     start[0, 6], end[0, 7] = 9.0, 9.0
-    context = {
-        "offsets": np.array([OFFSETS], dtype=np.int32),
-        "window_rows": np.array([0]),
-        "contexts": np.array([CONTEXT], dtype=object),
-    }
+    context = WindowContext(
+        offsets=np.array([OFFSETS], dtype=np.int32),
+        window_rows=np.array([0]),
+        contexts=np.array([CONTEXT], dtype=object),
+    )
     predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(1), {}, [], context))
     assert len(predictions["predictions"][0].split()) == 1
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from predict.data.collate import Batch
+from predict.data.context import WordContext
 from predict.errors import InputError
 from predict.heads.token_classification import TokenClassificationHead
 from predict.runners.base import TensorSpec
@@ -47,7 +48,8 @@ def test_words_take_their_first_sub_token_and_cut_words_get_the_overflow_tag(tmp
     logits[0, 3] = [0, 0, 9]  # word 1: I-PER; word 2 was cut off by max_length
     logits[2, 1] = [0, 9, 0]
     word_ids = np.array([[-1, 0, 0, 1, -1], [-1, -1, -1, -1, -1], [-1, 0, -1, -1, -1]], dtype=np.int32)
-    batch = Batch(np.arange(3), {}, [], {"word_ids": word_ids, "word_counts": np.array([3, 0, 1], dtype=np.int32)})
+    context = WordContext(word_ids=word_ids, word_counts=np.array([3, 0, 1], dtype=np.int32))
+    batch = Batch(np.arange(3), {}, [], context)
     predictions = head.finalize(head.postprocess({"logits": logits}, batch))
     assert [list(tags) for tags in predictions["predictions"]] == [["B-PER", "I-PER", "O"], [], ["B-PER"]]
     first = predictions["probabilities"][0]

@@ -259,7 +259,7 @@ class ArrayBatches:
             errors.append((row, f"row {row}, {problems[row]}"))
             for values in inputs.values():
                 values[row - start] = 0  # never fed as if it were real: its predictions are blanked
-        return Batch(np.arange(start, stop, dtype=np.int64), inputs, errors, {})
+        return Batch(np.arange(start, stop, dtype=np.int64), inputs, errors, None)
 
 
 def _batch_values(values: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,9 @@ last one is aligned to the clip's end (it overlaps the one before), so no chunk 
 holds padding that would pull its average towards silence.
 
 Rows and chunks. The loader puts all chunks of a batch's rows into one model input, each row's
-chunks next to each other, and `context["chunk_counts"]` (int64[B]) says how many belong to each
-row. The pipeline runs the model once per batch and `predict.data.collate.average_chunks` takes
-the mean of each row's chunk outputs (the raw model outputs, e.g. logits) before the head, so
+chunks next to each other, and the batch's `ChunkContext.chunk_counts` (int64[B]) says how many
+belong to each row. The pipeline runs the model once per batch and `predict.data.collate.average_chunks`
+takes the mean of each row's chunk outputs (the raw model outputs, e.g. logits) before the head, so
 heads are the image ones, unchanged: they see one output per row. `runtime.batch_size` counts rows.
 
 Features (`preprocessing.audio_features`):
@@ -40,7 +40,8 @@ import soundfile
 import soxr
 
 from predict.config import AudioPreprocessing, TaskConfig
-from predict.data.collate import CHUNK_COUNTS, Batch, BatchDataset
+from predict.data.collate import Batch, BatchDataset
+from predict.data.context import ChunkContext
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.data.spectrogram import MelFeatures, chunk_samples_for, frame_count
 from predict.enums import AudioFeatures
@@ -239,7 +240,8 @@ class AudioBatches:
                 pieces.append(np.zeros((1, spec.chunk_samples), dtype=np.float32))
         counts = np.array([len(piece) for piece in pieces], dtype=np.int64)
         features = self._features(np.concatenate(pieces))
-        return Batch(np.arange(start, stop, dtype=np.int64), {spec.name: features}, errors, {CHUNK_COUNTS: counts})
+        context = ChunkContext(chunk_counts=counts)
+        return Batch(np.arange(start, stop, dtype=np.int64), {spec.name: features}, errors, context)
 
     def _read(self, value: str) -> np.ndarray:
         path = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)

@@ -8,13 +8,16 @@ torch is imported only then (it takes 2-4 s to import on the 2-core development 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 import numpy as np
+
+from predict.data.context import ChunkContext, Context
 
 if TYPE_CHECKING:
     import torch
@@ -29,14 +32,15 @@ class Batch(NamedTuple):
         inputs: model input name to array, first axis = the B rows.
         errors: (row, message) for rows that could not be read; their input slots hold zeros
             and must never reach a prediction file as if they were real.
-        context: per-row facts a head needs that are not model inputs (first axis = rows), e.g.
-            original image sizes or token offsets.
+        context: per-row facts a head needs that are not model inputs, typed by the loader's layout
+            (`predict.data.context`: original image sizes, word ids, token offsets, chunk counts),
+            or None when the layout has none.
     """
 
     row_ids: np.ndarray
     inputs: dict[str, np.ndarray]
     errors: list[tuple[int, str]]
-    context: dict[str, np.ndarray]
+    context: Context
 
 
 class BatchDataset(Protocol):
@@ -56,7 +60,7 @@ def to_shared(batch: Batch) -> Batch:
         torch.from_numpy(batch.row_ids),
         {name: torch.from_numpy(array) for name, array in batch.inputs.items()},
         batch.errors,
-        {name: _as_tensor(value) for name, value in batch.context.items()},
+        _map_context(batch.context, _as_tensor),
     )
 
 
@@ -66,8 +70,16 @@ def from_shared(batch: Batch) -> Batch:
         _as_numpy(batch.row_ids),
         {name: _as_numpy(value) for name, value in batch.inputs.items()},
         list(batch.errors),
-        {name: _as_numpy(value) for name, value in batch.context.items()},
+        _map_context(batch.context, _as_numpy),
     )
+
+
+def _map_context(context: Context, convert: Callable) -> Context:
+    """The context with `convert` applied to each of its fields; None stays None."""
+    if context is None:
+        return None
+    fields = dataclasses.fields(context)
+    return dataclasses.replace(context, **{field.name: convert(getattr(context, field.name)) for field in fields})
 
 
 def _as_tensor(value: np.ndarray) -> torch.Tensor | np.ndarray:
@@ -84,16 +96,11 @@ def _as_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
     return value.numpy() if torch is not None and isinstance(value, torch.Tensor) else value
 
 
-# A loader that feeds one row as several model inputs (audio chunks) puts every row's pieces next to
-# each other in `inputs` and sets `context[CHUNK_COUNTS]`: int64[B], the number of pieces of each row.
-CHUNK_COUNTS = "chunk_counts"
-
-
 def average_chunks(outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
     """Model outputs per piece to outputs per row: the mean over each row's pieces.
 
-    A no-op for batches without `context[CHUNK_COUNTS]`, so the pipeline can call it on every batch
-    and heads always receive one output per row.
+    A no-op for batches whose context is not a `ChunkContext`, so the pipeline can call it on every
+    batch and heads always receive one output per row.
 
     Args:
         outputs: output name to float[P, ...], P = the number of pieces fed.
@@ -102,9 +109,9 @@ def average_chunks(outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np
     Returns:
         output name to float[B, ...], in the outputs' own dtype.
     """
-    counts = batch.context.get(CHUNK_COUNTS)
-    if counts is None:
+    if not isinstance(batch.context, ChunkContext):
         return outputs
+    counts = batch.context.chunk_counts
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     averaged = {}
     for name, values in outputs.items():

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from predict.config import ImagePreprocessing, TaskConfig
 from predict.data.collate import Batch, BatchDataset
+from predict.data.context import ImageContext
 from predict.data.paths import UnreadableRow, resolve_data_path
 from predict.enums import Interpolation, ResizeMode
 from predict.errors import ConfigError, one_line
@@ -34,10 +35,6 @@ _RESAMPLE = {
     Interpolation.LANCZOS: Image.Resampling.LANCZOS,
 }
 _FLOAT_DTYPES = (np.float32, np.float16, np.float64)
-# Batch.context keys every image batch carries: int64[B, 2] (height, width) of each decoded image
-# before resizing ((0, 0) for rows that could not be read), and of the model input.
-ORIGINAL_SIZES = "original_sizes"
-INPUT_SIZES = "input_sizes"
 LETTERBOX_FILL = 114  # the gray Ultralytics pads with
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -174,7 +171,7 @@ class ImageBatches:
             except UnreadableRow as error:
                 errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
         input_sizes = np.tile(np.array([spec.height, spec.width], dtype=np.int64), (stop - start, 1))
-        context = {ORIGINAL_SIZES: original_sizes, INPUT_SIZES: input_sizes}
+        context = ImageContext(original_sizes=original_sizes, input_sizes=input_sizes)
         return Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors, context)
 
     def _decode(self, value: str) -> tuple[np.ndarray, tuple[int, int]]:

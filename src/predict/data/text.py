@@ -15,11 +15,12 @@ is left/left.
 
 Three layouts, by problem type:
 - one sequence per row (classification, regression, metric learning): `data.text_column`;
-- whitespace words per row (token classification): context `word_ids` int32[B, T] (-1 for
+- whitespace words per row (token classification): a `WordContext`, `word_ids` int32[B, T] (-1 for
   specials and padding) and `word_counts` int32[B];
-- question-context windows (span prediction): W >= B windows, context `window_rows` int64[W]
+- question-context windows (span prediction): W >= B windows, a `WindowContext`, `window_rows` int64[W]
   (the dataframe row of each window), `offsets` int32[W, T, 2] (character offsets into the context,
   -1 outside it) and `contexts` object[B] (the context strings).
+One sequence per row has no context (None). The contexts are defined in predict.data.context.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pandas as pd
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch, BatchDataset
+from predict.data.context import Context, WindowContext, WordContext
 from predict.data.tokenizer import Encoding, TextTokenizer, load_tokenizer
 from predict.enums import PaddingSide, TextLayout, TruncationSide
 from predict.errors import ConfigError
@@ -156,7 +158,6 @@ class TextBatches:
         errors: list[tuple[int, str]] = []
         texts = [self._text(self.texts, row, self.column, errors) for row in range(start, stop)]
         max_length = self.inputs.max_length
-        context: dict[str, np.ndarray] = {}
         if self.layout is TextLayout.WINDOWS:
             contexts = [self._text(self.contexts, row, self.context_column, errors) for row in range(start, stop)]
             encodings, window_rows = [], []
@@ -170,22 +171,26 @@ class TextBatches:
                     windows = self.tokenizer.encode_windows("", "", max_length=max_length, stride=0)[:1]
                 encodings.extend(windows)
                 window_rows.extend([start + slot] * len(windows))
-            context["window_rows"] = np.asarray(window_rows, dtype=np.int64)
-            context["contexts"] = _object_array(contexts)
         elif self.layout is TextLayout.WORDS:
             words = [text.split() for text in texts]
             encodings = self.tokenizer.encode_words(words, max_length=max_length, truncation_side=self.truncation_side)
-            context["word_counts"] = np.asarray([len(row) for row in words], dtype=np.int32)
         else:
             encodings = self.tokenizer.encode(texts, max_length=max_length, truncation_side=self.truncation_side)
         inputs, positions = self._pad(encodings)
         width = inputs[self.inputs.ids].shape[1]
+        context: Context = None
         if self.layout is TextLayout.WORDS:
-            word_ids = [encoding.word_ids for encoding in encodings]
-            context["word_ids"] = _scatter(positions, word_ids, width=width, fill=-1)
+            context = WordContext(
+                word_ids=_scatter(positions, [encoding.word_ids for encoding in encodings], width=width, fill=-1),
+                word_counts=np.asarray([len(row) for row in words], dtype=np.int32),
+            )
         elif self.layout is TextLayout.WINDOWS:
             offsets = [np.where((e.sequence_ids == 1)[:, None], e.offsets, -1) for e in encodings]
-            context["offsets"] = _scatter(positions, offsets, width=width, fill=-1)
+            context = WindowContext(
+                window_rows=np.asarray(window_rows, dtype=np.int64),
+                offsets=_scatter(positions, offsets, width=width, fill=-1),
+                contexts=_object_array(contexts),
+            )
         return Batch(np.arange(start, stop, dtype=np.int64), inputs, errors, context)
 
     def _text(self, values: Sequence[object], row: int, column: str, errors: list[tuple[int, str]]) -> str:

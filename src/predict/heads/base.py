@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch
+from predict.data.context import ChunkContext, ImageContext, WindowContext, WordContext
 from predict.enums import ROW_COLUMN
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
@@ -23,10 +24,13 @@ class Head(ABC):
     fails before any image is decoded; `postprocess` is then pure NumPy, batch by batch.
 
     Attributes:
+        context_type: the `Batch.context` class `postprocess` reads (`predict.data.context`), or None
+            for heads that read no context; the problem type's loader must build it.
         notes: decisions a user should see in the summary (e.g. which activation was applied and why).
     """
 
     Config: ClassVar[type]
+    context_type: ClassVar[type | None] = None
     # Attributes holding one label per dataframe row (read in `build`), subset by `restricted_to`.
     row_attributes: ClassVar[tuple[str, ...]] = ("labels",)
     notes: list[str]
@@ -82,6 +86,26 @@ class Head(ABC):
             elif values is not None:
                 setattr(restricted, name, [value for value, keep in zip(values, rows) if keep])
         return restricted
+
+
+_ContextT = TypeVar("_ContextT", ImageContext, WordContext, WindowContext, ChunkContext)
+
+
+def context_of(batch: Batch, expected: type[_ContextT], *, head: Head) -> _ContextT:
+    """The batch's context, checked to be the class a head reads.
+
+    Raises:
+        TypeError: the batch's loader built another context (or none), so the head and the loader
+            of its problem type disagree; caught at the first batch.
+    """
+    context = batch.context
+    if not isinstance(context, expected):
+        got = "no context (None)" if context is None else type(context).__name__
+        raise TypeError(
+            f"{type(head).__name__} reads a batch context {expected.__name__} but its loader built {got}: "
+            "the problem type's loader and head do not match"
+        )
+    return context
 
 
 def select_output(outputs: tuple[TensorSpec, ...], name: str | None, *, model_name: str) -> TensorSpec:

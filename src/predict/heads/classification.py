@@ -102,34 +102,16 @@ class ClassificationHead(Head):
         notes: list[str] = []
         source = task.data.labels_file
 
-        class_names: tuple[str, ...] = ()
-        labels = None
         if layout is LabelLayout.CATEGORICAL:
-            if has_labels:
-                labels = text_labels(dataframe, label_columns[0], source=source)
-            class_names = config.class_names or _default_class_names(
-                labels, width, array=task.problem_type.modality == "array"
-            )
-            if not class_names:
-                raise ConfigError(
-                    f"head.class_names is missing: {task.data.split} dataframe has no '{label_columns[0]}' column to "
-                    "read class names from; list the model's classes in output order"
-                )
-            if width is not None and len(class_names) != width:
-                raise ConfigError(
-                    f"head.class_names: model {model_name} output '{spec.name}' has {width} classes but "
-                    f"{len(class_names)} class names are known ({', '.join(class_names)}); list all {width} in output order"
-                )
-            if labels is not None:
-                labels = _class_indices(labels, class_names, column=label_columns[0], source=source.name)
+            class_names, labels = _categorical_labels(task, dataframe, spec, width, has_labels=has_labels)
         else:
             if layout is LabelLayout.COLUMNS and width is not None and width != len(label_columns):
                 raise ConfigError(
                     f"data.label_columns has {len(label_columns)} columns but model {model_name} output "
                     f"'{spec.name}' has width {width}"
                 )
-            if has_labels:
-                labels = _binary_labels(dataframe, label_columns, source=source)
+            class_names = ()
+            labels = _binary_labels(dataframe, label_columns, source=source) if has_labels else None
 
         single_label = _is_single_label(layout, config.activation, spec.producer, labels, notes)
         activation = _activation(config.activation, layout, spec, width, single_label, notes)
@@ -190,6 +172,29 @@ class ClassificationHead(Head):
         if self.kind is ClassificationKind.BINARY:
             probabilities = probabilities[:, 0]
         return classification_metrics(self.kind, self.labels, probabilities, notes=self.notes)
+
+
+def _categorical_labels(
+    task: TaskConfig, dataframe: pd.DataFrame, spec: TensorSpec, width: int | None, *, has_labels: bool
+) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """One label column of class names: the model's classes in output order, and each row's class index."""
+    config, model_name = task.head, task.model.name
+    label_column, source = task.data.label_columns[0], task.data.labels_file
+    labels = text_labels(dataframe, label_column, source=source) if has_labels else None
+    class_names = config.class_names or _default_class_names(labels, width, array=task.problem_type.modality == "array")
+    if not class_names:
+        raise ConfigError(
+            f"head.class_names is missing: {task.data.split} dataframe has no '{label_column}' column to "
+            "read class names from; list the model's classes in output order"
+        )
+    if width is not None and len(class_names) != width:
+        raise ConfigError(
+            f"head.class_names: model {model_name} output '{spec.name}' has {width} classes but "
+            f"{len(class_names)} class names are known ({', '.join(class_names)}); list all {width} in output order"
+        )
+    if labels is not None:
+        labels = _class_indices(labels, class_names, column=label_column, source=source.name)
+    return class_names, labels
 
 
 def _layout(configured: LabelLayout, label_columns: tuple[str, ...], width: int | None) -> LabelLayout:

@@ -48,11 +48,11 @@ import pandas as pd
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch
-from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES
+from predict.data.context import ImageContext
 from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads._masks import boxes_to_original, coco_rle, decode_rle, encode_rle, to_original_size
-from predict.heads.base import Head, column_values, select_output
+from predict.heads.base import Head, column_values, context_of, select_output
 from predict.heads.semantic_segmentation import MaskActivation, RleOrder, activate, channel_axis, read_mask_labels
 from predict.report.coco_metrics import coco_map
 from predict.runners.base import TensorSpec
@@ -108,6 +108,7 @@ class InstanceSegmentationHead(Head):
     """Instances per class at each image's size, their RLEs and confidences, and COCO mask mAP."""
 
     Config = Config
+    context_type = ImageContext
 
     def __init__(
         self,
@@ -180,15 +181,16 @@ class InstanceSegmentationHead(Head):
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
-        """Raw outputs to per-row instance lists; needs context `original_sizes` and `input_sizes`."""
+        """Raw outputs to per-row instance lists; reads the `ImageContext` (image loader)."""
+        context = context_of(batch, ImageContext, head=self)
         rows = len(batch.row_ids)
-        sizes = batch.context[ORIGINAL_SIZES]
+        sizes = context.original_sizes
         instances = np.empty(rows, dtype=object)  # per row: [[class index, id in class, confidence, rle], ...]
         if self.config.layout is InstanceLayout.H2O:
             maps = np.asarray(outputs[self.output], dtype=np.float32)
             probabilities = activate(maps.transpose(0, 3, 1, 2) if self.channels_last else maps, self.config.activation)
         else:  # assembled from the detections, row by row, at the model input's size
-            input_height, input_width = (int(value) for value in batch.context[INPUT_SIZES].max(axis=0))
+            input_height, input_width = (int(value) for value in context.input_sizes.max(axis=0))
             channels = len(self.config.class_names) + 2
             probabilities = np.zeros((rows, channels, input_height, input_width), dtype=np.float32)
         for slot in range(rows):
@@ -201,7 +203,7 @@ class InstanceSegmentationHead(Head):
                     to_original_size(probabilities[slot], size, resize_mode=self.resize_mode)
                 )
             else:
-                input_size = batch.context[INPUT_SIZES][slot]
+                input_size = context.input_sizes[slot]
                 labelled, confidences = self._mask_rcnn_instances(outputs, slot, size, input_size)
                 probabilities[slot] = self._mask_rcnn_probabilities(outputs, slot, probabilities.shape[2:], input_size)
             instances[slot] = self._describe(labelled, confidences)

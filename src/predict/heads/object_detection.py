@@ -38,13 +38,13 @@ import pandas as pd
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch
-from predict.data.image import INPUT_SIZES, ORIGINAL_SIZES
+from predict.data.context import ImageContext
 from predict.data.lists import list_columns
 from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
 from predict.heads._masks import boxes_to_original
-from predict.heads.base import Head, column_values
+from predict.heads.base import Head, column_values, context_of
 from predict.report.coco_metrics import coco_map
 from predict.runners.base import TensorSpec, format_shape
 
@@ -118,6 +118,7 @@ class ObjectDetectionHead(Head):
     """Boxes, confidences and classes per image, scaled back to the image, and COCO mAP."""
 
     Config = Config
+    context_type = ImageContext
 
     def __init__(
         self,
@@ -188,13 +189,14 @@ class ObjectDetectionHead(Head):
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
-        """Raw outputs to (B, 100) padded boxes; needs context `original_sizes` and `input_sizes` (image loader)."""
+        """Raw outputs to (B, 100) padded boxes; reads the `ImageContext` (image loader)."""
+        context = context_of(batch, ImageContext, head=self)
         rows = len(batch.row_ids)
         boxes = np.zeros((rows, MAX_BOXES, 4), dtype=np.float32)
         confidences = np.zeros((rows, MAX_BOXES), dtype=np.float32)
         classes = np.full((rows, MAX_BOXES), -1, dtype=np.int64)
         for slot in range(rows):
-            height, width = (int(value) for value in batch.context[ORIGINAL_SIZES][slot])
+            height, width = (int(value) for value in context.original_sizes[slot])
             if height == 0:  # a row that could not be read
                 continue
             candidate_boxes, scores, class_ids = self._candidates(outputs, slot)
@@ -202,7 +204,7 @@ class ObjectDetectionHead(Head):
                 (scores >= self.config.score_threshold) & (class_ids >= 0) & (class_ids < len(self.config.class_names))
             )
             candidate_boxes, scores, class_ids = candidate_boxes[keep], scores[keep], class_ids[keep]
-            candidate_boxes = self._to_image(candidate_boxes, (height, width), batch.context[INPUT_SIZES][slot])
+            candidate_boxes = self._to_image(candidate_boxes, (height, width), context.input_sizes[slot])
             if self.config.layout is DetectionLayout.BOXES_SCORES_CLASSES:
                 order = np.argsort(-scores, kind="stable")
             else:

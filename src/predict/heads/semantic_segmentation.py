@@ -40,13 +40,13 @@ import pandas as pd
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch
-from predict.data.image import ORIGINAL_SIZES
+from predict.data.context import ImageContext
 from predict.data.lists import list_columns
 from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
 from predict.heads._masks import decode_rle, encode_rle, parse_rle, to_original_size
-from predict.heads.base import Head, column_values, select_output
+from predict.heads.base import Head, column_values, context_of, select_output
 from predict.runners.base import TensorSpec
 
 
@@ -120,6 +120,7 @@ class SemanticSegmentationHead(Head):
     """Per-class masks at each image's size, as RLE, and IoU / Dice."""
 
     Config = Config
+    context_type = ImageContext
 
     def __init__(
         self,
@@ -172,14 +173,14 @@ class SemanticSegmentationHead(Head):
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
-        """Maps to probabilities, masks at original size, RLEs and per-class pixel counts; needs context `original_sizes`."""
+        """Maps to probabilities, masks at original size, RLEs and per-class pixel counts; reads the `ImageContext`."""
         maps = np.asarray(outputs[self.output], dtype=np.float32)
         if self.channels_last:
             maps = maps.transpose(0, 3, 1, 2)
         probabilities = activate(maps, self.config.activation)
         classes = len(self.config.class_names)
         rows = len(batch.row_ids)
-        sizes = batch.context[ORIGINAL_SIZES]
+        sizes = context_of(batch, ImageContext, head=self).original_sizes
         counts = {
             name: np.zeros((rows, classes), dtype=np.int64)
             for name in ("intersections", "predicted_pixels", "true_pixels")

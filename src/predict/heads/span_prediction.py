@@ -25,8 +25,9 @@ import pandas as pd
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch
+from predict.data.context import WindowContext
 from predict.errors import ConfigError
-from predict.heads.base import Head, column_values
+from predict.heads.base import Head, column_values, context_of
 from predict.report.text_metrics import span_metrics
 from predict.runners.base import TensorSpec
 
@@ -46,6 +47,7 @@ class SpanPredictionHead(Head):
     """The best answer spans of each question, and Jaccard / exact match."""
 
     Config = Config
+    context_type = WindowContext
     row_attributes = ("answers",)
 
     def __init__(
@@ -99,12 +101,11 @@ class SpanPredictionHead(Head):
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
-        """Window logits float[W, T] to answers per row; needs context `window_rows`, `offsets`, `contexts`."""
+        """Window logits float[W, T] to answers per row; reads the `WindowContext` (windows loader)."""
         start_logits = np.asarray(outputs[self.start_output], dtype=np.float32)
         end_logits = np.asarray(outputs[self.end_output], dtype=np.float32)
-        offsets = batch.context["offsets"]
-        window_rows = batch.context["window_rows"]
-        contexts = batch.context["contexts"]
+        context = context_of(batch, WindowContext, head=self)
+        offsets, window_rows, contexts = context.offsets, context.window_rows, context.contexts
         top_k = self.config.number_of_predicted_answers
         best = np.empty(len(batch.row_ids), dtype=object)
         ranked = np.empty(len(batch.row_ids), dtype=object)

@@ -22,9 +22,10 @@ import pandas as pd
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch
+from predict.data.context import WordContext
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
-from predict.heads.base import Head, column_values, select_output
+from predict.heads.base import Head, column_values, context_of, select_output
 from predict.heads.classification import Activation
 from predict.report.text_metrics import entity_f1
 from predict.runners.base import TensorSpec
@@ -44,6 +45,7 @@ class TokenClassificationHead(Head):
     """Per-word class probabilities and tags, and entity-level F1."""
 
     Config = Config
+    context_type = WordContext
 
     def __init__(
         self,
@@ -80,7 +82,8 @@ class TokenClassificationHead(Head):
             )
         if len(task.data.label_columns) != 1:
             raise ConfigError(
-                f"data.label_columns: token classification takes one column of space-separated tags (got {list(task.data.label_columns)})"
+                "data.label_columns: token classification takes one column of space-separated tags "
+                f"(got {list(task.data.label_columns)})"
             )
         label_column = task.data.label_columns[0]
         labels = None
@@ -97,29 +100,12 @@ class TokenClassificationHead(Head):
         width = spec.shape[2]
         if width is not None and width != len(class_names):
             raise ConfigError(
-                f"head.class_names: model {model_name} output '{spec.name}' scores {width} classes but {len(class_names)} "
-                f"tags are known ({', '.join(class_names)}); list all {width} in output order"
+                f"head.class_names: model {model_name} output '{spec.name}' scores {width} classes but "
+                f"{len(class_names)} tags are known ({', '.join(class_names)}); list all {width} in output order"
             )
         if labels is not None:
-            known = set(class_names)
-            for row, tags in enumerate(labels):
-                unknown = [tag for tag in tags if tag not in known]
-                if unknown:
-                    raise InputError(
-                        f"{task.data.dataframe.name}: row {row}, label column '{label_column}': tag {unknown[0]!r} is not "
-                        f"one of the model's tags ({', '.join(class_names)})"
-                    )
-        notes = []
-        if config.activation is Activation.AUTO:
-            softmax = spec.producer != "Softmax"
-            notes.append(
-                f"output '{spec.name}' ends in {spec.producer or 'an unknown op'}: "
-                + ("read as logits, softmax applied" if softmax else "used as probabilities")
-            )
-        elif config.activation is Activation.SIGMOID:
-            raise ConfigError("head.activation: token classification picks one tag per word: use softmax, none or auto")
-        else:
-            softmax = config.activation is Activation.SOFTMAX
+            _check_tags(labels, class_names, label_column=label_column, source=task.data.dataframe.name)
+        softmax, notes = _softmax(config.activation, spec)
         return cls(
             output=spec.name,
             softmax=softmax,
@@ -132,11 +118,11 @@ class TokenClassificationHead(Head):
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
-        """Sub-token scores float[B, T, C] to per-word probabilities; needs context `word_ids`, `word_counts`."""
+        """Sub-token scores float[B, T, C] to per-word probabilities; reads the `WordContext` (words loader)."""
         scores = np.asarray(outputs[self.output], dtype=np.float32)
         probabilities = _ops.softmax(scores) if self.softmax else scores
-        word_ids = batch.context["word_ids"]
-        counts = batch.context["word_counts"]
+        context = context_of(batch, WordContext, head=self)
+        word_ids, counts = context.word_ids, context.word_counts
         # The first sub-token of a word: a word id that differs from the token before it.
         previous = np.concatenate([np.full((len(word_ids), 1), -1, dtype=word_ids.dtype), word_ids[:, :-1]], axis=1)
         first = (word_ids >= 0) & (word_ids != previous)
@@ -177,6 +163,33 @@ class TokenClassificationHead(Head):
         if self.labels is None:
             return {}
         return entity_f1(self.labels, predictions["predictions"])
+
+
+def _check_tags(labels: list[list[str]], class_names: tuple[str, ...], *, label_column: str, source: str) -> None:
+    """Every label tag is one of the model's tags.
+
+    Raises:
+        InputError: naming the row, the column and the first unknown tag.
+    """
+    known = set(class_names)
+    for row, tags in enumerate(labels):
+        unknown = [tag for tag in tags if tag not in known]
+        if unknown:
+            raise InputError(
+                f"{source}: row {row}, label column '{label_column}': tag {unknown[0]!r} is not "
+                f"one of the model's tags ({', '.join(class_names)})"
+            )
+
+
+def _softmax(activation: Activation, spec: TensorSpec) -> tuple[bool, list[str]]:
+    """Whether the head applies softmax to the output, and the note that says why (auto)."""
+    if activation is Activation.AUTO:
+        softmax = spec.producer != "Softmax"
+        how = "read as logits, softmax applied" if softmax else "used as probabilities"
+        return softmax, [f"output '{spec.name}' ends in {spec.producer or 'an unknown op'}: {how}"]
+    if activation is Activation.SIGMOID:
+        raise ConfigError("head.activation: token classification picks one tag per word: use softmax, none or auto")
+    return activation is Activation.SOFTMAX, []
 
 
 def _read_tags(dataframe: pd.DataFrame, text_column: str, label_column: str, *, source: str) -> list[list[str]]:

@@ -16,9 +16,9 @@ import numpy as np
 import yaml
 
 from predict.view import _samples
-from predict.view.select import view_for
 from predict.view.base import View
 from predict.view.run import RunSplit, find_splits, load_run
+from predict.view.select import view_for
 from predict.writers._atomic import atomic_path
 
 _STYLE = """

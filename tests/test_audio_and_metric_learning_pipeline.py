@@ -192,7 +192,7 @@ def test_metric_learning_on_png_images(tmp_path, image_folder):
     }
     summary = run_task(load_config(write_config(tmp_path / "task.yaml", config)), progress=False)
     assert "head.top_k_similar 100 capped at 19: the split has 20 row(s)" in summary.notes
-    csv, raw = read_outputs(tmp_path / "out")
+    _csv, raw = read_outputs(tmp_path / "out")
     frame = pd.read_csv(image_folder / "labels.csv")
     with torch.no_grad():
         embeddings = module(

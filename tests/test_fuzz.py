@@ -56,7 +56,7 @@ def base(tmp_path_factory, image_folder, torch_models):
     skip=st.booleans(),
 )
 def test_only_clean_errors(base, tmp_path_factory, mutations, cells, drop_column, break_image, skip):
-    folder, model, image_folder = base
+    _folder, model, image_folder = base
     work = tmp_path_factory.mktemp("case")
     images = work / "images"
     shutil.copytree(image_folder, images)

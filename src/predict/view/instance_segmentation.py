@@ -17,6 +17,7 @@ filled in a colour of its own and tagged with its class and confidence; true ins
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ class InstanceSegmentationView(View):
     """
 
     worst_meaning = "lowest mean IoU of the true instances with their best predicted instance"
-    number_formats = {"best IoU": ".3f"}
+    number_formats: ClassVar[dict[str, str]] = {"best IoU": ".3f"}
     sample_layout = "large"
 
     def __init__(self, run: RunSplit) -> None:

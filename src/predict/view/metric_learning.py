@@ -16,6 +16,8 @@ framed green, others red.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 
@@ -42,7 +44,7 @@ class MetricLearningView(View):
     """
 
     worst_meaning = "neighbours with another label, weighted 1/rank"
-    number_formats = {"top-1 similarity": ".4f"}
+    number_formats: ClassVar[dict[str, str]] = {"top-1 similarity": ".4f"}
     sample_layout = "strips"
 
     def __init__(self, run: RunSplit) -> None:

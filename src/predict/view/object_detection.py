@@ -17,6 +17,7 @@ class and confidences without labels. Samples: predicted boxes solid in their cl
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,7 @@ class ObjectDetectionView(View):
     """
 
     worst_meaning = "lowest mean IoU of the true boxes with their best predicted box"
-    number_formats = {"best IoU": ".3f"}
+    number_formats: ClassVar[dict[str, str]] = {"best IoU": ".3f"}
     sample_layout = "large"
 
     def __init__(self, run: RunSplit) -> None:

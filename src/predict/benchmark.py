@@ -11,6 +11,7 @@ Baselines on the same model and the same pre-processed rows:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -172,10 +173,9 @@ def write_results(folder: Path, results: list[BatchSizeResult], facts: dict[str,
 
 def _reset_peak_rss() -> None:
     """Start a new peak for this process (Linux: "5" to clear_refs), so each batch size gets its own."""
-    try:
+    # Elsewhere the peak stays the process's peak so far (see _peak_rss_mb).
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # elsewhere the peak stays the process's peak so far (see _peak_rss_mb)
 
 
 def _peak_rss_mb() -> float:

@@ -65,15 +65,24 @@ QA_DOC_STRIDE = 16
 SENTIMENTS = ("negative", "neutral", "positive")  # sorted: output i of the classifier
 NER_TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")  # output order of the tagger
 
-FIRST_NAMES = ["Maria", "James", "Aisha", "Chen", "Olga", "Pedro", "Fatima", "Lukas", "Priya", "Tom", "Elena", "Kofi", "Hana", "Ivan", "Sofia", "Omar", "Lena", "Raj", "Yuki", "Noah"]
-LAST_NAMES = ["Lopez", "Smith", "Khan", "Wei", "Petrova", "Silva", "Haddad", "Becker", "Patel", "Brown", "Rossi", "Mensah", "Sato", "Novak", "Garcia", "Farouk", "Weber", "Kumar", "Tanaka", "Miller"]
-CITIES = ["Lisbon", "Berlin", "Nairobi", "Osaka", "Toronto", "Lima", "Cairo", "Oslo", "Madrid", "Seoul", "Dublin", "Quito", "Hanoi", "Prague", "Denver"] + [
+FIRST_NAMES = [
+    "Maria", "James", "Aisha", "Chen", "Olga", "Pedro", "Fatima", "Lukas", "Priya", "Tom",
+    "Elena", "Kofi", "Hana", "Ivan", "Sofia", "Omar", "Lena", "Raj", "Yuki", "Noah",
+]  # fmt: skip
+LAST_NAMES = [
+    "Lopez", "Smith", "Khan", "Wei", "Petrova", "Silva", "Haddad", "Becker", "Patel", "Brown",
+    "Rossi", "Mensah", "Sato", "Novak", "Garcia", "Farouk", "Weber", "Kumar", "Tanaka", "Miller",
+]  # fmt: skip
+CITIES = [
+    "Lisbon", "Berlin", "Nairobi", "Osaka", "Toronto", "Lima", "Cairo", "Oslo", "Madrid", "Seoul",
+    "Dublin", "Quito", "Hanoi", "Prague", "Denver",
+] + [
     "New York",
     "Buenos Aires",
     "Cape Town",
     "San Diego",
     "Hong Kong",
-]
+]  # fmt: skip
 COMPANIES = [
     "Acme Corp",
     "Globex",

@@ -160,7 +160,10 @@ class ObjectDetectionView(View):
             spread.hist(confidences, bins=20, range=(0.0, 1.0), color="#4c72b0")
             spread.set_xlabel("confidence of the listed boxes")
             spread.set_ylabel("boxes")
-            caption = f"No actual values: {self.unlabelled_reason}. Boxes above head.probability_threshold, as the CSV lists them. {legend}"
+            caption = (
+                f"No actual values: {self.unlabelled_reason}. "
+                f"Boxes above head.probability_threshold, as the CSV lists them. {legend}"
+            )
             counts.set_xticks(positions, self.classes)
             return [Plot(title="Predicted boxes per class and confidence", png=_plots.to_png(figure), caption=caption)]
         true_classes = _dense.concatenate_classes(self.true_classes)
@@ -227,7 +230,8 @@ def _read_boxes(frame: pd.DataFrame, row: int, class_column: str, classes: list[
     for name in cells[class_column]:
         if str(name) not in classes:
             raise InputError(
-                f"{source.name}: row {row}, column '{class_column}': class {name!r} is not in head.class_names ({', '.join(classes)})"
+                f"{source.name}: row {row}, column '{class_column}': "
+                f"class {name!r} is not in head.class_names ({', '.join(classes)})"
             )
         indices.append(classes.index(str(name)))
     return boxes, indices, confidences

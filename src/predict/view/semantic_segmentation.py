@@ -60,7 +60,8 @@ class SemanticSegmentationView(View):
         require_columns(frame, [run.input_column, class_column, prediction_column], source=source)
         if len(frame) % class_count:
             raise InputError(
-                f"{source}: {len(frame)} rows is not a whole number of images of {class_count} classes ({', '.join(self.classes)})"
+                f"{source}: {len(frame)} rows is not a whole number of images of {class_count} classes "
+                f"({', '.join(self.classes)})"
             )
         images = len(frame) // class_count
         expected = self.classes * images

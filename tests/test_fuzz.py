@@ -19,7 +19,8 @@ KEYS = [
     ("data", "image_column"), ("data", "label_columns"), ("data", "on_error"), ("preprocessing", "image_size"),
     ("preprocessing", "mean"), ("preprocessing", "std"), ("preprocessing", "interpolation"), ("runtime", "batch_size"),
     ("runtime", "num_workers"), ("runtime", "device"), ("runtime", "threads"), ("head", "activation"),
-    ("head", "label_layout"), ("head", "class_names"), ("head", "output_name"), ("output",), ("output", "checkpoint_rows"),
+    ("head", "label_layout"), ("head", "class_names"), ("head", "output_name"), ("output",),
+    ("output", "checkpoint_rows"),
 ]  # fmt: skip
 VALUES = st.one_of(
     st.none(),

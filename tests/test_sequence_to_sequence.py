@@ -34,7 +34,10 @@ HEADS, HEAD_DIM, LAYERS = 2, 4, 2
 
 
 class TinySeq2Seq(torch.nn.Module):
-    """Encoder: embeddings + one attention layer. Decoder: causal self-attention with a key/value cache, cross-attention."""
+    """Encoder: embeddings + one attention layer.
+
+    Decoder: causal self-attention with a key/value cache, cross-attention.
+    """
 
     def __init__(self, vocab_size: int) -> None:
         super().__init__()

@@ -73,34 +73,15 @@ def check_batch(
     header = _read_h5_header(h5_path)
     tf, _ = _import_tensorflow()
     model = _load_model(h5_path, header, options)
-    specs = _input_specs(tf, model, h5_path)
-    missing = [spec.name for spec in specs if spec.name not in inputs]
-    if missing:
-        raise ConversionError(f"{h5_path}: the batch has no input(s) {', '.join(missing)} (got {', '.join(inputs)})")
-    arrays = [np.asarray(inputs[spec.name]).astype(spec.dtype.as_numpy_dtype, copy=False) for spec in specs]
+    arrays = _input_arrays(tf, model, h5_path, inputs)
     started = time.perf_counter()
     with _quiet_python_warnings():
         reference = _run_keras(tf, model, arrays)
     keras_seconds = time.perf_counter() - started
-    results = {}
-    for name, expected in reference.items():
-        if name not in outputs:
-            raise ConversionError(
-                f"{h5_path}: Keras output '{name}' is not among the converted model's outputs ({', '.join(outputs)})"
-            )
-        got = np.asarray(outputs[name])
-        if got.shape != expected.shape:
-            raise ConversionError(
-                f"{h5_path}: output '{name}' has shape {got.shape} in the converted model, Keras gives {expected.shape}"
-            )
-        parity = compare_output(name, expected, got, atol=atol, rtol=rtol)
-        results[name] = {
-            "max_abs_diff": parity.max_abs_diff,
-            "max_rel_diff": parity.max_rel_diff,
-            "max_abs_reference": parity.max_abs_reference,
-            "argmax_agreement": parity.argmax_agreement,
-            "failing_elements": parity.failing_elements,
-        }
+    results = {
+        name: _compare_with_keras(h5_path, name, expected, outputs, atol=atol, rtol=rtol)
+        for name, expected in reference.items()
+    }
     return {
         "rows": len(arrays[0]) if arrays and np.ndim(arrays[0]) else 0,
         "atol": atol,
@@ -108,6 +89,38 @@ def check_batch(
         "within_tolerance": all(output["failing_elements"] == 0 for output in results.values()),
         "keras_seconds": round(keras_seconds, 4),
         "outputs": results,
+    }
+
+
+def _input_arrays(tf: Any, model: Any, h5_path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The batch's inputs in the model's order, in the dtypes Keras takes."""
+    specs = _input_specs(tf, model, h5_path)
+    missing = [spec.name for spec in specs if spec.name not in inputs]
+    if missing:
+        raise ConversionError(f"{h5_path}: the batch has no input(s) {', '.join(missing)} (got {', '.join(inputs)})")
+    return [np.asarray(inputs[spec.name]).astype(spec.dtype.as_numpy_dtype, copy=False) for spec in specs]
+
+
+def _compare_with_keras(
+    h5_path: Path, name: str, expected: np.ndarray, outputs: dict[str, np.ndarray], *, atol: float, rtol: float
+) -> dict[str, Any]:
+    """How far the converted model's output `name` is from Keras' (`check_batch`'s per-output entry)."""
+    if name not in outputs:
+        raise ConversionError(
+            f"{h5_path}: Keras output '{name}' is not among the converted model's outputs ({', '.join(outputs)})"
+        )
+    got = np.asarray(outputs[name])
+    if got.shape != expected.shape:
+        raise ConversionError(
+            f"{h5_path}: output '{name}' has shape {got.shape} in the converted model, Keras gives {expected.shape}"
+        )
+    parity = compare_output(name, expected, got, atol=atol, rtol=rtol)
+    return {
+        "max_abs_diff": parity.max_abs_diff,
+        "max_rel_diff": parity.max_rel_diff,
+        "max_abs_reference": parity.max_abs_reference,
+        "argmax_agreement": parity.argmax_agreement,
+        "failing_elements": parity.failing_elements,
     }
 
 

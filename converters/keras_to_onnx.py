@@ -236,27 +236,20 @@ def convert_keras_to_onnx(
             the ONNX graph is invalid; or an output differs from Keras by more than the tolerance.
     """
     started = time.perf_counter()
-    h5_path = Path(h5_path)
-    onnx_path = Path(onnx_path)
+    h5_path, onnx_path = Path(h5_path), Path(onnx_path)
     _check_arguments(h5_path, onnx_path, opset=opset, atol=atol, rtol=rtol, parity_batch_size=parity_batch_size)
     header = _read_h5_header(h5_path)
     tf, tf2onnx = _import_tensorflow()
     _check_opset(opset, tf2onnx)
-
-    options = LoadOptions(
-        custom_objects=Path(custom_objects) if custom_objects is not None else None,
-        allow_unsafe_deserialization=allow_unsafe_deserialization,
-    )
+    custom_objects = Path(custom_objects) if custom_objects is not None else None
+    options = LoadOptions(custom_objects=custom_objects, allow_unsafe_deserialization=allow_unsafe_deserialization)
     model = _load_model(h5_path, header, options)
     specs = _input_specs(tf, model, h5_path)
-    inputs = _make_parity_inputs(model, specs, batch_size=parity_batch_size, seed=seed)
-    with _quiet_python_warnings():
-        reference = _run_keras(tf, model, [inputs[spec.name] for spec in specs])
+    inputs, reference = _keras_reference(tf, model, specs, batch_size=parity_batch_size, seed=seed)
     output_names = tuple(reference)
 
     proto = _export(tf, tf2onnx, model, specs, output_names, opset=opset, h5_path=h5_path)
-    session = _open_session(proto, h5_path)
-    parity = _check_parity(session, inputs, reference, atol=atol, rtol=rtol, h5_path=h5_path)
+    parity = _check_parity(_open_session(proto, h5_path), inputs, reference, atol=atol, rtol=rtol, h5_path=h5_path)
     _write_atomically(proto, onnx_path)
     return ConversionReport(
         onnx_path=onnx_path,
@@ -282,7 +275,8 @@ def format_report(report: ConversionReport) -> str:
     lines = [
         f"wrote {report.onnx_path} in {report.seconds:.1f} s (Keras {report.keras_version} model, dynamic batch)",
         f"inputs: {', '.join(report.input_names)}; outputs: {', '.join(report.output_names)}",
-        f"onnxruntime vs Keras on a random batch, tolerance |onnx - keras| <= {report.atol:g} + {report.rtol:g} * |keras|:",
+        "onnxruntime vs Keras on a random batch, "
+        f"tolerance |onnx - keras| <= {report.atol:g} + {report.rtol:g} * |keras|:",
     ]
     lines.extend(format_parity(report.parity))
     return "\n".join(lines)
@@ -356,7 +350,8 @@ def add_tolerance_arguments(parser: argparse.ArgumentParser) -> None:
         "--rtol",
         type=float,
         default=DEFAULT_RTOL,
-        help=f"relative part: each element must pass |onnx - keras| <= atol + rtol * |keras| (default: {DEFAULT_RTOL:g})",
+        help="relative part: each element must pass |onnx - keras| <= atol + rtol * |keras| "
+        f"(default: {DEFAULT_RTOL:g})",
     )
 
 
@@ -534,22 +529,36 @@ def _load_model(h5_path: Path, header: _H5Header, options: LoadOptions | None = 
         warn_unsafe_deserialization(h5_path)
     keras_error: Exception
     with tempfile.TemporaryDirectory(prefix="keras_to_onnx_") as scratch:
-        config = _drop_time_major(header.model_config) if header.is_keras_2 else header.model_config
-        config, op_objects = _rename_op_nodes(config)
-        source = h5_path if config == header.model_config else _copy_with_config(h5_path, config, Path(scratch))
-        custom_objects = {**_keras_objects(), **op_objects, **user_objects}
+        source, keras_3_objects = _keras_3_source(h5_path, header, Path(scratch))
         try:
             with _quiet_python_warnings():
                 return keras.models.load_model(
                     source,
                     compile=False,
-                    custom_objects=custom_objects,
+                    custom_objects={**keras_3_objects, **user_objects},
                     safe_mode=not options.allow_unsafe_deserialization,
                 )
         except Exception as exc:
             keras_error = exc
 
     what = f"Keras {keras.__version__} cannot load this model (saved by Keras {header.keras_version})"
+    _raise_unless_tf_keras_may_load(h5_path, header, keras_error, what=what)
+    return _load_with_tf_keras(h5_path, options, user_objects, keras_error, what=what)
+
+
+def _keras_3_source(h5_path: Path, header: _H5Header, scratch: Path) -> tuple[Path, dict[str, Any]]:
+    """The file Keras 3 loads (a copy in `scratch` when its config needs changes) and the objects it needs.
+
+    The objects are Keras' application-only layers and the classes of renamed op nodes; the user's come on top.
+    """
+    config = _drop_time_major(header.model_config) if header.is_keras_2 else header.model_config
+    config, op_objects = _rename_op_nodes(config)
+    source = h5_path if config == header.model_config else _copy_with_config(h5_path, config, scratch)
+    return source, {**_keras_objects(), **op_objects}
+
+
+def _raise_unless_tf_keras_may_load(h5_path: Path, header: _H5Header, keras_error: Exception, *, what: str) -> None:
+    """Explain why Keras 3 failed, unless the file is a Keras 2 one whose failure tf_keras may avoid."""
     if "safe_mode" in str(keras_error):
         raise ConversionError(
             f"{h5_path}: {what}: it has a Lambda layer holding Python bytecode, which Keras refuses to "
@@ -567,6 +576,12 @@ def _load_model(h5_path: Path, header: _H5Header, options: LoadOptions | None = 
         ) from keras_error
     if not header.is_keras_2:
         raise ConversionError(f"{h5_path}: {what}: {_first_line(keras_error)}") from keras_error
+
+
+def _load_with_tf_keras(
+    h5_path: Path, options: LoadOptions, user_objects: dict[str, Any], keras_error: Exception, *, what: str
+) -> Any:
+    """Load a Keras 2 file with Keras 2 (tf_keras) after Keras 3 failed with `keras_error`."""
     try:
         with _quiet_python_warnings():
             import tf_keras
@@ -887,6 +902,16 @@ def _output_names(model: Any, count: int) -> list[str]:
     return generic
 
 
+def _keras_reference(
+    tf: Any, model: Any, specs: Sequence[_InputSpec], *, batch_size: int, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The seeded random parity batch by input name, and Keras' outputs on it by output name."""
+    inputs = _make_parity_inputs(model, specs, batch_size=batch_size, seed=seed)
+    with _quiet_python_warnings():
+        reference = _run_keras(tf, model, [inputs[spec.name] for spec in specs])
+    return inputs, reference
+
+
 def _run_keras(tf: Any, model: Any, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     outputs = _call_model(model, [tf.convert_to_tensor(array) for array in arrays])
     return {name: np.asarray(value) for name, value in outputs.items()}
@@ -907,8 +932,6 @@ def _export(
     h5_path: Path,
 ) -> Any:
     """Trace the model with a None batch dimension, convert it with tf2onnx and validate the graph."""
-    import onnx
-
     signature = tuple(tf.TensorSpec(spec.shape, spec.dtype, name=spec.name) for spec in specs)
 
     @tf.function(input_signature=signature)
@@ -932,6 +955,19 @@ def _export(
         except Exception as exc:  # tf2onnx raises anything from KeyError to RuntimeError
             raise ConversionError(f"{h5_path}: tf2onnx failed to convert the model: {_first_line(exc)}") from exc
 
+    _check_ops_defined(proto, opset=opset, h5_path=h5_path)
+    _order_outputs(proto, output_names, h5_path)
+    _name_batch_dimension(proto)
+    # tf2onnx writes the traced function's name, "__inference_serve_<counter>", which changes per call.
+    proto.graph.doc_string = f"Keras model {getattr(model, 'name', '')}, converted by converters.keras_to_onnx"
+    _check_graph(proto, [spec.name for spec in specs], tf2onnx_messages=messages, h5_path=h5_path)
+    return proto
+
+
+def _check_ops_defined(proto: Any, *, opset: int, h5_path: Path) -> None:
+    """Fail on nodes left in TensorFlow ops ONNX does not define: tf2onnx only logs those."""
+    import onnx
+
     unsupported = sorted(
         {
             node.op_type
@@ -944,11 +980,12 @@ def _export(
             f"{h5_path}: tf2onnx cannot convert TensorFlow op(s) {', '.join(unsupported)} to ONNX opset {opset}; "
             "the layers using them have no ONNX equivalent"
         )
-    _order_outputs(proto, output_names, h5_path)
-    _name_batch_dimension(proto)
-    # tf2onnx writes the traced function's name, "__inference_serve_<counter>", which changes per call.
-    proto.graph.doc_string = f"Keras model {getattr(model, 'name', '')}, converted by converters.keras_to_onnx"
-    expected_inputs = [spec.name for spec in specs]
+
+
+def _check_graph(proto: Any, expected_inputs: list[str], *, tf2onnx_messages: list[str], h5_path: Path) -> None:
+    """The graph's inputs are the Keras inputs, in order, and `onnx.checker` accepts it."""
+    import onnx
+
     actual_inputs = [value.name for value in proto.graph.input]
     if actual_inputs != expected_inputs:
         raise ConversionError(
@@ -957,9 +994,8 @@ def _export(
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
-        logged = f" (tf2onnx: {_first_line(messages[0])})" if messages else ""
+        logged = f" (tf2onnx: {_first_line(tf2onnx_messages[0])})" if tf2onnx_messages else ""
         raise ConversionError(f"{h5_path}: the converted ONNX graph is invalid: {_first_line(exc)}{logged}") from exc
-    return proto
 
 
 def _frozen_graph(serve: Any, signature: Sequence[Any]) -> tuple[Any, list[str], dict[str, str]]:
@@ -1040,7 +1076,10 @@ def _op_handlers(opset: int) -> dict[str, tuple[Any, list]]:
 
 
 def _convert_rfft(ctx: Any, node: Any, name: str, args: Any) -> None:
-    """RFFT(x: float[..., n], fft_length: int32[1]) as ONNX DFT(x[..., n, 1], onesided) -> float[..., fft_length // 2 + 1, 2]."""
+    """TensorFlow's RFFT as ONNX's onesided DFT.
+
+    RFFT(x: float[..., n], fft_length: int32[1]) as DFT(x[..., n, 1], onesided) -> float[..., fft_length // 2 + 1, 2].
+    """
     from onnx import TensorProto
     from tf2onnx import utils
 

@@ -122,16 +122,48 @@ def convert_keras_to_torch(
     header = _read_h5_header(h5_path)
     keras, torch = _import_keras_on_torch()
     model = _load_model(keras, h5_path, header, options or LoadOptions())
+    input_names, shapes, dtypes = _model_inputs(model, h5_path)
+
+    wrapper = _wrap_model(torch, model).eval()
+    example = _random_inputs(model, shapes, dtypes, rows=_EXPORT_BATCH, seed=seed + 1)
+    output_names = _output_names_of(model, wrapper.call([torch.from_numpy(array) for array in example]))
+    program = _export_program(torch, wrapper, example, shapes, h5_path=h5_path)
+    parity = _check_parity(
+        torch, model, wrapper, program, shapes, dtypes, output_names, rows=parity_batch_size, seed=seed
+    )
+    _check_within_atol(parity, atol=atol, h5_path=h5_path)
+
+    metadata = {
+        "inputs": list(input_names),
+        "outputs": list(output_names),
+        "source": h5_path.name,
+        "keras_version": header.keras_version,
+    }
+    _save_atomically(torch, program, pt2_path, metadata)
+    return TorchConversionReport(
+        pt2_path=pt2_path,
+        keras_version=header.keras_version,
+        input_names=tuple(input_names),
+        output_names=tuple(output_names),
+        parity=tuple(parity),
+        atol=atol,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _model_inputs(model: Any, h5_path: Path) -> tuple[list[str], list[tuple], list[np.dtype]]:
+    """The model's input names (as keras_to_onnx gives them), shapes with an open batch axis, and dtypes."""
     tensors = list(getattr(model, "inputs", None) or [])
     if not tensors:
         raise ConversionError(f"{h5_path}: the model has no defined inputs; build it with keras.Input before saving")
     input_names = _unique_names([_clean_input_name(tensor.name, index) for index, tensor in enumerate(tensors)])
     shapes = [(None, *tuple(tensor.shape)[1:]) for tensor in tensors]
     dtypes = [np.dtype(str(tensor.dtype)) for tensor in tensors]
+    return input_names, shapes, dtypes
 
-    wrapper = _wrap_model(torch, model).eval()
-    example = _random_inputs(model, shapes, dtypes, rows=_EXPORT_BATCH, seed=seed + 1)
-    output_names = _output_names_of(model, wrapper.call([torch.from_numpy(array) for array in example]))
+
+def _export_program(torch: Any, wrapper: Any, example: list[np.ndarray], shapes: list[tuple], *, h5_path: Path) -> Any:
+    """`torch.export` the wrapped model with every open axis dynamic, the batch axis shared by all inputs."""
     batch = torch.export.Dim("batch")
     dynamic_shapes = (
         tuple(
@@ -145,7 +177,7 @@ def convert_keras_to_torch(
     )
     try:
         with _quiet_python_warnings():
-            program = torch.export.export(
+            return torch.export.export(
                 wrapper, tuple(torch.from_numpy(array) for array in example), dynamic_shapes=dynamic_shapes
             )
     except Exception as error:  # torch.export raises many types (Unsupported, UserError, constraint violations)
@@ -153,9 +185,9 @@ def convert_keras_to_torch(
             f"{h5_path}: torch.export cannot capture the Keras model: {_first_line(error)}"
         ) from error
 
-    parity = _check_parity(
-        torch, model, wrapper, program, shapes, dtypes, output_names, rows=parity_batch_size, seed=seed
-    )
+
+def _check_within_atol(parity: list[OutputParity], *, atol: float, h5_path: Path) -> None:
+    """Fail the conversion when any output is further than `atol` from Keras."""
     worst = [output for output in parity if not output.max_abs_diff <= atol]
     if worst:
         details = ", ".join(f"'{output.name}' {output.max_abs_diff:.3g}" for output in worst)
@@ -163,12 +195,9 @@ def convert_keras_to_torch(
             f"{h5_path}: the exported program differs from Keras by more than atol {atol:g}: {details}"
         )
 
-    metadata = {
-        "inputs": list(input_names),
-        "outputs": list(output_names),
-        "source": h5_path.name,
-        "keras_version": header.keras_version,
-    }
+
+def _save_atomically(torch: Any, program: Any, pt2_path: Path, metadata: dict[str, Any]) -> None:
+    """Save to a temp file beside `pt2_path`, then move it over: a failure leaves no half-written program."""
     pt2_path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{pt2_path.stem}-", suffix=".pt2", dir=pt2_path.parent)
     os.close(handle)
@@ -177,15 +206,6 @@ def convert_keras_to_torch(
         os.replace(temp_name, pt2_path)
     finally:
         Path(temp_name).unlink(missing_ok=True)
-    return TorchConversionReport(
-        pt2_path=pt2_path,
-        keras_version=header.keras_version,
-        input_names=tuple(input_names),
-        output_names=tuple(output_names),
-        parity=tuple(parity),
-        atol=atol,
-        seconds=time.perf_counter() - started,
-    )
 
 
 def format_report(report: TorchConversionReport) -> str:
@@ -274,7 +294,8 @@ def _load_model(keras: Any, h5_path: Path, header: Any, options: LoadOptions) ->
         except Exception as error:  # Keras raises ValueError, TypeError, KeyError... for configs it cannot read
             raise ConversionError(
                 f"{h5_path}: Keras {keras.__version__} on torch cannot load this model (saved by Keras "
-                f"{header.keras_version}): {_first_line(error)}; runtime.backend: onnxruntime converts it with TensorFlow"
+                f"{header.keras_version}): {_first_line(error)}; "
+                "runtime.backend: onnxruntime converts it with TensorFlow"
             ) from error
 
 

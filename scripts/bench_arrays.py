@@ -103,7 +103,10 @@ def peak_rss_mb(config: Path, *, batch_size: int) -> float:
         f"runtime.batch_size={batch_size}",
     ]
     # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: a fresh parent per measurement keeps them apart.
-    parent = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    parent = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     completed = subprocess.run([sys.executable, "-c", parent, *command], check=True, capture_output=True, text=True)
     return int(completed.stdout.split()[-1]) / 1024
 
@@ -129,7 +132,8 @@ def main() -> None:
         f"{args.rows:,} x {args.features} float32 .npy, MLP {args.features}-{HIDDEN}-{HIDDEN}-1, best of {args.rounds}"
     )
     print(
-        "| batch | raw session.run rows/s | pipeline loop rows/s | loop / raw | with files rows/s | with files / raw | read / wait / post / write s | model busy s |"
+        "| batch | raw session.run rows/s | pipeline loop rows/s | loop / raw | with files rows/s | with files / raw "
+        "| read / wait / post / write s | model busy s |"
     )
     print("|---|---|---|---|---|---|---|---|")
     results = []
@@ -141,7 +145,8 @@ def main() -> None:
         whole = args.rows / stages["scoring"]
         parts = " / ".join(f"{stages[name]:.2f}" for name in ("load", "inference", "postprocess", "write"))
         print(
-            f"| {batch_size} | {raw:,.0f} | {loop:,.0f} | {loop / raw:.2f}x | {whole:,.0f} | {whole / raw:.2f}x | {parts} | {stages['model']:.2f} |"
+            f"| {batch_size} | {raw:,.0f} | {loop:,.0f} | {loop / raw:.2f}x | {whole:,.0f} | {whole / raw:.2f}x "
+            f"| {parts} | {stages['model']:.2f} |"
         )
         results.append({"batch_size": batch_size, "raw": raw, "loop": loop, "whole": whole, **stages})
     for rows in args.memory_rows:

@@ -94,17 +94,16 @@ def main() -> None:
     roofline_name = min((name for name in best if name.startswith("gemm")), key=best.get)
     roofline = best[roofline_name]
     print(
-        f"\nrows {args.rows}, dims {args.dims}, k {args.k}, {os.cpu_count()} CPU(s), torch threads {torch.get_num_threads()}, "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"\nrows {args.rows}, dims {args.dims}, k {args.k}, {os.cpu_count()} CPU(s), "
+        f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}"
     )
     print("| measure | best of rounds (s) | full-product GFLOP/s |")
     print("|---|---|---|")
     for name, seconds in best.items():
         print(f"| {name} | {seconds:.2f} | {flops / seconds / 1e9:.0f} |")
     print(f"\ntop-k / GEMM roofline ({roofline_name}): {best['top-k'] / roofline:.3f}x")
-    print(
-        f"top-k / upper-triangle GEMM (the selection's own cost): {best['top-k'] / best[next(n for n in best if n.startswith('upper'))]:.3f}x"
-    )
+    upper_triangle = best[next(name for name in best if name.startswith("upper"))]
+    print(f"top-k / upper-triangle GEMM (the selection's own cost): {best['top-k'] / upper_triangle:.3f}x")
     print(f"top-k peak traced memory: {peak / 2**20:.1f} MiB (embeddings: {embeddings.nbytes / 2**20:.1f} MiB)")
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

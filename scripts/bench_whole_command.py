@@ -124,7 +124,8 @@ def format_markdown(results: dict) -> str:
         ),
         "",
         (
-            f"- whole command, cold (fresh output folder): {_spread([run['wall'] for run in results['cold_seconds']])} s "
+            f"- whole command, cold (fresh output folder): "
+            f"{_spread([run['wall'] for run in results['cold_seconds']])} s "
             f"(CPU {_spread([run['cpu'] for run in results['cold_seconds']])} s)"
         ),
         (
@@ -149,7 +150,8 @@ def format_markdown(results: dict) -> str:
         f"(session {statistics.median(run['session'] for run in raw):.2f} s, run "
         f"{statistics.median(run['run'] for run in raw):.2f} s; its process with imports and exit: "
         f"{statistics.median(run['process'] for run in raw):.2f} s, CPU "
-        f"{statistics.median(run['process_cpu'] for run in raw):.2f} s) -> whole command / raw = {warm / raw_total:.2f}x"
+        f"{statistics.median(run['process_cpu'] for run in raw):.2f} s) "
+        f"-> whole command / raw = {warm / raw_total:.2f}x"
     )
     if results["keras"]:
         keras = results["keras"]
@@ -157,9 +159,11 @@ def format_markdown(results: dict) -> str:
         lines.append(
             f"- Keras load_model + predict: median {keras_total:.2f} s (load_model "
             f"{statistics.median(run['load_model'] for run in keras):.2f} s, predict "
-            f"{statistics.median(run['predict'] for run in keras):.2f} s; its process with TensorFlow's import and exit: "
+            f"{statistics.median(run['predict'] for run in keras):.2f} s; "
+            "its process with TensorFlow's import and exit: "
             f"{statistics.median(run['process'] for run in keras):.2f} s, CPU "
-            f"{statistics.median(run['process_cpu'] for run in keras):.2f} s) -> Keras / whole command = {keras_total / warm:.2f}x "
+            f"{statistics.median(run['process_cpu'] for run in keras):.2f} s) "
+            f"-> Keras / whole command = {keras_total / warm:.2f}x "
             f"(process to process: {statistics.median(run['process'] for run in keras) / warm:.2f}x)"
         )
     return "\n".join(lines)

@@ -261,7 +261,8 @@ def verify(frame: pd.DataFrame) -> None:
         (predicted,) = level.run(None, {"waveform": split_chunks(samples, LEVEL_CHUNK)})
         errors.append(abs(float(predicted.mean()) - level_db))
     print(
-        f"classifier accuracy {correct / len(frame):.3f}; level MAE {np.mean(errors):.3f} dB on {len(frame)} committed clips"
+        f"classifier accuracy {correct / len(frame):.3f}; "
+        f"level MAE {np.mean(errors):.3f} dB on {len(frame)} committed clips"
     )
 
 

@@ -246,10 +246,8 @@ def make_torch_models(train_images, train_objects) -> None:
     as_input = lambda arrays: torch.from_numpy(np.stack(arrays).astype(np.float32).transpose(0, 3, 1, 2) / 255.0)  # noqa: E731
 
     letterbox_inputs = as_input([letterboxed(image) for image in train_images])
-    detector = train(
-        Detector(), letterbox_inputs, torch.from_numpy(np.stack([detector_targets(i, o) for i, o in zip(train_images, train_objects)])),
-        detector_loss, steps=600, name="detector",
-    )  # fmt: skip
+    box_targets = torch.from_numpy(np.stack([detector_targets(i, o) for i, o in zip(train_images, train_objects)]))
+    detector = train(Detector(), letterbox_inputs, box_targets, detector_loss, steps=600, name="detector")
 
     class Wrapper(torch.nn.Module):
         """Holds the trained network as a submodule, so the export keeps its weights as initializers."""
@@ -283,8 +281,10 @@ def make_torch_models(train_images, train_objects) -> None:
             scores, classes = torch.sigmoid(raw[:, :, 4:]).max(2)
             top, index = torch.topk(scores, 10, dim=1)
             boxes = torch.gather(raw[:, :, :4], 1, index[:, :, None].expand(-1, -1, 4))
-            yxyx = torch.stack([boxes[..., 1] - boxes[..., 3] / 2, boxes[..., 0] - boxes[..., 2] / 2,
-                                boxes[..., 1] + boxes[..., 3] / 2, boxes[..., 0] + boxes[..., 2] / 2], 2) / SIZE  # fmt: skip
+            yxyx = torch.stack([
+                boxes[..., 1] - boxes[..., 3] / 2, boxes[..., 0] - boxes[..., 2] / 2,
+                boxes[..., 1] + boxes[..., 3] / 2, boxes[..., 0] + boxes[..., 2] / 2,
+            ], 2) / SIZE  # fmt: skip
             return yxyx, top, (torch.gather(classes, 1, index) + 1).float()
 
     with torch.no_grad():
@@ -296,11 +296,12 @@ def make_torch_models(train_images, train_objects) -> None:
     resize_inputs = as_input([resized(image) for image in train_images])
     targets = torch.from_numpy(np.stack([segmentation_targets(i, o) for i, o in zip(train_images, train_objects)]))
     weights = torch.tensor([1.0, 1.0, 3.0, 1.0])[None, :, None, None]
-    segmenter = train(
-        Segmenter(), resize_inputs, targets,
-        lambda output, target: (torch.nn.functional.binary_cross_entropy_with_logits(output, target, reduction="none") * weights).mean(),
-        steps=500, name="segmenter",
-    )  # fmt: skip
+
+    def weighted_loss(output, target):
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(output, target, reduction="none")
+        return (losses * weights).mean()
+
+    segmenter = train(Segmenter(), resize_inputs, targets, weighted_loss, steps=500, name="segmenter")
 
     class Instances(Wrapper):
         def forward(self, image):
@@ -359,7 +360,9 @@ def write_validation() -> None:
         semantic.append({
             "image_path": name,
             "class_name": json.dumps([CLASS_NAMES[c] for c in present]),
-            "rle_mask": json.dumps([encode_rle(np.any([o["mask"] for o in objects if o["class"] == c], axis=0)) for c in present]),
+            "rle_mask": json.dumps([
+                encode_rle(np.any([o["mask"] for o in objects if o["class"] == c], axis=0)) for c in present
+            ]),
         })  # fmt: skip
         instances.append({
             "image_path": name,

@@ -1,4 +1,4 @@
-"""Generate the example data, tokenizers and encoder/decoder models that `configs/text_sequence_to_sequence*.yaml` run on.
+"""Generate the data, tokenizers and encoder/decoder models that `configs/text_sequence_to_sequence*.yaml` run on.
 
 The toy task is a translation into "Fictish", checkable by eye: every English word has one Fictish
 word, and adjectives move behind their noun ("the red cat sees a dog" -> "lo gato roja vidas un kano").
@@ -209,7 +209,10 @@ class Seq2SeqTransformer(torch.nn.Module):
         return self.encoder_norm(hidden)
 
     def decode(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask, past: list[torch.Tensor]):
-        """Logits of every fed position and the new cache ([key_0, value_0, key_1, ...], each (N, heads, P + T, head_dim))."""
+        """Logits of every fed position and the new cache.
+
+        The cache is [key_0, value_0, key_1, ...], each (N, heads, P + T, head_dim).
+        """
         past_length = past[0].shape[2]
         length = decoder_input_ids.shape[1]
         positions = torch.arange(length, device=decoder_input_ids.device) + past_length

@@ -342,7 +342,8 @@ def verify(valid: pd.DataFrame) -> None:
     np.fill_diagonal(similarities, -np.inf)
     topics = valid.topic.to_numpy()
     print(
-        f"nearest neighbour shares the topic for {np.mean(topics[similarities.argmax(1)] == topics):.3f} of {len(valid)} rows"
+        f"nearest neighbour shares the topic for {np.mean(topics[similarities.argmax(1)] == topics):.3f} "
+        f"of {len(valid)} rows"
     )
 
 

@@ -50,7 +50,9 @@ def make_data(folder: Path, rows: int) -> None:
         records.append({
             "image_path": name,
             "class_name": json.dumps([CLASS_NAMES[c] for c in present]),
-            "rle_mask": json.dumps([encode_rle(np.any([o["mask"] for o in objects if o["class"] == c], axis=0)) for c in present]),
+            "rle_mask": json.dumps([
+                encode_rle(np.any([o["mask"] for o in objects if o["class"] == c], axis=0)) for c in present
+            ]),
         })  # fmt: skip
     pd.DataFrame(records).to_csv(folder / f"frame_{rows}.csv", index=False)
 
@@ -124,7 +126,7 @@ def main() -> None:
                 "data_folder": str(folder / "images"),
                 "image_column": "image_path",
                 "label_columns": ["class_name", "rle_mask"],
-            },  # fmt: skip
+            },
             "preprocessing": {"image_size": [256, 256], "mean": [0, 0, 0], "std": [255, 255, 255]},
             "runtime": {"batch_size": 32, "num_workers": 2},
             "output": {"dir": str(folder / f"run_{rows}"), "checkpoint_rows": 1024},

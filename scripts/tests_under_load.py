@@ -5,7 +5,7 @@ pytest summary line is printed as it ends (its whole output, with the 10 slowest
 `--logs`); the load stops with the script, and each run is bounded by `--timeout`.
 
     python scripts/tests_under_load.py --runs 3                      # the whole suite, 3 times
-    python scripts/tests_under_load.py --runs 20 -- tests/test_pipeline.py::test_unset_workers_switch_to_processes_when_the_decoder_is_the_bottleneck
+    python scripts/tests_under_load.py --runs 20 -- tests/test_pipeline.py -k decoder_is_the_bottleneck  # one test
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def test_metric_learning_on_png_images(tmp_path, image_folder):
     }
     summary = run_task(load_config(write_config(tmp_path / "task.yaml", config)), progress=False)
     assert "head.top_k_similar 100 capped at 19: the split has 20 row(s)" in summary.notes
-    csv, raw = read_outputs(tmp_path / "out")
+    _csv, raw = read_outputs(tmp_path / "out")
     frame = pd.read_csv(image_folder / "labels.csv")
     with torch.no_grad():
         embeddings = module(
@@ -322,12 +322,18 @@ def test_spectrogram_config_errors_name_their_keys(tmp_path, sounds, torch_model
     assert "preprocessing.f_min must be >= 0 Hz (got -5)" in message
     with pytest.raises(
         ConfigError,
-        match=r"preprocessing.log_scale must be one of decibel, natural, log10, none \(got 'decibels'\); did you mean 'decibel'\?",
+        match=(
+            r"preprocessing.log_scale must be one of decibel, natural, log10, none \(got 'decibels'\); "
+            r"did you mean 'decibel'\?"
+        ),
     ):
         load_config(audio_task(tmp_path, model, sounds, preprocessing=recipe | {"log_scale": "decibels"}))
     with pytest.raises(
         ConfigError,
-        match=r"preprocessing.feature_recipe must be one of librosa, torchaudio, tf_signal \(got 'tf.signal'\); did you mean 'tf_signal'\?",
+        match=(
+            r"preprocessing.feature_recipe must be one of librosa, torchaudio, tf_signal \(got 'tf.signal'\); "
+            r"did you mean 'tf_signal'\?"
+        ),
     ):
         load_config(audio_task(tmp_path, model, sounds, preprocessing=recipe | {"feature_recipe": "tf.signal"}))
     with pytest.raises(ConfigError, match=r"unknown key preprocessing.fft_sise: did you mean 'fft_size'\?"):

@@ -136,7 +136,8 @@ def test_image_size_disagrees_with_the_model(capsys, make_task, torch_models, co
     fails_with(
         capsys,
         config,
-        r"preprocessing.image_size is \[24, 24\] \(height, width\) but model logits3.onnx takes \(16, 16\); set image_size: \[16, 16\]",
+        r"preprocessing.image_size is \[24, 24\] \(height, width\) but model logits3.onnx takes \(16, 16\); "
+        r"set image_size: \[16, 16\]",
         "--set",
         "preprocessing.image_size=[24, 24]",
     )

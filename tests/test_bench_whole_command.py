@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_stage_is_timed_and_the_baseline_ran(tmp_path):
     output = tmp_path / "whole_command.json"
     command = [
-        sys.executable, str(ROOT / "scripts" / "bench_whole_command.py"), str(ROOT / "configs" / "image_regression.yaml"),
+        sys.executable, str(ROOT / "scripts" / "bench_whole_command.py"),
+        str(ROOT / "configs" / "image_regression.yaml"),
         "--runs", "1", "--cold-runs", "1", "--no-keras", "--set", "runtime.num_workers=0", "-o", str(output),
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, check=False)

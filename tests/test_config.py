@@ -103,7 +103,10 @@ def test_problem_type_typo_lists_the_choices(tmp_path, valid):
     valid["problem_type"] = "image_clasification"
     with pytest.raises(
         ConfigError,
-        match=r"problem_type must be one of image_regression, .*\(got 'image_clasification'\); did you mean 'image_classification'\?",
+        match=(
+            r"problem_type must be one of image_regression, .*\(got 'image_clasification'\); "
+            r"did you mean 'image_classification'\?"
+        ),
     ):
         load(tmp_path, valid)
 

@@ -59,8 +59,8 @@ def coco_stats(ground_truth: list[dict], results: list[dict], images: int, iou_t
 
     with contextlib.redirect_stdout(io.StringIO()):
         truth = COCO()
-        truth.dataset = {"images": [{"id": i, "height": 1, "width": 1} for i in range(images)], "categories": [{"id": 1}, {"id": 2}],
-                         "annotations": ground_truth}  # fmt: skip
+        truth.dataset = {"images": [{"id": i, "height": 1, "width": 1} for i in range(images)],
+                         "categories": [{"id": 1}, {"id": 2}], "annotations": ground_truth}  # fmt: skip
         truth.createIndex()
         evaluation = COCOeval(truth, truth.loadRes(results), iou_type)
         evaluation.evaluate()
@@ -92,11 +92,13 @@ def test_object_detection_files_and_map_match_pycocotools(tmp_path):
         boxes = zip(*(json.loads(frame[column][row]) for column in ("x_min", "y_min", "x_max", "y_max", "class_name")))
         for x0, y0, x1, y1, name in boxes:
             ground_truth.append({"id": len(ground_truth) + 1, "image_id": row, "category_id": 1 + (name == "circle"),
-                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})  # fmt: skip
+                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+                                 "iscrowd": 0})  # fmt: skip
         for box, score, name in zip(raw["boxes"][row], raw["confidences"][row], raw["classes"][row]):
             if name:
                 results.append({"image_id": row, "category_id": 1 + (name == "circle"), "score": float(score),
-                                "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})  # fmt: skip
+                                "bbox": [float(box[0]), float(box[1]),
+                                         float(box[2] - box[0]), float(box[3] - box[1])]})  # fmt: skip
     at_50, at_50_95 = coco_stats(ground_truth, results, len(frame), "bbox")
     metrics = json.loads((out / "validation_metrics.json").read_text())
     assert metrics == {"mAP": pytest.approx(at_50), "mAP@0.5:0.95": pytest.approx(at_50_95)}
@@ -267,15 +269,18 @@ def test_instance_segmentation_files_and_mask_map_match_pycocotools(tmp_path):
         assert (shape[1], shape[0]) == Image.open(DATA / "images" / frame["image_path"][row]).size
         for name, rle in zip(json.loads(frame["class_name"][row]), json.loads(frame["rle_mask"][row])):
             encoded = mask_utils.encode(np.asfortranarray(decode_rle(rle, shape).astype(np.uint8)))
-            ground_truth.append({"id": len(ground_truth) + 1, "image_id": row, "category_id": 1 + (name == "circle"), "iscrowd": 0,
-                                 "segmentation": encoded, "area": float(mask_utils.area(encoded)), "bbox": mask_utils.toBbox(encoded).tolist()})  # fmt: skip
+            ground_truth.append({"id": len(ground_truth) + 1, "image_id": row, "category_id": 1 + (name == "circle"),
+                                 "iscrowd": 0, "segmentation": encoded, "area": float(mask_utils.area(encoded)),
+                                 "bbox": mask_utils.toBbox(encoded).tolist()})  # fmt: skip
         names, rles, scores = (json.loads(csv[column][row]) for column in ("class_name", "instance_rle", "confidence"))
         for index, name in enumerate(("square", "circle")):
             for number, confidence in raw["confidences"][row][name].items():
                 mask = instances[..., index] == number
                 assert rles[names.index(name) + number - 1] is not None
-                results.append({"image_id": row, "category_id": index + 1, "score": confidence,
-                                "segmentation": mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))})  # fmt: skip
+                predicted_rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+                results.append(
+                    {"image_id": row, "category_id": index + 1, "score": confidence, "segmentation": predicted_rle}
+                )
         assert len(names) == len(rles) == len(scores)
     at_50, at_50_95 = coco_stats(ground_truth, results, len(frame), "segm")
     metrics = json.loads((out / "validation_metrics.json").read_text())
@@ -349,8 +354,8 @@ def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):
     spec = image_input_from(
         TensorSpec(name="image", shape=(None, 3, 64, 64), dtype=np.float32), task.preprocessing, model_name="m"
     )
-    batches = ImageBatches(["wide.png", "tall.png"], data_folder=tmp_path, image_input=spec, preprocessing=task.preprocessing,
-                           batch_size=2, column="image_path")  # fmt: skip
+    batches = ImageBatches(["wide.png", "tall.png"], data_folder=tmp_path, image_input=spec,
+                           preprocessing=task.preprocessing, batch_size=2, column="image_path")  # fmt: skip
     batch = batches[0]
     assert batch.context.original_sizes.tolist() == [[20, 40], [30, 10]]
     assert batch.context.input_sizes.tolist() == [[64, 64], [64, 64]]
@@ -392,7 +397,8 @@ def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):
         (
             "image_object_detection.yaml",
             ["head.layout=yolov5"],
-            r"model output 'predictions' has shape \[6, 64\] per image; head.layout yolov5 with 2 head.class_names needs \(7, anchors\)",
+            r"model output 'predictions' has shape \[6, 64\] per image; "
+            r"head.layout yolov5 with 2 head.class_names needs \(7, anchors\)",
         ),
         (
             "image_semantic_segmentation.yaml",
@@ -412,7 +418,8 @@ def test_letterbox_loader_pads_and_reports_original_sizes(tmp_path):
         (
             "image_object_detection.yaml",
             ["preprocessing.resize_mode=letterbx"],
-            r"preprocessing.resize_mode must be one of resize, letterbox \(got 'letterbx'\); did you mean 'letterbox'\?",
+            r"preprocessing.resize_mode must be one of resize, letterbox \(got 'letterbx'\); "
+            r"did you mean 'letterbox'\?",
         ),
     ],
 )
@@ -445,8 +452,9 @@ def test_unreadable_rows_with_masks_on_disk(tmp_path, wide_segmenter):
     frame = pd.read_csv(DATA / "segmentation.csv", dtype=str, keep_default_na=False)
     frame.loc[2, "image_path"] = "missing.png"
     frame.to_csv(tmp_path / "frame.csv", index=False)
-    out = run("image_semantic_segmentation.yaml", tmp_path / "out", f"model={wide_segmenter}", "preprocessing.image_size=[128, 128]",
-              "head.activation=sigmoid", f"data.dataframe={tmp_path / 'frame.csv'}", f"data.data_folder={DATA / 'images'}",
+    out = run("image_semantic_segmentation.yaml", tmp_path / "out", f"model={wide_segmenter}",
+              "preprocessing.image_size=[128, 128]", "head.activation=sigmoid",
+              f"data.dataframe={tmp_path / 'frame.csv'}", f"data.data_folder={DATA / 'images'}",
               "data.on_error=skip", "runtime.batch_size=4")  # fmt: skip
     masks = load_pkl(out)["masks"]
     assert np.isnan(masks[2]).all() and not np.isnan(masks[3]).any()

@@ -19,7 +19,8 @@ KEYS = [
     ("data", "image_column"), ("data", "label_columns"), ("data", "on_error"), ("preprocessing", "image_size"),
     ("preprocessing", "mean"), ("preprocessing", "std"), ("preprocessing", "interpolation"), ("runtime", "batch_size"),
     ("runtime", "num_workers"), ("runtime", "device"), ("runtime", "threads"), ("head", "activation"),
-    ("head", "label_layout"), ("head", "class_names"), ("head", "output_name"), ("output",), ("output", "checkpoint_rows"),
+    ("head", "label_layout"), ("head", "class_names"), ("head", "output_name"), ("output",),
+    ("output", "checkpoint_rows"),
 ]  # fmt: skip
 VALUES = st.one_of(
     st.none(),
@@ -56,7 +57,7 @@ def base(tmp_path_factory, image_folder, torch_models):
     skip=st.booleans(),
 )
 def test_only_clean_errors(base, tmp_path_factory, mutations, cells, drop_column, break_image, skip):
-    folder, model, image_folder = base
+    _folder, model, image_folder = base
     work = tmp_path_factory.mktemp("case")
     images = work / "images"
     shutil.copytree(image_folder, images)

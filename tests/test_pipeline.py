@@ -169,7 +169,7 @@ def test_test_split_without_labels(make_task, torch_models, image_folder, tmp_pa
     )
     assert code == 0
     out = tmp_path / "out"
-    csv, raw = read_outputs(out, split="test")
+    csv, _raw = read_outputs(out, split="test")
     assert list(csv.columns) == ["id", "image_path", *[f"pred_label_{name}" for name in CLASSES], "pred_label"]
     assert list(csv["id"]) == list(frame["id"])
     assert not (out / "test_metrics.json").exists()

@@ -34,7 +34,10 @@ HEADS, HEAD_DIM, LAYERS = 2, 4, 2
 
 
 class TinySeq2Seq(torch.nn.Module):
-    """Encoder: embeddings + one attention layer. Decoder: causal self-attention with a key/value cache, cross-attention."""
+    """Encoder: embeddings + one attention layer.
+
+    Decoder: causal self-attention with a key/value cache, cross-attention.
+    """
 
     def __init__(self, vocab_size: int) -> None:
         super().__init__()
@@ -397,46 +400,54 @@ def _onnx(path: Path, inputs: list[tuple[str, int, list]], outputs: list[tuple[s
     return path
 
 
-F, I = TensorProto.FLOAT, TensorProto.INT64
+FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
 
 
 @pytest.mark.parametrize(
     ("inputs", "outputs", "message"),
     [
-        ([("tokens", I, ["b", "t"])], [("logits", I, ["b", "t"])], "has no input 'decoder_input_ids'"),
+        ([("tokens", INT64, ["b", "t"])], [("logits", INT64, ["b", "t"])], "has no input 'decoder_input_ids'"),
         (
-            [("decoder_input_ids", I, ["b", "t"]), ("extra", F, ["b", 4])],
-            [("logits", I, ["b", "t"])],
+            [("decoder_input_ids", INT64, ["b", "t"]), ("extra", FLOAT, ["b", 4])],
+            [("logits", INT64, ["b", "t"])],
             "input 'extra' is not 'decoder_input_ids', a 'past_\\*' cache input",
         ),
         (
-            [("decoder_input_ids", I, ["b", 1]), ("past_key", F, ["b", 2, "p", 4])],
-            [("logits", I, ["b", 1])],
+            [("decoder_input_ids", INT64, ["b", 1]), ("past_key", FLOAT, ["b", 2, "p", 4])],
+            [("logits", INT64, ["b", 1])],
             "cache input 'past_key' has no matching output 'present_key'",
         ),
         (
-            [("decoder_input_ids", I, ["b", 1]), ("past_key", F, ["b", "h", "p", 4])],
-            [("logits", I, ["b", 1]), ("present_key", I, ["b", 1])],
+            [("decoder_input_ids", INT64, ["b", 1]), ("past_key", FLOAT, ["b", "h", "p", 4])],
+            [("logits", INT64, ["b", 1]), ("present_key", INT64, ["b", 1])],
             "cache input 'past_key' needs a start value",
         ),
         (
-            [("decoder_input_ids", I, ["b", "t"])],
-            [("scores", I, ["b", "t"]), ("other", I, ["b", "t"])],
+            [("decoder_input_ids", INT64, ["b", "t"])],
+            [("scores", INT64, ["b", "t"]), ("other", INT64, ["b", "t"])],
             "name the next-token scores 'logits'",
         ),
         (
-            [("decoder_input_ids", I, ["b", "t"]), ("attention_mask", F, ["b", "s"])],
-            [("logits", I, ["b", "t"])],
+            [("decoder_input_ids", INT64, ["b", "t"]), ("attention_mask", FLOAT, ["b", "s"])],
+            [("logits", INT64, ["b", "t"])],
             "input 'attention_mask' takes float32 but encoder",
         ),
-        ([("decoder_input_ids", I, ["b", 8])], [("logits", I, ["b", 8])], "has a static length of 8; without a cache"),
         (
-            [("decoder_input_ids", I, ["b", 4]), ("past_key", F, ["b", 2, "p", 4])],
-            [("logits", I, ["b", 4]), ("present_key", I, ["b", 4])],
+            [("decoder_input_ids", INT64, ["b", 8])],
+            [("logits", INT64, ["b", 8])],
+            "has a static length of 8; without a cache",
+        ),
+        (
+            [("decoder_input_ids", INT64, ["b", 4]), ("past_key", FLOAT, ["b", 2, "p", 4])],
+            [("logits", INT64, ["b", 4]), ("present_key", INT64, ["b", 4])],
             "with a cache it takes the newest token only",
         ),
-        ([("decoder_input_ids", I, [1, "t"])], [("logits", I, [1, "t"])], "has a fixed batch size of 1"),
-        ([("decoder_input_ids", I, ["b"])], [("logits", I, ["b"])], "has 1 axes; expected \\(batch, tokens\\) ids"),
+        ([("decoder_input_ids", INT64, [1, "t"])], [("logits", INT64, [1, "t"])], "has a fixed batch size of 1"),
+        (
+            [("decoder_input_ids", INT64, ["b"])],
+            [("logits", INT64, ["b"])],
+            "has 1 axes; expected \\(batch, tokens\\) ids",
+        ),
     ],
     ids=[
         "no_ids",
@@ -478,7 +489,7 @@ def test_config_errors(seq2seq, tmp_path):
     for overrides, message in cases:
         with pytest.raises(ConfigError, match=message):
             load_config(config, overrides)
-    with pytest.raises(ConfigError, match="head.decoder_model is missing"):
+    with pytest.raises(ConfigError, match=r"head.decoder_model is missing"):
         load_config(write_config(tmp_path / "no_head.yaml", {**_yaml(config), "head": {}}))
 
 

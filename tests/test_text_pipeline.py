@@ -205,9 +205,9 @@ def test_non_utf8_csv_is_a_clear_error(text_regressor, tmp_path, capsys):
 def test_text_config_errors(text_regressor, tmp_path):
     dataframe = _texts(tmp_path)
     config = _task(tmp_path, text_regressor[1], dataframe)
-    with pytest.raises(ConfigError, match="preprocessing.tokenizer is missing: a text model needs the tokenizer"):
+    with pytest.raises(ConfigError, match=r"preprocessing.tokenizer is missing: a text model needs the tokenizer"):
         load_config(config, ["preprocessing.tokenizer=null"])
-    with pytest.raises(ConfigError, match="preprocessing.tokenizer file not found"):
+    with pytest.raises(ConfigError, match=r"preprocessing.tokenizer file not found"):
         load_config(config, ["preprocessing.tokenizer=nowhere.json"])
     with pytest.raises(ConfigError, match=r"preprocessing.max_length must be >= 1 \(got 0\)"):
         load_config(config, ["preprocessing.max_length=0"])
@@ -222,7 +222,9 @@ def test_text_config_errors(text_regressor, tmp_path):
         load_config(config, [*span, "data.question_column=text", "data.context_column=ctx"])
     with pytest.raises(ConfigError, match=r"preprocessing.truncation_side must be one of right, left \(got 'pre'\)"):
         load_config(config, ["preprocessing.truncation_side=pre"])
-    with pytest.raises(ConfigError, match="preprocessing.truncation_side: left does not apply to text_span_prediction"):
+    with pytest.raises(
+        ConfigError, match=r"preprocessing.truncation_side: left does not apply to text_span_prediction"
+    ):
         load_config(
             config,
             [*span, "data.question_column=text", "data.context_column=text", "preprocessing.truncation_side=left"],
@@ -251,11 +253,11 @@ def test_model_inputs_decide_names_dtypes_and_length():
     )
     assert (bert.mask, bert.token_types, bert.pad_to_max_length) == ("attention_mask", "token_type_ids", False)
     with pytest.raises(
-        ConfigError, match="preprocessing.max_length is 16 but model m.h5 input 'token_ids' takes 32 tokens"
+        ConfigError, match=r"preprocessing.max_length is 16 but model m.h5 input 'token_ids' takes 32 tokens"
     ):
         text_inputs_from([_spec("token_ids", (None, 32))], max_length=16, model_name="m.h5")
     with pytest.raises(
-        ConfigError, match="preprocessing.max_length is missing and model m.onnx has a dynamic sequence length"
+        ConfigError, match=r"preprocessing.max_length is missing and model m.onnx has a dynamic sequence length"
     ):
         text_inputs_from([_spec("input_ids", (None, None))], max_length=None, model_name="m.onnx")
     with pytest.raises(ConfigError, match=r"model m.onnx has inputs \(a, b\); a text model takes one token-id input"):

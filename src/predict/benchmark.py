@@ -11,6 +11,7 @@ Baselines on the same model and the same pre-processed rows:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -22,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime
@@ -32,6 +33,9 @@ from predict.errors import ConfigError
 from predict.model_file import KERAS_SUFFIXES
 from predict.runners.backend import load_runner
 from predict.runners.ort import OrtRunner
+
+if TYPE_CHECKING:
+    from predict.pipeline import RunSummary
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,58 +76,74 @@ def run_benchmark(
         raise ConfigError(f"--batch-sizes must be positive integers (got {batch_sizes})")
     if iterations < 1 or warmup < 0:
         raise ConfigError(f"--iterations must be >= 1 and --warmup >= 0 (got {iterations}, {warmup})")
-    from predict.pipeline import run_task
-
     results = []
     facts: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="predict-benchmark-") as scratch:
         for batch_size in batch_sizes:
             sized = _with(task, batch_size=batch_size, output_dir=Path(scratch) / "run")
-            summaries = []
-            _reset_peak_rss()
-            for iteration in range(warmup + iterations):
-                summary = run_task(sized, progress=False, overwrite=True)
-                if iteration >= warmup:
-                    summaries.append(summary)
-            peak_rss_mb = _peak_rss_mb()
-            facts.update(
-                provider=summaries[-1].provider, rows=summaries[-1].rows, onnx_model=str(summaries[-1].model.path)
-            )
-            inputs = _preprocessed_inputs(sized, summaries[-1].model.path)
-            raw = _raw_rows_per_second(sized, summaries[-1].model.path, inputs, warmup=warmup, iterations=iterations)
-            keras = _keras_rows_per_second(sized, inputs, scratch, warmup=warmup, iterations=iterations)
-            batch_seconds = [seconds for summary in summaries for seconds in summary.batch_seconds]
+            summaries, peak_rss_mb = _timed_runs(sized, warmup=warmup, iterations=iterations)
+            last = summaries[-1]
+            facts.update(provider=last.provider, rows=last.rows, onnx_model=str(last.model.path))
             results.append(
-                BatchSizeResult(
-                    batch_size=batch_size,
-                    rows=summaries[-1].rows,
-                    rows_per_second=statistics.median(summary.rows_per_second for summary in summaries),
-                    latency_ms={
-                        name: float(np.percentile(batch_seconds, q) * 1000)
-                        for name, q in (("p50", 50), ("p90", 90), ("p99", 99))
-                    },
-                    stage_seconds={
-                        stage: statistics.median(summary.stage_seconds[stage] for summary in summaries)
-                        for stage in summaries[-1].stage_seconds
-                    },
-                    model_seconds=statistics.median(summary.model_seconds for summary in summaries),
-                    decoding_workers=summaries[-1].decoding_workers,
-                    peak_rss_mb=peak_rss_mb,
-                    raw_rows_per_second=raw,
-                    keras_rows_per_second=keras,
-                )
+                _batch_size_result(sized, summaries, peak_rss_mb, scratch, warmup=warmup, iterations=iterations)
             )
-    facts.update(
-        config=str(task.source),
-        model=str(task.model),
-        warmup=warmup,
-        iterations=iterations,
-        num_workers="unset" if task.runtime.num_workers is None else task.runtime.num_workers,
-        threads=task.runtime.threads,
-        python=sys.version.split()[0],
-        onnxruntime=importlib.import_module("onnxruntime").__version__,
-    )
+    facts.update(_run_facts(task, warmup=warmup, iterations=iterations))
     return results, facts
+
+
+def _timed_runs(task: TaskConfig, *, warmup: int, iterations: int) -> tuple[list[RunSummary], float]:
+    """The summaries of the timed runs (after `warmup` untimed ones) and the peak resident memory of all of them."""
+    from predict.pipeline import run_task
+
+    summaries = []
+    _reset_peak_rss()
+    for iteration in range(warmup + iterations):
+        summary = run_task(task, progress=False, overwrite=True)
+        if iteration >= warmup:
+            summaries.append(summary)
+    return summaries, _peak_rss_mb()
+
+
+def _batch_size_result(
+    task: TaskConfig, summaries: list[RunSummary], peak_rss_mb: float, scratch: str, *, warmup: int, iterations: int
+) -> BatchSizeResult:
+    """The medians of one batch size's runs, next to raw onnxruntime and Keras on the same decoded inputs."""
+    last = summaries[-1]
+    inputs = _preprocessed_inputs(task, last.model.path)
+    raw = _raw_rows_per_second(task, last.model.path, inputs, warmup=warmup, iterations=iterations)
+    keras = _keras_rows_per_second(task, inputs, scratch, warmup=warmup, iterations=iterations)
+    batch_seconds = [seconds for summary in summaries for seconds in summary.batch_seconds]
+    return BatchSizeResult(
+        batch_size=task.runtime.batch_size,
+        rows=last.rows,
+        rows_per_second=statistics.median(summary.rows_per_second for summary in summaries),
+        latency_ms={
+            name: float(np.percentile(batch_seconds, q) * 1000) for name, q in (("p50", 50), ("p90", 90), ("p99", 99))
+        },
+        stage_seconds={
+            stage: statistics.median(summary.stage_seconds[stage] for summary in summaries)
+            for stage in last.stage_seconds
+        },
+        model_seconds=statistics.median(summary.model_seconds for summary in summaries),
+        decoding_workers=last.decoding_workers,
+        peak_rss_mb=peak_rss_mb,
+        raw_rows_per_second=raw,
+        keras_rows_per_second=keras,
+    )
+
+
+def _run_facts(task: TaskConfig, *, warmup: int, iterations: int) -> dict[str, Any]:
+    """What every batch size shares: the config, the settings and the versions."""
+    return {
+        "config": str(task.source),
+        "model": str(task.model),
+        "warmup": warmup,
+        "iterations": iterations,
+        "num_workers": "unset" if task.runtime.num_workers is None else task.runtime.num_workers,
+        "threads": task.runtime.threads,
+        "python": sys.version.split()[0],
+        "onnxruntime": importlib.import_module("onnxruntime").__version__,
+    }
 
 
 def format_markdown(results: list[BatchSizeResult], facts: dict[str, Any]) -> str:
@@ -145,8 +165,8 @@ def format_markdown(results: list[BatchSizeResult], facts: dict[str, Any]) -> st
         decoding = f"{result.decoding_workers} workers" if result.decoding_workers else "main thread"
         lines.append(
             f"| {result.batch_size} | {decoding} | {result.rows_per_second:.1f} | {result.raw_rows_per_second:.1f} "
-            f"| {result.ratio_to_raw:.2f}x | {keras} | {keras_ratio} | {latency} | {stages} | {result.model_seconds:.2f} "
-            f"| {result.peak_rss_mb:.0f} |"
+            f"| {result.ratio_to_raw:.2f}x | {keras} | {keras_ratio} | {latency} | {stages} "
+            f"| {result.model_seconds:.2f} | {result.peak_rss_mb:.0f} |"
         )
     if facts["provider"] != "CUDAExecutionProvider":
         lines += ["", f"Note: ran on {facts['provider']}; no CUDA provider was used."]
@@ -171,10 +191,9 @@ def write_results(folder: Path, results: list[BatchSizeResult], facts: dict[str,
 
 def _reset_peak_rss() -> None:
     """Start a new peak for this process (Linux: "5" to clear_refs), so each batch size gets its own."""
-    try:
+    # Elsewhere the peak stays the process's peak so far (see _peak_rss_mb).
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # elsewhere the peak stays the process's peak so far (see _peak_rss_mb)
 
 
 def _peak_rss_mb() -> float:

@@ -68,7 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog="`predict --config task.yaml` is short for `predict run --config task.yaml`.",
     )
     commands = parser.add_subparsers(dest="command")
+    for add_command in (_add_run, _add_convert, _add_show, _add_report, _add_benchmark):
+        command = add_command(commands)
+        command.add_argument("--debug", action="store_true", help="show the traceback of errors")
+    return parser
 
+
+def _add_run(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="score a dataframe as configured in a task YAML")
     run.add_argument("--config", required=True, type=Path, help="task YAML")
     run.add_argument(
@@ -83,7 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--overwrite", action="store_true", help="replace this split's existing prediction files")
     run.set_defaults(handler=_run)
+    return run
 
+
+def _add_convert(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="convert a Keras .h5 model to ONNX and check parity with Keras")
     convert.add_argument("model", type=Path, help="Keras model saved with model.save('x.h5')")
     convert.add_argument("-o", "--output", type=Path, help="ONNX file to write (default: beside the model)")
@@ -94,21 +103,30 @@ def _parser() -> argparse.ArgumentParser:
     add_tolerance_arguments(convert)
     add_load_arguments(convert)
     convert.set_defaults(handler=_convert)
+    return convert
 
+
+def _add_show(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print a run's predictions next to the actual values, and its metrics")
     show.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the folder a run wrote (output.dir)")
     show.add_argument("--split", choices=("validation", "test"), help="default: validation when the folder has it")
     show.add_argument("--rows", type=_count, default=20, help="rows to print, 0 for all (default: 20)")
     show.add_argument("--worst", action="store_true", help="worst predictions first (needs labels)")
     show.set_defaults(handler=_show)
+    return show
 
+
+def _add_report(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write a self-contained report.html of a run: plots, samples, metrics")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the folder a run wrote (output.dir)")
     report.add_argument("--split", choices=("validation", "test"), help="default: every split in the folder")
     report.add_argument("-o", "--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
     report.add_argument("--samples", type=_count, default=12, help="sample inputs per split (default: 12)")
     report.set_defaults(handler=_report)
+    return report
 
+
+def _add_benchmark(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     benchmark = commands.add_parser(
         "benchmark", help="measure throughput and latency against raw onnxruntime (and Keras for .h5 models)"
     )
@@ -125,10 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, help="folder for benchmark.json and benchmark.md (default: output.dir/benchmark)"
     )
     benchmark.set_defaults(handler=_benchmark)
-
-    for command in (run, convert, show, report, benchmark):
-        command.add_argument("--debug", action="store_true", help="show the traceback of errors")
-    return parser
+    return benchmark
 
 
 def _run(options: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_windows_share_doc_stride_tokens_and_offsets_point_into_the_context(toke
     windows = tokenizer.encode_windows(question, context, max_length=20, stride=4)
     assert len(windows) > 1 and all(len(window) <= 20 for window in windows)
     context_tokens = [window.offsets[window.sequence_ids == 1] for window in windows]
-    for before, after in zip(context_tokens, context_tokens[1:]):
+    for before, after in pairwise(context_tokens):
         assert before[-4:].tolist() == after[:4].tolist()
     for first, last in np.concatenate(context_tokens):
         assert context[first:last].lower() in context.lower()
@@ -108,7 +109,7 @@ def test_text_vectorization_vocabulary_strips_punctuation(tmp_path):
 
 def test_tokenizer_errors(tmp_path, tokenizer_json):
     with pytest.raises(
-        ConfigError, match="preprocessing.lowercase is for word-index vocabularies; tokenizer.json is a tokenizer.json"
+        ConfigError, match=r"preprocessing.lowercase is for word-index vocabularies; tokenizer.json is a tokenizer.json"
     ):
         load_tokenizer(tokenizer_json, lowercase=False)
     vocabulary = tmp_path / "vocabulary.txt"
@@ -119,15 +120,15 @@ def test_tokenizer_errors(tmp_path, tokenizer_json):
         load_tokenizer(vocabulary, oov_token="<OOV>")
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps({"hello": "world"}))
-    with pytest.raises(ConfigError, match="odd.json: unknown JSON layout"):
+    with pytest.raises(ConfigError, match=r"odd.json: unknown JSON layout"):
         load_tokenizer(odd)
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(ConfigError, match="broken.json: not valid JSON"):
+    with pytest.raises(ConfigError, match=r"broken.json: not valid JSON"):
         load_tokenizer(broken)
     fake = tmp_path / "fake.json"
     fake.write_text(json.dumps({"model": {"type": "Nonsense"}, "added_tokens": []}))
-    with pytest.raises(ConfigError, match="fake.json: not a valid tokenizer.json"):
+    with pytest.raises(ConfigError, match=r"fake.json: not a valid tokenizer.json"):
         load_tokenizer(fake)
     keras = tmp_path / "chars.json"
     keras.write_text(json.dumps({"class_name": "Tokenizer", "config": {"char_level": True, "word_index": "{}"}}))

@@ -127,7 +127,7 @@ def test_array_regression_from_a_memory_mapped_npy(tmp_path):
                 "data": {"inputs": "X.npy", "labels": "y.npy", "on_error": "skip"},
                 "runtime": {"batch_size": 16},
             }
-        )  # fmt: skip
+        )
     )
     files = run_both(config, tmp_path)
     assert "errors" in files["ray"]

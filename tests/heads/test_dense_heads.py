@@ -113,8 +113,11 @@ def test_ssd_and_postprocessed_layouts_letterbox():
     assert predictions["class_ids"][0, :2].tolist() == [0, 1]  # one anchor, two classes: both kept
     assert_allclose(predictions["boxes"][0, :2], [[0, 0, 32, 32], [0, 0, 32, 32]])
     head = detection_head("boxes_scores_classes", box_format="yxyx", normalized_boxes=True, first_class_id=1)
-    outputs = {"boxes": np.array([[[0, 0, 0.5, 0.5], [0, 0, 0, 0]]], dtype=np.float32),
-               "scores": np.array([[0.8, 0.0]], dtype=np.float32), "classes": np.array([[2.0, 0.0]], dtype=np.float32)}  # fmt: skip
+    outputs = {
+        "boxes": np.array([[[0, 0, 0.5, 0.5], [0, 0, 0, 0]]], dtype=np.float32),
+        "scores": np.array([[0.8, 0.0]], dtype=np.float32),
+        "classes": np.array([[2.0, 0.0]], dtype=np.float32),
+    }
     predictions = head.postprocess(outputs, batch_of([(10, 20)]))
     assert predictions["class_ids"][0, :2].tolist() == [1, -1]
     assert_allclose(predictions["boxes"][0, 0], [0, 0, 10, 5])
@@ -157,8 +160,9 @@ def test_detection_labels_errors(tmp_path):
 
 
 def semantic_head(labels=None, **config):
+    activations = {key: semantic_segmentation.MaskActivation(value) for key, value in config.items()}
     return semantic_segmentation.SemanticSegmentationHead(
-        config=semantic_segmentation.Config(class_names=("a", "b"), **{key: semantic_segmentation.MaskActivation(value) for key, value in config.items()}), output="maps", channels_last=False,
+        config=semantic_segmentation.Config(class_names=("a", "b"), **activations), output="maps", channels_last=False,
         resize_mode=ResizeMode.RESIZE, class_column="class_name", mask_column="rle_mask", input_column="image_path",
         labels=labels, source_name="frame.csv",
     )  # fmt: skip
@@ -214,8 +218,9 @@ def test_semantic_label_rle_past_the_image_names_the_row():
 
 
 def instance_head(layout="h2o", labels=None, **config):
+    instance_layout = instance_segmentation.InstanceLayout(layout)
     return instance_segmentation.InstanceSegmentationHead(
-        config=instance_segmentation.Config(class_names=("a", "b"), layout=instance_segmentation.InstanceLayout(layout), **config), output="maps",
+        config=instance_segmentation.Config(class_names=("a", "b"), layout=instance_layout, **config), output="maps",
         channels_last=False, resize_mode=ResizeMode.RESIZE, class_column="class_name", input_column="image_path",
         labels=labels, source_name="frame.csv",
     )  # fmt: skip

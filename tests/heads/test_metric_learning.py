@@ -52,7 +52,7 @@ def test_cosine_topk_matches_brute_force(rows, dims, k, block_size):
 def test_cosine_topk_breaks_ties_by_lower_index():
     # Five copies of each of four vectors: exact ties at 1.0 and across blocks.
     embeddings = l2_normalize(np.repeat(np.random.default_rng(0).standard_normal((4, 8)), 5, axis=0))
-    similarities, indices = cosine_topk(embeddings, 6, block_size=3)
+    _similarities, indices = cosine_topk(embeddings, 6, block_size=3)
     _, expected = brute_force_topk(embeddings, 6)
     np.testing.assert_array_equal(indices, expected)
     np.testing.assert_array_equal(indices[0, :4], [1, 2, 3, 4])

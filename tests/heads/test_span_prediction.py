@@ -90,7 +90,7 @@ def test_output_names_must_be_found(tmp_path):
         match=r"head.start_output is missing: model model.onnx outputs \(a, b\) have 0 name\(s\) containing 'start'",
     ):
         _head(tmp_path, outputs=("a", "b"))
-    with pytest.raises(ConfigError, match="head.end_output: model model.onnx has no output 'stop'"):
+    with pytest.raises(ConfigError, match=r"head.end_output: model model.onnx has no output 'stop'"):
         _head(tmp_path, end_output="stop")
     with pytest.raises(ConfigError, match=r"head.max_answer_length must be >= 1 \(got 0\)"):
         _head(tmp_path, max_answer_length=0)

@@ -169,7 +169,10 @@ def test_input_spec_must_agree_with_a_program(torch_models, make_task, tmp_path)
     task = load_config(make_task(path, runtime={"backend": "torch", "input_spec": ["image: float16[?, 3, 8, 16]"]}))
     with pytest.raises(
         ConfigError,
-        match=r"runtime.input_spec disagrees with m.pt2: 'image' dtype float16 != float32; 'image' shape \[\?, 3, 8, 16\]",
+        match=(
+            r"runtime.input_spec disagrees with m.pt2: 'image' dtype float16 != float32; "
+            r"'image' shape \[\?, 3, 8, 16\]"
+        ),
     ):
         run_task(task, progress=False)
 
@@ -206,7 +209,10 @@ def test_backend_and_file_must_fit(torch_models, make_task, tmp_path):
     onnx_path = torch_models["logits3"][1]
     with pytest.raises(
         ConfigError,
-        match=r"runtime.backend: torch runs TorchScript \(.pt, .pth, .ts\), .* not 'logits3.onnx'; set runtime.backend: onnxruntime",
+        match=(
+            r"runtime.backend: torch runs TorchScript \(.pt, .pth, .ts\), .* not 'logits3.onnx'; "
+            r"set runtime.backend: onnxruntime"
+        ),
     ):
         load_config(make_task(onnx_path, runtime={"backend": "torch"}))
     with pytest.raises(ConfigError, match=r"runtime.input_spec is read only for TorchScript and .pt2 models"):

@@ -182,7 +182,8 @@ def test_every_problem_type_has_a_view():
         ("no_report", r"not a run folder: it holds no validation_report\.json or test_report\.json"),
         (
             "old_report",
-            r"validation_report\.json: missing key\(s\) input_column, label_columns, data_folder: written by an older version",
+            r"validation_report\.json: missing key\(s\) input_column, label_columns, data_folder: "
+            r"written by an older version",
         ),
         ("bad_json", r"validation_report\.json: cannot be read as JSON"),
         ("no_csv", r"validation_predictions\.csv: not found; the run folder is incomplete"),

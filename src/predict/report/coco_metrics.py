@@ -1,8 +1,8 @@
 """Mean average precision of boxes and masks through pycocotools' COCOeval (FORMATS.md "Metrics").
 
-Images are numbered by row from 1, categories by class index + 1 (COCO ids start at 1); every ground-truth object is `iscrowd: 0`.
-COCOeval's area ranges and `maxDets` stay at their defaults (100 detections per image, the most the
-prediction files hold).
+Images are numbered by row from 1, categories by class index + 1 (COCO ids start at 1); every
+ground-truth object is `iscrowd: 0`. COCOeval's area ranges and `maxDets` stay at their defaults
+(100 detections per image, the most the prediction files hold).
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def class_names(run: RunSplit) -> list[str]:
     names = task_section(run, "head").get("class_names")
     if not names:
         raise InputError(
-            f"{run.run_dir / (run.split + '_report.json')}: task.head.class_names is not recorded; run the task again to view it"
+            f"{run.run_dir / (run.split + '_report.json')}: task.head.class_names is not recorded; "
+            "run the task again to view it"
         )
     return [str(name) for name in names]
 
@@ -102,7 +103,8 @@ def truth_frame(run: RunSplit, columns: list[str]) -> tuple[pd.DataFrame | None,
             row = int(differs[0])
             raise InputError(
                 f"{path}: row {row}, column '{column}' is {frame[column].iloc[row]!r} but {csv_path.name} has "
-                f"{run.predictions[column].iloc[row]!r}: the dataframe changed since the run; run the task again to view it"
+                f"{run.predictions[column].iloc[row]!r}: the dataframe changed since the run; "
+                "run the task again to view it"
             )
     return frame.reset_index(drop=True), ""
 

@@ -14,6 +14,8 @@ confidence histogram without.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 
@@ -41,7 +43,7 @@ class ClassificationView(View):
     """
 
     worst_meaning = "lowest probability of the true class"
-    number_formats = {"confidence": ".4f", "p(actual)": ".4f"}
+    number_formats: ClassVar[dict[str, str]] = {"confidence": ".4f", "p(actual)": ".4f"}
 
     def __init__(self, run: RunSplit) -> None:
         super().__init__(run)

@@ -17,6 +17,7 @@ filled in a colour of its own and tagged with its class and confidence; true ins
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ class InstanceSegmentationView(View):
     """
 
     worst_meaning = "lowest mean IoU of the true instances with their best predicted instance"
-    number_formats = {"best IoU": ".3f"}
+    number_formats: ClassVar[dict[str, str]] = {"best IoU": ".3f"}
     sample_layout = "large"
 
     def __init__(self, run: RunSplit) -> None:
@@ -173,7 +174,10 @@ class InstanceSegmentationView(View):
         positions = np.arange(len(self.classes))
         predicted = np.bincount(_dense.concatenate_classes(self.predicted_classes), minlength=len(self.classes))
         confidences = np.concatenate(self.confidences) if self.confidences else np.zeros(0)
-        legend = "Samples: each predicted instance filled in its own colour with class and confidence; true instances outlined green."
+        legend = (
+            "Samples: each predicted instance filled in its own colour with class and confidence; "
+            "true instances outlined green."
+        )
         # One figure of two panels: two plots with their captions do not fit one line of the page.
         figure = _plots.new_figure(11.0, 3.8)
         counts, spread = figure.subplots(1, 2)
@@ -212,7 +216,10 @@ class InstanceSegmentationView(View):
         else:
             counts.bar(positions, predicted, color=[_dense.class_colour(index) for index in positions])
             spread.hist(confidences, bins=20, range=(0.0, 1.0), color="#4c72b0")
-            caption = f"No actual values: {self.unlabelled_reason}. Confidence: the mean class probability over the instance. {legend}"
+            caption = (
+                f"No actual values: {self.unlabelled_reason}. "
+                f"Confidence: the mean class probability over the instance. {legend}"
+            )
         counts.set_xticks(positions, self.classes)
         counts.set_ylabel("instances")
         counts.set_title("instances per class")
@@ -243,7 +250,8 @@ def _read_instances(frame: pd.DataFrame, row: int, columns: list[str], classes: 
     for name in cells[0]:
         if str(name) not in classes:
             raise InputError(
-                f"{source.name}: row {row}, column '{columns[0]}': class {name!r} is not in head.class_names ({', '.join(classes)})"
+                f"{source.name}: row {row}, column '{columns[0]}': "
+                f"class {name!r} is not in head.class_names ({', '.join(classes)})"
             )
         indices.append(classes.index(str(name)))
     try:

@@ -16,6 +16,8 @@ framed green, others red.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 
@@ -42,7 +44,7 @@ class MetricLearningView(View):
     """
 
     worst_meaning = "neighbours with another label, weighted 1/rank"
-    number_formats = {"top-1 similarity": ".4f"}
+    number_formats: ClassVar[dict[str, str]] = {"top-1 similarity": ".4f"}
     sample_layout = "strips"
 
     def __init__(self, run: RunSplit) -> None:
@@ -69,7 +71,8 @@ class MetricLearningView(View):
             except ValueError:
                 bad = next(k for k in listed if not _is_float(cells[k]))
                 raise InputError(
-                    f"{source.name}: row {row}, column '{similarity_columns[present[bad]]}': expected a number, got {cells[bad]!r}"
+                    f"{source.name}: row {row}, column '{similarity_columns[present[bad]]}': "
+                    f"expected a number, got {cells[bad]!r}"
                 ) from None
             self.neighbours.append([names[k] for k in listed])
             self.similarities.append(similarities)
@@ -130,7 +133,10 @@ class MetricLearningView(View):
         heading = f"row {row} &middot; {_samples.escape(query)}"
         if self.labels is not None:
             heading += f" &middot; {sum(self._same(row))} of {len(self.neighbours[row])} neighbours share its label"
-        return f'<figure class="sample"><div class="strip">{"".join(figures)}</div><figcaption>{heading}</figcaption></figure>'
+        return (
+            f'<figure class="sample"><div class="strip">{"".join(figures)}</div>'
+            f"<figcaption>{heading}</figcaption></figure>"
+        )
 
     def _thumbnail(self, value: str) -> str:
         """An image thumbnail, or for text metric learning the text itself."""
@@ -162,7 +168,10 @@ class MetricLearningView(View):
             )
             axes.legend(loc="upper left", fontsize="small")
             axes.set_xlabel("cosine similarity of the nearest neighbour")
-            caption = "Red: the nearest other image has another label; red at high similarity means embeddings that confuse classes."
+            caption = (
+                "Red: the nearest other image has another label; "
+                "red at high similarity means embeddings that confuse classes."
+            )
         axes.set_ylabel("rows")
         return [Plot(title="Nearest-neighbour similarity", png=_plots.to_png(figure), caption=caption)]
 

@@ -17,6 +17,7 @@ class and confidences without labels. Samples: predicted boxes solid in their cl
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,7 @@ class ObjectDetectionView(View):
     """
 
     worst_meaning = "lowest mean IoU of the true boxes with their best predicted box"
-    number_formats = {"best IoU": ".3f"}
+    number_formats: ClassVar[dict[str, str]] = {"best IoU": ".3f"}
     sample_layout = "large"
 
     def __init__(self, run: RunSplit) -> None:
@@ -159,7 +160,10 @@ class ObjectDetectionView(View):
             spread.hist(confidences, bins=20, range=(0.0, 1.0), color="#4c72b0")
             spread.set_xlabel("confidence of the listed boxes")
             spread.set_ylabel("boxes")
-            caption = f"No actual values: {self.unlabelled_reason}. Boxes above head.probability_threshold, as the CSV lists them. {legend}"
+            caption = (
+                f"No actual values: {self.unlabelled_reason}. "
+                f"Boxes above head.probability_threshold, as the CSV lists them. {legend}"
+            )
             counts.set_xticks(positions, self.classes)
             return [Plot(title="Predicted boxes per class and confidence", png=_plots.to_png(figure), caption=caption)]
         true_classes = _dense.concatenate_classes(self.true_classes)
@@ -226,7 +230,8 @@ def _read_boxes(frame: pd.DataFrame, row: int, class_column: str, classes: list[
     for name in cells[class_column]:
         if str(name) not in classes:
             raise InputError(
-                f"{source.name}: row {row}, column '{class_column}': class {name!r} is not in head.class_names ({', '.join(classes)})"
+                f"{source.name}: row {row}, column '{class_column}': "
+                f"class {name!r} is not in head.class_names ({', '.join(classes)})"
             )
         indices.append(classes.index(str(name)))
     return boxes, indices, confidences

@@ -24,7 +24,8 @@ from predict.writers._atomic import atomic_path
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1280px;
        padding: 24px; color: #1d2330; background: #fafbfc; }
-h1 { font-size: 1.6rem; margin-bottom: 4px; } h2 { border-bottom: 2px solid #d6dae1; padding-bottom: 4px; margin-top: 40px; }
+h1 { font-size: 1.6rem; margin-bottom: 4px; }
+h2 { border-bottom: 2px solid #d6dae1; padding-bottom: 4px; margin-top: 40px; }
 h3 { margin-top: 28px; } .meta { color: #5a6272; margin-top: 0; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; }
 .card { background: white; border: 1px solid #d6dae1; border-radius: 8px; padding: 10px 16px; min-width: 120px; }
@@ -41,24 +42,35 @@ figure.sample { background: white; border: 2px solid #d6dae1; border-radius: 8px
 figure.sample.right { border-color: #55a868; } figure.sample.wrong { border-color: #c44e52; }
 figure.sample img { width: 100%; height: 134px; object-fit: contain; image-rendering: pixelated; display: block; }
 figure.sample figcaption { color: #1d2330; overflow-wrap: anywhere; }
-.missing { height: 134px; display: flex; align-items: center; justify-content: center; color: #c44e52; font-size: 0.8rem; }
-.samples.wide { grid-template-columns: 1fr; } .samples.large { grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); }
-.samples.large figure.sample img { height: 288px; image-rendering: auto; } .samples.strips { grid-template-columns: repeat(auto-fill, minmax(470px, 1fr)); } .samples.grid figure.sample blockquote { font-size: 0.9rem; }
-blockquote.snippet { margin: 0 0 6px; padding: 6px 8px; background: #f3f5f8; border-radius: 4px; white-space: pre-wrap; }
+.missing { height: 134px; display: flex; align-items: center; justify-content: center; color: #c44e52;
+           font-size: 0.8rem; }
+.samples.wide { grid-template-columns: 1fr; }
+.samples.large { grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); }
+.samples.large figure.sample img { height: 288px; image-rendering: auto; }
+.samples.strips { grid-template-columns: repeat(auto-fill, minmax(470px, 1fr)); }
+.samples.grid figure.sample blockquote { font-size: 0.9rem; }
+blockquote.snippet { margin: 0 0 6px; padding: 6px 8px; background: #f3f5f8; border-radius: 4px;
+                     white-space: pre-wrap; }
 .tokens { line-height: 2.1; } .token { padding: 1px 4px; border-radius: 4px; margin-right: 2px; }
 .token sub { font-size: 0.65rem; color: #5a6272; margin-left: 2px; }
 .token.mismatch { outline: 2px solid #c44e52; outline-offset: 1px; } .token.mismatch s { color: #c44e52; }
-mark.predicted { background: #ffe08a; padding: 0 2px; } mark.actual { background: none; border-bottom: 3px solid #55a868; }
+mark.predicted { background: #ffe08a; padding: 0 2px; }
+mark.actual { background: none; border-bottom: 3px solid #55a868; }
 mark.predicted.actual { background: #c9ebc9; }
 .legend { color: #5a6272; font-size: 0.85rem; margin-bottom: 8px; } .legend span { margin-right: 12px; }
 .columns { display: grid; grid-template-columns: repeat(3, 1fr); gap: 10px; }
-.columns div.text { background: #f3f5f8; border-radius: 4px; padding: 6px 8px; } .columns .name { color: #5a6272; font-size: 0.8rem; }
+.columns div.text { background: #f3f5f8; border-radius: 4px; padding: 6px 8px; }
+.columns .name { color: #5a6272; font-size: 0.8rem; }
 del.diff { background: #fdecea; text-decoration: none; border-bottom: 2px solid #c44e52; }
 .strip { display: flex; gap: 8px; align-items: flex-start; overflow-x: auto; }
-.strip figure { margin: 0; text-align: center; font-size: 0.8rem; border: 3px solid #d6dae1; border-radius: 6px; padding: 4px; min-width: 96px; }
-.strip figure.query { border-color: #4c72b0; } .strip figure.same { border-color: #55a868; } .strip figure.other { border-color: #c44e52; }
-.strip img { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated; display: block; margin: 0 auto; }
-pre { background: white; border: 1px solid #d6dae1; border-radius: 8px; padding: 12px; overflow-x: auto; font-size: 0.85rem; }
+.strip figure { margin: 0; text-align: center; font-size: 0.8rem; border: 3px solid #d6dae1; border-radius: 6px;
+                padding: 4px; min-width: 96px; }
+.strip figure.query { border-color: #4c72b0; } .strip figure.same { border-color: #55a868; }
+.strip figure.other { border-color: #c44e52; }
+.strip img { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated; display: block;
+             margin: 0 auto; }
+pre { background: white; border: 1px solid #d6dae1; border-radius: 8px; padding: 12px; overflow-x: auto;
+      font-size: 0.85rem; }
 """
 
 
@@ -108,7 +120,8 @@ def render_page(runs: list[RunSplit], views: list[View], *, samples: int, rows: 
 </head>
 <body>
 <h1>{_e(problem_types)} predictions</h1>
-<p class="meta">run folder {_e(str(run_dir.resolve()))} &middot; report generated {_e(generated)} by <code>predict report</code></p>
+<p class="meta">run folder {_e(str(run_dir.resolve()))} &middot; report generated {_e(generated)} by \
+<code>predict report</code></p>
 {sections}
 </body>
 </html>
@@ -132,7 +145,8 @@ def _split_section(run: RunSplit, view: View, *, samples: int, rows: int) -> str
     for plot in plots:
         parts.append(
             f'<figure class="plot"><figcaption><strong>{_e(plot.title)}</strong></figcaption>'
-            f'<img src="{_png_uri(plot.png)}" alt="{_e(plot.title)}"><figcaption>{_e(plot.caption)}</figcaption></figure>'
+            f'<img src="{_png_uri(plot.png)}" alt="{_e(plot.title)}">'
+            f"<figcaption>{_e(plot.caption)}</figcaption></figure>"
         )
     parts.append("</div>")
     if samples:
@@ -153,9 +167,10 @@ def _split_section(run: RunSplit, view: View, *, samples: int, rows: int) -> str
     parts.append("<h3>Config</h3>")
     parts.append(f"<p>{_e(str(report.get('config', '')))}, as run:</p>")
     task = report.get("task")
-    parts.append(
-        f"<pre>{_e(yaml.safe_dump(task, sort_keys=False, default_flow_style=None) if task else '(not recorded in report.json)')}</pre>"
+    task_yaml = (
+        yaml.safe_dump(task, sort_keys=False, default_flow_style=None) if task else "(not recorded in report.json)"
     )
+    parts.append(f"<pre>{_e(task_yaml)}</pre>")
     parts.append("</section>")
     return "\n".join(parts)
 

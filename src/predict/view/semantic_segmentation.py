@@ -15,6 +15,8 @@ masks outlined in the same colour.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 
@@ -40,7 +42,7 @@ class SemanticSegmentationView(View):
     """
 
     worst_meaning = "lowest IoU of the image (pooled over its classes)"
-    number_formats = {"IoU": ".3f"}
+    number_formats: ClassVar[dict[str, str]] = {"IoU": ".3f"}
     sample_layout = "large"
 
     def __init__(self, run: RunSplit) -> None:
@@ -58,7 +60,8 @@ class SemanticSegmentationView(View):
         require_columns(frame, [run.input_column, class_column, prediction_column], source=source)
         if len(frame) % class_count:
             raise InputError(
-                f"{source}: {len(frame)} rows is not a whole number of images of {class_count} classes ({', '.join(self.classes)})"
+                f"{source}: {len(frame)} rows is not a whole number of images of {class_count} classes "
+                f"({', '.join(self.classes)})"
             )
         images = len(frame) // class_count
         expected = self.classes * images
@@ -152,7 +155,7 @@ class SemanticSegmentationView(View):
         scale = _dense.drawing_scale(image)
         drawn = _dense.upscale(image, scale)
         outlines = []
-        for index, name in enumerate(self.classes):
+        for index in range(len(self.classes)):
             colour = _dense.class_colour(index)
             predicted = _decode(
                 self.predicted[row][index], shape, column_major, source=source, row=row * len(self.classes) + index

@@ -13,6 +13,7 @@ predicted and actual side by side, the predicted words missing from the referenc
 from __future__ import annotations
 
 import difflib
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ class SequenceToSequenceView(View):
     """
 
     worst_meaning = "lowest sentence-level chrF"
-    number_formats = {"chrF": ".1f"}
+    number_formats: ClassVar[dict[str, str]] = {"chrF": ".1f"}
     sample_layout = "wide"
 
     def __init__(self, run: RunSplit) -> None:

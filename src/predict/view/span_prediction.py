@@ -13,6 +13,8 @@ answer underlined (green); both at once (the same span) shows green.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 
@@ -32,7 +34,7 @@ class SpanPredictionView(View):
     """
 
     worst_meaning = "lowest word-level Jaccard of predicted and true answer"
-    number_formats = {"Jaccard": ".3f"}
+    number_formats: ClassVar[dict[str, str]] = {"Jaccard": ".3f"}
     sample_layout = "wide"
 
     def __init__(self, run: RunSplit) -> None:

@@ -137,7 +137,10 @@ class TokenClassificationView(View):
         return Plot(
             title=f"Tag confusion matrix ({right} of {counts.sum()} words right)",
             png=_plots.to_png(figure),
-            caption="One count per word; rows: true tag, columns: predicted tag. Off-diagonal B-/I- cells split or merge entities.",
+            caption=(
+                "One count per word; rows: true tag, columns: predicted tag. "
+                "Off-diagonal B-/I- cells split or merge entities."
+            ),
         )
 
     def _tag_counts(self) -> Plot:

@@ -147,5 +147,6 @@ def describe(result: dict[str, Any]) -> str:
     verdict = "within" if result["within_tolerance"] else "OVER"
     return (
         f"Keras vs the converted model on the first {result['rows']} real rows: max abs diff {abs_diff:.3g}, "
-        f"max rel diff {rel_diff:.3g}{agreement} ({verdict} tolerance {result['atol']:g} + {result['rtol']:g} * |keras|)"
+        f"max rel diff {rel_diff:.3g}{agreement} ({verdict} tolerance {result['atol']:g} + {result['rtol']:g} * "
+        "|keras|)"
     )

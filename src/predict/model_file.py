@@ -49,7 +49,8 @@ def resolve_onnx_model(model: Path, *, cache_dir: Path, options: ModelOptionsCon
     if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf2onnx") is None:
         raise ConversionError(
             f"model {model.name} is a Keras file and converting it needs TensorFlow and tf2onnx: "
-            "pip install 'predict[convert]' (or convert it elsewhere with `predict convert` and set model: to the .onnx)"
+            "pip install 'predict[convert]' (or convert it elsewhere with `predict convert` and set model: to the "
+            ".onnx)"
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
     command = [
@@ -84,7 +85,8 @@ def load_arguments(options: ModelOptionsConfig | None) -> list[str]:
 
 
 def cache_key(model: Path, options: ModelOptionsConfig | None) -> str:
-    """16 hex digits: the model's SHA-256, mixed with the load options (and the custom objects file's bytes) when set."""
+    """16 hex digits: the model's SHA-256, mixed with the load options (and the custom objects file's bytes)
+    when set."""
     key = file_sha256(model)[:16]
     arguments = load_arguments(options)
     if not arguments:

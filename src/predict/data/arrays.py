@@ -98,7 +98,8 @@ def _read_labels(task: TaskConfig, *, rows: int, index: np.ndarray) -> pd.DataFr
             missing = [name for name in configured if name not in table.columns]
             if missing:
                 raise InputError(
-                    f"data.labels {path.name} has no column(s) {', '.join(missing)} (columns: {', '.join(table.columns)})"
+                    f"data.labels {path.name} has no column(s) {', '.join(missing)} (columns: "
+                    f"{', '.join(table.columns)})"
                 )
             table = table[list(configured)]
         labels = table
@@ -300,7 +301,8 @@ def _file_sources(path: Path, model_inputs: tuple[TensorSpec, ...], *, model_nam
     if path.suffix.lower() == ".npy":
         if len(names) != 1:
             raise ConfigError(
-                f"data.inputs {path.name} is one array but model {model_name} takes {len(names)} inputs ({', '.join(names)}); "
+                f"data.inputs {path.name} is one array but model {model_name} takes {len(names)} inputs "
+                f"({', '.join(names)}); "
                 "save them in one .npz, one array per input name (np.savez(path, **{name: array}))"
             )
         return [ArraySource(name=names[0], described=path.name, path=path)]
@@ -350,7 +352,8 @@ def _table_sources(
         columns = data.feature_columns
         if sorted(columns) != sorted(names):
             raise ConfigError(
-                f"data.feature_columns names inputs {', '.join(columns)} but model {task.model.name} takes {', '.join(names)}"
+                f"data.feature_columns names inputs {', '.join(columns)} but model {task.model.name} takes "
+                f"{', '.join(names)}"
             )
     elif len(names) != 1:
         raise ConfigError(

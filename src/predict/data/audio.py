@@ -96,7 +96,8 @@ def audio_input_from(spec: TensorSpec, preprocessing: AudioPreprocessing, *, mod
         layouts = (
             "(batch, samples), (batch, samples, 1) or (batch, 1, samples)"
             if features is AudioFeatures.WAVEFORM
-            else "(batch, mels, frames) or (batch, frames, mels), optionally with a channel axis of size 1 first or last"
+            else "(batch, mels, frames) or (batch, frames, mels), "
+            "optionally with a channel axis of size 1 first or last"
         )
         raise ConfigError(
             f"model {model_name}: input '{spec.name}' has shape {shown}; preprocessing.audio_features: {features} "
@@ -152,7 +153,8 @@ def _chunk_samples(
     length = chunk if recipe is None else frame_count(recipe, chunk)
     if recipe is not None and length < 1:
         raise ConfigError(
-            f"preprocessing.inference_chunk_seconds {seconds:g} gives {chunk} samples per chunk, shorter than one frame "
+            f"preprocessing.inference_chunk_seconds {seconds:g} gives {chunk} samples per chunk, shorter than one "
+            "frame "
             f"of {recipe.fft_size} samples without centring (preprocessing.center: false); make chunks longer"
         )
     if model_length is not None and length != model_length:

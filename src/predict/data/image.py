@@ -99,7 +99,7 @@ def image_input_from(spec: TensorSpec, preprocessing: ImagePreprocessing, *, mod
         )
     configured = preprocessing.image_size
     if configured is not None:
-        for axis, (model_size, wanted) in enumerate(zip(size, configured)):
+        for model_size, wanted in zip(size, configured):
             if model_size is not None and model_size != wanted:
                 raise ConfigError(
                     f"preprocessing.image_size is {list(configured)} (height, width) but model {model_name} "

@@ -302,7 +302,8 @@ class WordIndexTokenizer(TextTokenizer):
         room = max_length - len(question_ids)
         if room < 1 or stride >= room:
             raise ValueError(
-                f"the question takes {len(question_ids)} of max_length {max_length} tokens, leaving {max(room, 0)} for the "
+                f"the question takes {len(question_ids)} of max_length {max_length} tokens, leaving {max(room, 0)} "
+                "for the "
                 f"context; doc_stride {stride} must be smaller than that"
             )
         question_part = _word_encoding(question_ids, question_offsets, sequence=0)

@@ -201,7 +201,8 @@ def _layout(configured: LabelLayout, label_columns: tuple[str, ...], width: int 
     if configured is not LabelLayout.AUTO:
         if configured in (LabelLayout.BINARY, LabelLayout.CATEGORICAL) and len(label_columns) != 1:
             raise ConfigError(
-                f"head.label_layout: {configured} takes exactly one label column (data.label_columns has {len(label_columns)})"
+                f"head.label_layout: {configured} takes exactly one label column (data.label_columns has "
+                f"{len(label_columns)})"
             )
         if configured is LabelLayout.BINARY and width not in (1, 2, None):
             raise ConfigError(f"head.label_layout: binary needs a model output of width 1 or 2 (got {width})")

@@ -156,7 +156,8 @@ class InstanceSegmentationHead(Head):
             for key in ("boxes_output", "scores_output", "classes_output", "masks_output"):
                 if getattr(config, key) not in available:
                     raise ConfigError(
-                        f"head.{key}: model {model_name} has no output '{getattr(config, key)}' (outputs: {', '.join(available)})"
+                        f"head.{key}: model {model_name} has no output '{getattr(config, key)}' (outputs: "
+                        f"{', '.join(available)})"
                     )
         if len(task.data.label_columns) != 2:
             raise ConfigError(

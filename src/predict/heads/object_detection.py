@@ -175,7 +175,8 @@ class ObjectDetectionHead(Head):
             missing = [column for column in BOX_COLUMNS if column not in dataframe.columns]
             if missing:
                 raise ConfigError(
-                    f"data.dataframe {task.data.dataframe.name} has '{class_column}' but no box column(s) {', '.join(missing)}"
+                    f"data.dataframe {task.data.dataframe.name} has '{class_column}' but no box column(s) "
+                    f"{', '.join(missing)}"
                 )
             labels = _read_labels(dataframe, class_column, config.class_names, source=task.data.dataframe)
         return cls(
@@ -362,7 +363,8 @@ def _check_yolo_shape(spec: TensorSpec, config: Config, *, model_name: str) -> N
     if len(per_image) == 2 and None not in per_image and channels not in per_image:
         raise ConfigError(
             f"head.layout {config.layout}: model {model_name} output '{spec.name}' is {format_shape(spec.shape)}, but "
-            f"{len(config.class_names)} head.class_names need {channels} columns ({_YOLO_COLUMNS[config.layout]} + classes) "
+            f"{len(config.class_names)} head.class_names need {channels} columns ({_YOLO_COLUMNS[config.layout]} + "
+            "classes) "
             "on one axis: check head.layout (yolo: YOLOv8+, yolov5: with objectness) and head.class_names"
         )
 
@@ -391,7 +393,8 @@ def _read_labels(
                 raise InputError(f"{source.name}: row {row}: box {coordinates} has x_max < x_min or y_max < y_min")
             if str(name) not in index:
                 raise InputError(
-                    f"{source.name}: row {row}, column '{class_column}': class {name!r} is not in head.class_names ({', '.join(class_names)})"
+                    f"{source.name}: row {row}, column '{class_column}': class {name!r} is not in head.class_names "
+                    f"({', '.join(class_names)})"
                 )
             objects.append([x_min, y_min, x_max, y_max, index[str(name)]])
         labels.append(objects)

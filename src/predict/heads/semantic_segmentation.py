@@ -103,7 +103,8 @@ def channel_axis(spec: TensorSpec, classes: int, channels_last: bool | None, *, 
         found = spec.shape[3] if channels_last else spec.shape[1]
         if found is not None and found != classes:
             raise ConfigError(
-                f"head.class_names has {classes} classes but model {model_name} output '{spec.name}' has {found} channels"
+                f"head.class_names has {classes} classes but model {model_name} output '{spec.name}' has {found} "
+                "channels"
             )
         return channels_last
     if spec.shape[1] == classes:
@@ -112,7 +113,8 @@ def channel_axis(spec: TensorSpec, classes: int, channels_last: bool | None, *, 
         return True
     raise ConfigError(
         f"head.class_names has {classes} classes but model {model_name} output '{spec.name}' has shape "
-        f"({', '.join('?' if dim is None else str(dim) for dim in spec.shape)}); set head.channels_last if its channel axis is dynamic"
+        f"({', '.join('?' if dim is None else str(dim) for dim in spec.shape)}); set head.channels_last if its "
+        "channel axis is dynamic"
     )
 
 
@@ -315,7 +317,8 @@ def read_mask_labels(
         for name, rle in zip(names, rles):
             if str(name) not in known:
                 raise InputError(
-                    f"{source.name}: row {row}, column '{columns[0]}': class {name!r} is not in head.class_names ({', '.join(class_names)})"
+                    f"{source.name}: row {row}, column '{columns[0]}': class {name!r} is not in head.class_names "
+                    f"({', '.join(class_names)})"
                 )
             try:
                 parse_rle(str(rle))
@@ -326,7 +329,8 @@ def read_mask_labels(
             pairs.append((str(name), str(rle)))
         if unique and len({name for name, _ in pairs}) != len(pairs):
             raise InputError(
-                f"{source.name}: row {row}, column '{columns[0]}': a class is listed twice ({names}); give one RLE per class"
+                f"{source.name}: row {row}, column '{columns[0]}': a class is listed twice ({names}); give one RLE "
+                "per class"
             )
         labels.append(pairs)
     return labels

@@ -127,7 +127,8 @@ def _check_audio(task: TaskConfig) -> list[str]:
         errors.append(f"preprocessing.inference_chunk_seconds must be > 0 (got {seconds})")
     elif seconds is not None and preprocessing.sample_rate and round(seconds * preprocessing.sample_rate) < 1:
         errors.append(
-            f"preprocessing.inference_chunk_seconds {seconds} is shorter than one sample at {preprocessing.sample_rate} Hz"
+            f"preprocessing.inference_chunk_seconds {seconds} is shorter than one sample at "
+            f"{preprocessing.sample_rate} Hz"
         )
     return errors
 
@@ -176,7 +177,8 @@ def _check_text(task: TaskConfig) -> list[str]:
     preprocessing = task.preprocessing
     if preprocessing.tokenizer is None:
         errors.append(
-            f"preprocessing.tokenizer is missing: a text model needs the tokenizer it was trained with ({task.problem_type})"
+            "preprocessing.tokenizer is missing: a text model needs the tokenizer it was trained with "
+            f"({task.problem_type})"
         )
     elif not preprocessing.tokenizer.is_file():
         errors.append(f"preprocessing.tokenizer file not found: {preprocessing.tokenizer}")

@@ -194,14 +194,16 @@ def _cache_slot(
     if initial is not None:
         if np.dtype(initial.dtype) != np.dtype(spec.dtype):
             errors.append(
-                f"decoder {decoder_name}: cache input '{spec.name}' takes {np.dtype(spec.dtype).name} but the encoder output "
+                f"decoder {decoder_name}: cache input '{spec.name}' takes {np.dtype(spec.dtype).name} but the encoder "
+                "output "
                 f"'{name}' that starts it is {np.dtype(initial.dtype).name}"
             )
         return _CacheSlot(past=spec.name, present=present.name, initial=name, empty_shape=())
     dynamic = [axis for axis, size in enumerate(spec.shape) if size is None and axis > 0]
     if len(dynamic) != 1:
         errors.append(
-            f"decoder {decoder_name}: cache input '{spec.name}' needs a start value: the encoder has no output '{name}', "
+            f"decoder {decoder_name}: cache input '{spec.name}' needs a start value: the encoder has no output "
+            f"'{name}', "
             f"and it has {len(dynamic)} dynamic axes after the batch axis (exactly 1, the cached length, starts empty)"
         )
         return None
@@ -221,7 +223,8 @@ def _logits_output(decoder: OrtRunner, *, decoder_name: str, errors: list[str]) 
         return None
     if len(candidates[0].shape) not in (2, 3):
         errors.append(
-            f"decoder {decoder_name}: output '{candidates[0].name}' has {len(candidates[0].shape)} axes; expected (batch, tokens, vocabulary) or (batch, vocabulary)"
+            f"decoder {decoder_name}: output '{candidates[0].name}' has {len(candidates[0].shape)} axes; expected "
+            "(batch, tokens, vocabulary) or (batch, vocabulary)"
         )
     return candidates[0]
 

@@ -110,7 +110,8 @@ class OrtRunner:
         if device is Device.CUDA:
             raise ConfigError(
                 f"runtime.device: cuda, but this onnxruntime {onnxruntime.__version__} has no CUDA provider "
-                f"(providers: {', '.join(available)}); install the gpu extra (onnxruntime-gpu) or set runtime.device: auto"
+                f"(providers: {', '.join(available)}); install the gpu extra (onnxruntime-gpu) or set runtime.device: "
+                "auto"
             )
         return [CPU]
 

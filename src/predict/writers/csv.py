@@ -26,7 +26,8 @@ def write_predictions_csv(
     clashes = [name for name in prediction_columns if name in dataframe.columns]
     if clashes:
         raise InputError(
-            f"the dataframe already has column(s) {', '.join(clashes)}, which the predictions would overwrite; rename them"
+            f"the dataframe already has column(s) {', '.join(clashes)}, which the predictions would overwrite; rename "
+            "them"
         )
     predictions = pd.DataFrame(prediction_columns, index=dataframe.index)
     if blank_rows is not None and blank_rows.any():

@@ -57,7 +57,8 @@ class DiskRows:
             fd, offset, shape, dtype = self.files.get(key) or self._open(key, values)
             if values.shape[1:] != shape[1:] or values.dtype != dtype:
                 raise ValueError(
-                    f"prediction '{key}' changed from {dtype}{list(shape[1:])} to {values.dtype}{list(values.shape[1:])} per row"
+                    f"prediction '{key}' changed from {dtype}{list(shape[1:])} to "
+                    f"{values.dtype}{list(values.shape[1:])} per row"
                 )
             if not valid.all() and values.dtype.kind == "f":
                 values = values.copy()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from predict.config import TaskConfig
 from predict.data.collate import average_chunks
 from predict.engines import engine_for
-from predict.engines.base import Scored
+from predict.engines.base import BatchEngine, Scored
 from predict.fidelity import FidelityCheck
 from predict.heads.base import Head
 from predict.model_file import ResolvedModel
@@ -60,7 +61,10 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     writer = RunWriter(plan.task, dataframe, resume=resume)
     engine = engine_for(plan.task)
     postprocess = _Postprocess(plan, fidelity)
-    bar = tqdm(total=len(dataframe), initial=writer.resumed_from, unit="row", disable=None if progress else True)
+    split = plan.task.data.split.value
+    bar = tqdm(
+        total=len(dataframe), initial=writer.resumed_from, unit="row", desc=split, disable=None if progress else True
+    )
     with closing(engine.stream(plan, writer.first_batch)) as stream, bar:
         for scored in stream:
             writer.add(scored.batch, postprocess(scored))
@@ -69,25 +73,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     rows = dataclasses.replace(rows, predictions=plan.head.finalize(rows.predictions))
     metrics = _metrics(plan.head, rows.predictions, rows.valid)
     files = writer.write(plan.head, rows, metrics)
-    stages = {**engine.stage_seconds, "postprocess": postprocess.seconds, "write": writer.seconds}
-    summary = RunSummary(
-        problem_type=plan.task.problem_type.value,
-        split=plan.task.data.split.value,
-        rows=len(dataframe),
-        seconds=time.perf_counter() - started,
-        stage_seconds=stages,
-        provider=engine.provider,
-        model=model,
-        metrics=metrics,
-        notes=_notes(plan, model, fidelity, engine.notes, writer, rows, metrics),
-        files=files,
-        skipped_rows=len(rows.errors),
-        batch_seconds=postprocess.batch_seconds,
-        model_seconds=engine.model_seconds,
-        decoding_workers=engine.decoding_workers,
-        model_inputs={spec.name: list(spec.shape) for spec in plan.runner.inputs},
-        fidelity=fidelity.result(),
-    )
+    summary = _summary(plan, engine, postprocess, writer, rows, metrics, fidelity, files, started=started)
     files["report"] = writer.write_report(summary)
     return summary
 
@@ -112,6 +98,39 @@ class _Postprocess:
         return predictions
 
 
+def _summary(
+    plan: Plan,
+    engine: BatchEngine,
+    postprocess: _Postprocess,
+    writer: RunWriter,
+    rows: Chunk,
+    metrics: dict[str, float],
+    fidelity: FidelityCheck,
+    files: dict[str, Path],
+    *,
+    started: float,
+) -> RunSummary:
+    """What the run did, from the stages that did it."""
+    return RunSummary(
+        problem_type=plan.task.problem_type.value,
+        split=plan.task.data.split.value,
+        rows=len(plan.dataframe),
+        seconds=time.perf_counter() - started,
+        stage_seconds={**engine.stage_seconds, "postprocess": postprocess.seconds, "write": writer.seconds},
+        provider=engine.provider,
+        model=plan.model,
+        metrics=metrics,
+        notes=_notes(plan, fidelity, engine.notes, writer, rows, metrics),
+        files=files,
+        skipped_rows=len(rows.errors),
+        batch_seconds=postprocess.batch_seconds,
+        model_seconds=engine.model_seconds,
+        decoding_workers=engine.decoding_workers,
+        model_inputs={spec.name: list(spec.shape) for spec in plan.runner.inputs},
+        fidelity=fidelity.result(),
+    )
+
+
 def _metrics(head: Head, predictions: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
     """The head's metrics; with rows left out, those of the rows that were read (a copy of the head
     restricted to them scores them)."""
@@ -125,7 +144,6 @@ def _metrics(head: Head, predictions: dict[str, np.ndarray], valid: np.ndarray) 
 
 def _notes(
     plan: Plan,
-    model: ResolvedModel,
     fidelity: FidelityCheck,
     engine_notes: list[str],
     writer: RunWriter,
@@ -133,7 +151,7 @@ def _notes(
     metrics: dict[str, float],
 ) -> list[str]:
     """The decisions and facts the summary shows, in the order they happened."""
-    notes = [*model_notes(model), *fidelity.notes(), *plan.runner.notes, *plan.head.notes, *engine_notes]
+    notes = [*model_notes(plan.model), *fidelity.notes(), *plan.runner.notes, *plan.head.notes, *engine_notes]
     if writer.resumed_from:
         notes.append(f"resumed at row {writer.resumed_from}: rows before it came from the checkpoint")
     if rows.errors:

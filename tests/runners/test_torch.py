@@ -14,7 +14,8 @@ import torch
 from predict.config import ProblemType
 from predict.errors import ConfigError, ConversionError
 from predict.pipeline import run_task
-from predict.runners.torch_spec import check_runtime, parse_input_spec
+from predict.problems import PROBLEMS
+from predict.runners.torch_spec import parse_input_spec
 from predict.task import load_config
 from tests.conftest import IMAGE_SIZE
 
@@ -231,7 +232,7 @@ def test_seq2seq_and_ray_actor_checks(torch_models, make_task, tmp_path):
         )
     )
     seq2seq = dataclasses.replace(task, problem_type=ProblemType.TEXT_SEQUENCE_TO_SEQUENCE)
-    errors = check_runtime(seq2seq)
+    errors = PROBLEMS[seq2seq.problem_type].check(seq2seq)  # sequence to sequence's own checks
     assert "runtime.backend: torch does not run text_sequence_to_sequence yet; use onnxruntime" in errors
     if importlib.util.find_spec("ray"):
         assert "runtime.engine: ray does not run text_sequence_to_sequence yet; use local" in errors

@@ -35,22 +35,29 @@ def export(config: Path, output_dir: Path, target: Path, *overrides: str, extra:
     return target
 
 
-def graph_outputs(config: Path, output_dir: Path, graph: Path, *overrides: str) -> dict[str, np.ndarray]:
-    """The exported graph run by onnxruntime over every row, fed what the task's loader decodes
-    (images: resized uint8 pixels before normalisation; text: token ids; arrays: the rows)."""
+def graph_batches(config: Path, output_dir: Path, graph: Path, *overrides: str) -> list[tuple]:
+    """The exported graph run by onnxruntime over every batch of the task's loader, fed what the loader
+    decodes (images: resized uint8 pixels before normalisation; text: token ids; audio: waveform chunks;
+    arrays: the rows): (the loader's batch, the graph's outputs) per batch."""
     task = load_config(config, [f"output.dir={output_dir}", *overrides])
     task, dataframe = read_rows(task)
     plan = build_plan(task, dataframe, resolve_model(task, output_dir=output_dir), output_dir=output_dir)
     front_end = FRONT_ENDS[plan.spec.modality.name].for_task(plan.task, plan.runner.inputs)
     session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     names = [value.name for value in session.get_inputs()]
-    dataset = plan.dataset()
-    pieces = []
-    for index in range(len(dataset)):
-        _, feeds = front_end.feeds(dataset, index)
-        pieces.append(session.run(None, {name: feeds[name] for name in names}))
     output_names = [value.name for value in session.get_outputs()]
-    return {name: np.concatenate([piece[i] for piece in pieces]) for i, name in enumerate(output_names)}
+    dataset = plan.dataset()
+    found = []
+    for index in range(len(dataset)):
+        batch, feeds = front_end.feeds(dataset, index)
+        found.append((batch, dict(zip(output_names, session.run(None, {name: feeds[name] for name in names})))))
+    return found
+
+
+def graph_outputs(config: Path, output_dir: Path, graph: Path, *overrides: str) -> dict[str, np.ndarray]:
+    """`graph_batches`' outputs concatenated over the batches."""
+    pieces = [outputs for _, outputs in graph_batches(config, output_dir, graph, *overrides)]
+    return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
 
 
 def metadata(graph: Path) -> dict[str, str]:

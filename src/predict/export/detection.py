@@ -24,6 +24,7 @@ from predict.enums import ResizeMode
 from predict.errors import ConfigError
 from predict.export.agreement import Agreement
 from predict.export.graph import GraphBuilder, element_type
+from predict.export.outputs import HeadExport, Output
 from predict.heads._ops import NMS_MAX_CANDIDATES
 from predict.heads.object_detection import (
     _YOLO_COLUMNS,
@@ -40,7 +41,7 @@ _LOWEST = float(np.finfo(np.float32).min)
 BOX_IOU = 0.999
 
 
-class DetectionExport:
+class DetectionExport(HeadExport):
     """`boxes` (N, 100, 4) xyxy pixels of each image, `confidences` (N, 100), `class_ids` (N, 100) and `classes`."""
 
     def __init__(self, head: ObjectDetectionHead, outputs: dict[str, TensorSpec], input_size: tuple[int, int]) -> None:
@@ -218,9 +219,6 @@ class DetectionExport:
 
     def compare(self, graph: dict[str, np.ndarray], pipeline: dict[str, np.ndarray], *, atol: float) -> Agreement:
         return compare_detections(graph, pipeline, atol=atol)
-
-
-Output = tuple[str, str, type, list]
 
 
 def compare_detections(graph: dict[str, np.ndarray], pipeline: dict[str, np.ndarray], *, atol: float) -> Agreement:

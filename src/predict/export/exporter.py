@@ -20,6 +20,7 @@ from predict.config import TaskConfig
 from predict.enums import Backend, Device, Engine, Precision
 from predict.errors import ConfigError, ConversionError
 from predict.export.agreement import Agreement
+from predict.export.audio import AudioFrontEnd
 from predict.export.detection import DetectionExport
 from predict.export.graph import MIN_OPSET, GraphBuilder, default_opset, load_model
 from predict.export.inputs import ArrayFrontEnd, ImageFrontEnd, TextFrontEnd
@@ -28,6 +29,7 @@ from predict.export.outputs import (
     MetricLearningExport,
     RegressionExport,
     SemanticSegmentationExport,
+    TokenClassificationExport,
 )
 from predict.export.parity import ScoredRows, graph_session, readable_only, run_graph, score_rows
 from predict.export.precision import ExportPrecision, rows_per_second, to_float16, to_int8
@@ -36,19 +38,21 @@ from predict.heads.metric_learning import MetricLearningHead
 from predict.heads.object_detection import ObjectDetectionHead
 from predict.heads.regression import RegressionHead
 from predict.heads.semantic_segmentation import SemanticSegmentationHead
+from predict.heads.token_classification import TokenClassificationHead
 from predict.model_file import KERAS_SUFFIXES, file_sha256
 from predict.plan import Plan, build_plan, read_rows, resolve_model
 from predict.writers._atomic import atomic_path
 
 DEFAULT_ATOL = 1e-4  # fp32 graph vs pipeline: the same network, so only op-order rounding may differ
 
-FRONT_ENDS = {"image": ImageFrontEnd, "array": ArrayFrontEnd, "text": TextFrontEnd}
+FRONT_ENDS = {"image": ImageFrontEnd, "array": ArrayFrontEnd, "text": TextFrontEnd, "audio": AudioFrontEnd}
 HEAD_EXPORTS = {
     ClassificationHead: ClassificationExport,
     RegressionHead: RegressionExport,
     MetricLearningHead: MetricLearningExport,
     ObjectDetectionHead: DetectionExport,
     SemanticSegmentationHead: SemanticSegmentationExport,
+    TokenClassificationHead: TokenClassificationExport,
 }
 
 
@@ -107,6 +111,7 @@ def export_task(
     builder = GraphBuilder(load_model(model.path))
     front_end.add(builder)
     builder.mark_model()
+    front_end.after_model(builder)
     graph = builder.build(head_export.add(builder))
     count = len(dataframe) if rows is None else min(rows, len(dataframe))
     scored = score_rows(plan, front_end, count)
@@ -187,7 +192,7 @@ def _problems():
 
 
 def _compare(head_export, session, scored: ScoredRows, *, atol: float) -> Agreement:
-    graph_outputs = readable_only(run_graph(session, scored), scored.readable)
+    graph_outputs = readable_only(run_graph(session, scored, head_export), scored.readable)
     return head_export.compare(graph_outputs, readable_only(scored.predictions, scored.readable), atol=atol)
 
 
@@ -224,7 +229,9 @@ def _lower_precision(
     inputs = [value.name for value in session.get_inputs()]
     graph_feeds = [{name: feeds[name] for name in inputs} for feeds in scored.feeds]
     speed = {
-        "model": rows_per_second(lambda feeds: model_session.run(None, feeds), scored.model_feeds),
+        "model": rows_per_second(
+            lambda feeds: model_session.run(None, feeds), [batch.inputs for batch in scored.batches]
+        ),
         "fp32": rows_per_second(lambda feeds: fp32_session.run(None, feeds), graph_feeds),
         str(precision): rows_per_second(lambda feeds: session.run(None, feeds), graph_feeds),
     }

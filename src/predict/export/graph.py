@@ -83,6 +83,7 @@ class GraphBuilder:
         self._counter = itertools.count()
         self.inputs: list[onnx.ValueInfoProto] = []
         self.added_node_names: list[str] = []
+        self._aliases: dict[str, str] = {}
 
     def _name(self, hint: str) -> str:
         return f"export/{hint}_{next(self._counter)}"
@@ -130,8 +131,16 @@ class GraphBuilder:
         return [value for value in self.model.graph.input if value.name not in initializers]
 
     def model_output(self, name: str) -> str:
-        """The prefixed name of one of the model's outputs."""
-        return MODEL_PREFIX + name
+        """The tensor that holds one of the model's outputs (unprefixed `name`) for the post-processing."""
+        return self._aliases.get(name, MODEL_PREFIX + name)
+
+    def replace_model_output(self, name: str, tensor: str) -> None:
+        """Let the post-processing read `tensor` where it reads model output `name` (audio: averaged over chunks)."""
+        self._aliases[name] = tensor
+
+    def model_output_names(self) -> list[str]:
+        """The model's output names, unprefixed."""
+        return [value.name.removeprefix(MODEL_PREFIX) for value in self.model.graph.output]
 
     def feed_model_input(self, name: str, produced: str) -> None:
         """Let the pre-processing tensor `produced` be the model input `name` (unprefixed)."""

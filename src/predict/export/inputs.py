@@ -31,8 +31,15 @@ ARRAY_INPUT = "inputs"
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+class FrontEnd:
+    """What every front end gives beyond `add`, `feeds`, `metadata` and `outside`."""
+
+    def after_model(self, builder: GraphBuilder) -> None:
+        """Nodes between the model and the head's post-processing; none by default."""
+
+
 @dataclass(frozen=True)
-class ImageFrontEnd:
+class ImageFrontEnd(FrontEnd):
     """uint8 NHWC images in; the model's float layout out."""
 
     image: ImageInput
@@ -92,7 +99,7 @@ class ImageFrontEnd:
 
 
 @dataclass(frozen=True)
-class ArrayFrontEnd:
+class ArrayFrontEnd(FrontEnd):
     """The model's numeric inputs, as they are: `inputs` for a one-input model."""
 
     specs: tuple[TensorSpec, ...]
@@ -123,7 +130,7 @@ class ArrayFrontEnd:
 
 
 @dataclass(frozen=True)
-class TextFrontEnd:
+class TextFrontEnd(FrontEnd):
     """Token ids (and attention mask, segment ids) in, as int64; cast to what the model takes."""
 
     text: TextInputs

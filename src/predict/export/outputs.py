@@ -11,16 +11,19 @@ Every export also compares the graph's outputs with the head's predictions on th
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 
+from predict.data.collate import Batch
 from predict.export.agreement import Agreement
 from predict.export.graph import GraphBuilder, element_type
 from predict.heads.classification import Activation, ClassificationHead, LabelLayout
 from predict.heads.metric_learning import MetricLearningHead
 from predict.heads.regression import RegressionHead
 from predict.heads.semantic_segmentation import MaskActivation, SemanticSegmentationHead
+from predict.heads.token_classification import TokenClassificationHead
 from predict.report.metrics import ClassificationKind
 from predict.runners.base import TensorSpec
 
@@ -41,7 +44,23 @@ def float_rows(builder: GraphBuilder, output: str, spec: TensorSpec) -> str:
     return values
 
 
-class ClassificationExport:
+class HeadExport:
+    """What every head export gives; the defaults suit heads whose graph outputs are their predictions."""
+
+    def metadata(self) -> dict[str, str]:
+        """metadata_props of the head: thresholds, class names, decisions."""
+        return {}
+
+    def outside(self) -> list[str]:
+        """The head's steps that stay outside the graph, in words."""
+        return []
+
+    def graph_rows(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+        """One batch of graph outputs as the head's predictions are keyed, for `compare`."""
+        return outputs
+
+
+class ClassificationExport(HeadExport):
     """`predictions` probabilities (the head's activation), and for single-label heads `class_ids` / `classes`."""
 
     def __init__(self, head: ClassificationHead, outputs: dict[str, TensorSpec]) -> None:
@@ -84,9 +103,6 @@ class ClassificationExport:
             facts["class_names"] = json.dumps(list(head.class_names))
         return facts
 
-    def outside(self) -> list[str]:
-        return []
-
     def compare(self, graph: dict[str, np.ndarray], pipeline: dict[str, np.ndarray], *, atol: float) -> Agreement:
         agreement = Agreement()
         expected = pipeline["predictions"]
@@ -98,7 +114,7 @@ class ClassificationExport:
         return agreement
 
 
-class RegressionExport:
+class RegressionExport(HeadExport):
     """`predictions` (batch, values), float32."""
 
     def __init__(self, head: RegressionHead, outputs: dict[str, TensorSpec]) -> None:
@@ -109,19 +125,13 @@ class RegressionExport:
         values = float_rows(builder, self.head.output, self.spec)
         return [("predictions", values, np.float32, ["batch", len(self.head.label_columns)])]
 
-    def metadata(self) -> dict[str, str]:
-        return {}
-
-    def outside(self) -> list[str]:
-        return []
-
     def compare(self, graph: dict[str, np.ndarray], pipeline: dict[str, np.ndarray], *, atol: float) -> Agreement:
         agreement = Agreement()
         agreement.max_difference("predictions", graph["predictions"], pipeline["predictions"], tolerance=atol)
         return agreement
 
 
-class MetricLearningExport:
+class MetricLearningExport(HeadExport):
     """`embeddings`, L2-normalised as `predict.heads._ops.l2_normalize` (an all-zero row stays zero)."""
 
     def __init__(self, head: MetricLearningHead, outputs: dict[str, TensorSpec]) -> None:
@@ -150,7 +160,7 @@ class MetricLearningExport:
         return agreement
 
 
-class SemanticSegmentationExport:
+class SemanticSegmentationExport(HeadExport):
     """`masks` probabilities (batch, classes, H, W) at model resolution and `binary_masks` uint8 of the same shape."""
 
     def __init__(self, head: SemanticSegmentationHead, outputs: dict[str, TensorSpec]) -> None:
@@ -205,4 +215,61 @@ class SemanticSegmentationExport:
         agreement.fraction(
             "mask pixel agreement", graph["binary_masks"].astype(bool) == winners, minimum=MASK_AGREEMENT
         )
+        return agreement
+
+
+class TokenClassificationExport(HeadExport):
+    """`token_probabilities` (batch, tokens, classes), `token_class_ids` and `token_classes` (batch, tokens):
+    per sub-token; a word takes its first sub-token's, outside the graph (the tokenizer knows the words)."""
+
+    def __init__(self, head: TokenClassificationHead, outputs: dict[str, TensorSpec]) -> None:
+        self.head = head
+        self.spec = outputs[head.output]
+        self._words = copy.copy(head)  # reads the graph's probabilities: no second softmax
+        self._words.softmax = False
+
+    def add(self, builder: GraphBuilder) -> list[Output]:
+        scores = builder.model_output(self.head.output)
+        if np.dtype(self.spec.dtype) != np.float32:
+            scores = builder.op("Cast", scores, to=element_type(np.float32))
+        if self.head.softmax:
+            scores = builder.op("Softmax", scores, axis=-1)
+        class_ids = builder.op("ArgMax", scores, axis=2, keepdims=0)
+        names = builder.const(np.asarray(self.head.class_names, dtype=object))
+        classes = builder.op("Gather", names, class_ids, axis=0)
+        shape = ["batch", "tokens"]
+        return [
+            ("token_probabilities", scores, np.float32, [*shape, len(self.head.class_names)]),
+            ("token_class_ids", class_ids, np.int64, shape),
+            ("token_classes", classes, object, shape),
+        ]
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "class_names": json.dumps(list(self.head.class_names)),
+            "softmax": str(self.head.softmax).lower(),
+            "overflow_tag": self.head.overflow_tag,
+        }
+
+    def outside(self) -> list[str]:
+        return [
+            "words: each whitespace word takes its first sub-token's probabilities and class (the tokenizer's word "
+            f"ids); words cut off by max_length get NaN and tag '{self.head.overflow_tag}'"
+        ]
+
+    def graph_rows(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
+        """Per-word probabilities and tags from the graph's per-token ones, by the head's own rule."""
+        return self._words.postprocess({self.head.output: outputs["token_probabilities"]}, batch)
+
+    def compare(self, graph: dict[str, np.ndarray], pipeline: dict[str, np.ndarray], *, atol: float) -> Agreement:
+        agreement = Agreement()
+        classes = len(self.head.class_names)
+        per_word = [
+            np.concatenate([*rows, np.empty((0, classes))])
+            for rows in (graph["probabilities"], pipeline["probabilities"])
+        ]
+        agreement.max_difference("word probabilities", per_word[0], per_word[1], tolerance=atol)
+        graph_tags = [tag for tags in graph["predictions"] for tag in tags]
+        pipeline_tags = [tag for tags in pipeline["predictions"] for tag in tags]
+        agreement.fraction("word tag agreement", np.array(graph_tags) == np.array(pipeline_tags))
         return agreement

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime
 
-from predict.data.collate import average_chunks
+from predict.data.collate import Batch, average_chunks
 from predict.errors import ConfigError, one_line
 from predict.plan import Plan
 
@@ -19,13 +19,13 @@ class ScoredRows:
 
     Attributes:
         feeds: per batch, the graph's inputs (all a front end can give; `run_graph` picks what a graph takes).
-        model_feeds: per batch, the model's own inputs (for timing the plain model).
+        batches: the loader's batches (their `inputs` are the model's own inputs, for timing the plain model).
         predictions: the head's predictions, concatenated over batches and cut to `rows`.
         readable: bool[rows], False for rows the loader could not read (left out of comparisons).
     """
 
     feeds: list[dict[str, np.ndarray]]
-    model_feeds: list[dict[str, np.ndarray]]
+    batches: list[Batch]
     predictions: dict[str, np.ndarray]
     readable: np.ndarray
 
@@ -37,7 +37,7 @@ class ScoredRows:
 def score_rows(plan: Plan, front_end, rows: int) -> ScoredRows:
     """Decode the first `rows` rows batch by batch; run the plan's model and head on them, as the pipeline does."""
     dataset = plan.dataset()
-    feeds, model_feeds, pieces, readable = [], [], [], []
+    feeds, batches, pieces, readable = [], [], [], []
     taken = 0
     for index in range(len(dataset)):
         if taken >= rows:
@@ -46,13 +46,13 @@ def score_rows(plan: Plan, front_end, rows: int) -> ScoredRows:
         outputs = average_chunks(plan.runner.run(batch.inputs), batch)
         pieces.append(plan.head.postprocess(outputs, batch))
         feeds.append(graph_feeds)
-        model_feeds.append(batch.inputs)
+        batches.append(batch)
         bad = {row for row, _ in batch.errors}
         readable.extend(int(row) not in bad for row in batch.row_ids)
         taken += len(batch.row_ids)
     predictions = {key: _concatenate([piece[key] for piece in pieces])[:rows] for key in (pieces[0] if pieces else {})}
     return ScoredRows(
-        feeds=feeds, model_feeds=model_feeds, predictions=predictions, readable=np.asarray(readable[:rows], dtype=bool)
+        feeds=feeds, batches=batches, predictions=predictions, readable=np.asarray(readable[:rows], dtype=bool)
     )
 
 
@@ -72,15 +72,16 @@ def graph_session(model: bytes | str, *, threads: int = 0) -> onnxruntime.Infere
         raise ConfigError(f"onnxruntime cannot load the exported graph: {one_line(error)}") from None
 
 
-def run_graph(session: onnxruntime.InferenceSession, scored: ScoredRows) -> dict[str, np.ndarray]:
-    """The graph's outputs over every batch of `scored`, concatenated and cut to its rows."""
+def run_graph(session: onnxruntime.InferenceSession, scored: ScoredRows, head_export) -> dict[str, np.ndarray]:
+    """The graph's outputs over every batch of `scored`, as the head export reads them per row
+    (`graph_rows`), concatenated and cut to the rows."""
     names = [value.name for value in session.get_inputs()]
-    pieces = [session.run(None, {name: feeds[name] for name in names}) for feeds in scored.feeds]
     output_names = [value.name for value in session.get_outputs()]
-    return {
-        name: _concatenate([piece[position] for piece in pieces])[: scored.rows]
-        for position, name in enumerate(output_names)
-    }
+    pieces = []
+    for feeds, batch in zip(scored.feeds, scored.batches):
+        outputs = dict(zip(output_names, session.run(None, {name: feeds[name] for name in names})))
+        pieces.append(head_export.graph_rows(outputs, batch))
+    return {key: _concatenate([piece[key] for piece in pieces])[: scored.rows] for key in pieces[0]}
 
 
 def readable_only(values: dict[str, np.ndarray], readable: np.ndarray) -> dict[str, np.ndarray]:

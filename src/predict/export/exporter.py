@@ -22,7 +22,7 @@ from predict.errors import ConfigError, ConversionError
 from predict.export.agreement import Agreement
 from predict.export.audio import AudioFrontEnd
 from predict.export.detection import DetectionExport
-from predict.export.graph import MIN_OPSET, GraphBuilder, default_opset, load_model
+from predict.export.graph import MIN_OPSET, GraphBuilder, default_opset, prefixed, read_model
 from predict.export.inputs import ArrayFrontEnd, ImageFrontEnd, TextFrontEnd
 from predict.export.outputs import (
     ClassificationExport,
@@ -108,11 +108,8 @@ def export_task(
     model = resolve_model(task, output_dir=task.output_dir)
     plan = build_plan(task, dataframe, model, output_dir=task.output_dir)
     front_end, head_export = _parts(plan)
-    builder = GraphBuilder(load_model(model.path))
-    front_end.add(builder)
-    builder.mark_model()
-    front_end.after_model(builder)
-    graph = builder.build(head_export.add(builder))
+    network = read_model(model.path)
+    graph = compose(network, front_end, head_export)
     count = len(dataframe) if rows is None else min(rows, len(dataframe))
     scored = score_rows(plan, front_end, count)
     parity = _compare(head_export, graph_session(graph.SerializeToString()), scored, atol=atol)
@@ -124,9 +121,9 @@ def export_task(
     notes: list[str] = []
     written, precision_parity, speed = graph, None, {}
     if precision is not ExportPrecision.FP32:
-        written, precision_parity, speed = _lower_precision(
-            graph, precision, plan, head_export, scored, builder.added_node_names, calibration_rows, notes
-        )
+        lowered = _lower(network, precision, scored, calibration_rows, notes)
+        written = compose(lowered, front_end, head_export)
+        precision_parity, speed = _measure(plan, head_export, scored, graph, written, precision)
     metadata = _metadata(plan, front_end, head_export, written, precision, parity, scored.rows)
     onnx.helper.set_model_props(written, metadata)
     with atomic_path(output) as temporary:
@@ -196,46 +193,52 @@ def _compare(head_export, session, scored: ScoredRows, *, atol: float) -> Agreem
     return head_export.compare(graph_outputs, readable_only(scored.predictions, scored.readable), atol=atol)
 
 
-def _lower_precision(
-    graph: onnx.ModelProto,
-    precision: ExportPrecision,
-    plan: Plan,
-    head_export,
-    scored: ScoredRows,
-    keep_nodes: list[str],
-    calibration_rows: int,
-    notes: list[str],
-) -> tuple[onnx.ModelProto, Agreement, dict[str, float]]:
-    """The fp16 or int8 graph, its agreement with the pipeline, and rows/s of the plain model and both graphs."""
+def compose(network: onnx.ModelProto, front_end, head_export) -> onnx.ModelProto:
+    """The exported graph: the front end's inputs and pre-processing, the network, the head's post-processing."""
+    builder = GraphBuilder(prefixed(network))
+    front_end.add(builder)
+    builder.mark_model()
+    front_end.after_model(builder)
+    return builder.build(head_export.add(builder))
+
+
+def _lower(
+    network: onnx.ModelProto, precision: ExportPrecision, scored: ScoredRows, calibration_rows: int, notes: list[str]
+) -> onnx.ModelProto:
+    """The network in fp16, or in int8 calibrated on the model inputs of the first `calibration_rows` rows."""
     if precision is ExportPrecision.FP16:
-        lowered = to_float16(graph, keep_nodes=keep_nodes)
-    else:
-        calibration, covered = [], 0
-        for feeds in scored.feeds:
-            if covered >= calibration_rows:
-                break
-            calibration.append(feeds)
-            covered += len(next(iter(feeds.values())))
-        notes.append(f"int8 calibrated on {min(covered, scored.rows)} rows (MinMax, static QDQ)")
-        names = {value.name for value in graph.graph.input}
-        lowered = to_int8(
-            graph, [{k: v for k, v in f.items() if k in names} for f in calibration], keep_nodes=keep_nodes
-        )
+        return to_float16(network)
+    calibration, covered = [], 0
+    for batch in scored.batches:
+        if covered >= calibration_rows:
+            break
+        calibration.append(batch.inputs)
+        covered += len(batch.row_ids)
+    notes.append(f"int8 calibrated on the model inputs of {min(covered, scored.rows)} rows (MinMax, static QDQ)")
+    return to_int8(network, calibration)
+
+
+def _measure(
+    plan: Plan, head_export, scored: ScoredRows, graph: onnx.ModelProto, lowered: onnx.ModelProto, precision
+) -> tuple[Agreement, dict[str, float]]:
+    """The lowered graph's agreement with the pipeline (not gating: the user weighs it against the
+    speed-up), and rows/s of the plain model, the fp32 graph and the lowered graph on the same rows."""
     session = graph_session(lowered.SerializeToString())
     agreement = _compare(head_export, session, scored, atol=0.0)
-    agreement.problems.clear()  # reported, not gating: the user weighs them against the speed-up
+    agreement.problems.clear()
     model_session = graph_session(str(plan.model.path))
     fp32_session = graph_session(graph.SerializeToString())
     inputs = [value.name for value in session.get_inputs()]
     graph_feeds = [{name: feeds[name] for name in inputs} for feeds in scored.feeds]
-    speed = {
-        "model": rows_per_second(
-            lambda feeds: model_session.run(None, feeds), [batch.inputs for batch in scored.batches]
-        ),
-        "fp32": rows_per_second(lambda feeds: fp32_session.run(None, feeds), graph_feeds),
-        str(precision): rows_per_second(lambda feeds: session.run(None, feeds), graph_feeds),
-    }
-    return lowered, agreement, speed
+    model_feeds = [batch.inputs for batch in scored.batches]
+    speed = rows_per_second(
+        {
+            "model": (lambda feeds: model_session.run(None, feeds), model_feeds),
+            "fp32": (lambda feeds: fp32_session.run(None, feeds), graph_feeds),
+            str(precision): (lambda feeds: session.run(None, feeds), graph_feeds),
+        }
+    )
+    return agreement, speed
 
 
 def _metadata(

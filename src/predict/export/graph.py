@@ -40,8 +40,8 @@ def element_type(dtype: np.dtype | type) -> int:
     return _ELEMENT_TYPES[np.dtype(dtype)]
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """The model file with its names prefixed by `model/`, at opset >= 17.
+def read_model(path: Path) -> onnx.ModelProto:
+    """The model file at opset >= 17.
 
     Raises:
         ConfigError: the file cannot be read, or its opset cannot be converted up to 17.
@@ -58,6 +58,16 @@ def load_model(path: Path) -> onnx.ModelProto:
                 f"model {path.name}: opset {default_opset(model)} could not be converted to {MIN_OPSET} for export: "
                 f"{one_line(error)}; export the model at opset {MIN_OPSET} or later"
             ) from None
+    return model
+
+
+def load_model(path: Path) -> onnx.ModelProto:
+    """`read_model`, its names prefixed by `model/`."""
+    return prefixed(read_model(path))
+
+
+def prefixed(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model with every name (nodes, tensors, inputs, outputs, subgraphs) prefixed by `model/`."""
     return onnx.compose.add_prefix(model, MODEL_PREFIX)
 
 
@@ -82,7 +92,6 @@ class GraphBuilder:
         self._after_model = False
         self._counter = itertools.count()
         self.inputs: list[onnx.ValueInfoProto] = []
-        self.added_node_names: list[str] = []
         self._aliases: dict[str, str] = {}
 
     def _name(self, hint: str) -> str:
@@ -115,7 +124,6 @@ class GraphBuilder:
         names = [name] if name is not None and outputs == 1 else [self._name(op_type.lower()) for _ in range(outputs)]
         node = helper.make_node(op_type, list(inputs), names, name=self._name(f"node_{op_type.lower()}"), **attributes)
         (self.post_nodes if self._after_model else self.pre_nodes).append(node)
-        self.added_node_names.append(node.name)
         return names[0] if outputs == 1 else names
 
     def reduce(self, op_type: str, value: str, axes: list[int], *, keepdims: bool) -> str:

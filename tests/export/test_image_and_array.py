@@ -138,3 +138,39 @@ def test_problem_types_without_export_are_named(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "error: problem_type: text_span_prediction cannot be exported yet (exported: " in error
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_model_below_opset_17_is_converted_up(torch_models, make_task, tmp_path):
+    import torch
+
+    from tests.conftest import IMAGE_SIZE
+
+    module = torch_models["logits3"][0]
+    path = tmp_path / "opset13.onnx"
+    torch.onnx.export(
+        module,
+        (torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE),),
+        str(path),
+        input_names=["image"],
+        output_names=["scores"],
+        dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}},
+        opset_version=13,
+        dynamo=False,
+    )
+    config = make_task(path, label_columns=["label"])
+    pkl = run_pipeline(config, tmp_path / "out")
+    graph = export(config, tmp_path / "out", tmp_path / "model.onnx")
+    assert metadata(graph)["opset"] == "17"
+    assert_allclose(graph_outputs(config, tmp_path / "out", graph)["predictions"], pkl["predictions"], atol=1e-5)
+
+
+def test_a_fixed_batch_model_and_zero_rows_are_refused(torch_models, make_task, tmp_path, capsys):
+    config = make_task(torch_models["fixed_batch4"][1], label_columns=["label"])
+    assert main(["export", "--config", str(config), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "has a fixed batch size of 4; export needs a dynamic batch axis" in capsys.readouterr().err
+    config = make_task(torch_models["logits3"][1], label_columns=["label"])
+    assert main(["export", "--config", str(config), "-o", str(tmp_path / "x.onnx"), "--rows", "0"]) == 2
+    assert "error: export compares the graph with the pipeline on the task's rows: --rows must be >= 1" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "x.onnx").exists()

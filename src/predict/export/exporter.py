@@ -41,6 +41,7 @@ from predict.heads.semantic_segmentation import SemanticSegmentationHead
 from predict.heads.token_classification import TokenClassificationHead
 from predict.model_file import KERAS_SUFFIXES, file_sha256
 from predict.plan import Plan, build_plan, read_rows, resolve_model
+from predict.problems import PROBLEMS
 from predict.writers._atomic import atomic_path
 
 DEFAULT_ATOL = 1e-4  # fp32 graph vs pipeline: the same network, so only op-order rounding may differ
@@ -111,6 +112,8 @@ def export_task(
     network = read_model(model.path)
     graph = compose(network, front_end, head_export)
     count = len(dataframe) if rows is None else min(rows, len(dataframe))
+    if count < 1:
+        raise ConfigError("export compares the graph with the pipeline on the task's rows: --rows must be >= 1")
     scored = score_rows(plan, front_end, count)
     parity = _compare(head_export, graph_session(graph.SerializeToString()), scored, atol=atol)
     if parity.problems:
@@ -169,23 +172,24 @@ def _parts(plan: Plan):
     if head_export is None or front_end is None:
         supported = sorted(
             str(problem)
-            for problem, spec in _problems().items()
+            for problem, spec in PROBLEMS.items()
             if spec.head in HEAD_EXPORTS and spec.modality.name in FRONT_ENDS
         )
         raise ConfigError(
             f"problem_type: {plan.task.problem_type} cannot be exported yet (exported: {', '.join(supported)})"
+        )
+    fixed = [spec.name for spec in plan.runner.inputs if spec.fixed_batch_size]
+    if fixed:
+        raise ConfigError(
+            f"model {plan.task.model.name}: input '{fixed[0]}' has a fixed batch size of "
+            f"{plan.runner.inputs[0].fixed_batch_size}; export needs a dynamic batch axis (torch.onnx.export "
+            "dynamic_axes, or tf2onnx with a None batch dimension)"
         )
     front = front_end.for_task(plan.task, plan.runner.inputs)
     outputs = {spec.name: spec for spec in plan.runner.outputs}
     if head_export is DetectionExport:
         return front, DetectionExport(plan.head, outputs, (front.image.height, front.image.width))
     return front, head_export(plan.head, outputs)
-
-
-def _problems():
-    from predict.problems import PROBLEMS
-
-    return PROBLEMS
 
 
 def _compare(head_export, session, scored: ScoredRows, *, atol: float) -> Agreement:

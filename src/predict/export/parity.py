@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime
 
 from predict.data.collate import Batch, average_chunks
-from predict.errors import ConfigError, one_line
+from predict.errors import ConfigError, ConversionError, one_line
 from predict.plan import Plan
 
 
@@ -79,7 +79,11 @@ def run_graph(session: onnxruntime.InferenceSession, scored: ScoredRows, head_ex
     output_names = [value.name for value in session.get_outputs()]
     pieces = []
     for feeds, batch in zip(scored.feeds, scored.batches):
-        outputs = dict(zip(output_names, session.run(None, {name: feeds[name] for name in names})))
+        try:
+            values = session.run(None, {name: feeds[name] for name in names})
+        except Exception as error:  # onnxruntime raises its own untyped errors
+            raise ConversionError(f"the exported graph fails on rows the pipeline scores: {one_line(error)}") from None
+        outputs = dict(zip(output_names, values))
         pieces.append(head_export.graph_rows(outputs, batch))
     return {key: _concatenate([piece[key] for piece in pieces])[: scored.rows] for key in pieces[0]}
 

@@ -1,5 +1,5 @@
 """Command line: `predict --config task.yaml`, `predict convert model.h5 -o model.onnx`,
-`predict show RUN_DIR`, `predict report RUN_DIR`.
+`predict show RUN_DIR`, `predict report RUN_DIR`, `predict export --config task.yaml -o model.onnx`.
 
 Every error a user can cause is a `PredictError`: printed as `error: ...` (one line per problem),
 exit code 2, no traceback unless `--debug`.
@@ -20,7 +20,7 @@ from predict.errors import PredictError
 if TYPE_CHECKING:
     from predict.pipeline import RunSummary
 
-_COMMANDS = ("run", "convert", "show", "report", "benchmark")
+_COMMANDS = ("run", "convert", "show", "report", "benchmark", "export")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="`predict --config task.yaml` is short for `predict run --config task.yaml`.",
     )
     commands = parser.add_subparsers(dest="command")
-    for add_command in (_add_run, _add_convert, _add_show, _add_report, _add_benchmark):
+    for add_command in (_add_run, _add_convert, _add_show, _add_report, _add_benchmark, _add_export):
         command = add_command(commands)
         command.add_argument("--debug", action="store_true", help="show the traceback of errors")
     return parser
@@ -144,6 +144,43 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> argparse.ArgumentPar
     )
     benchmark.set_defaults(handler=_benchmark)
     return benchmark
+
+
+def _add_export(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    export = commands.add_parser(
+        "export", help="write one ONNX file with the task's pre- and post-processing inside, checked on its rows"
+    )
+    export.add_argument("--config", required=True, type=Path, help="task YAML")
+    export.add_argument("-o", "--output", required=True, type=Path, help="ONNX file to write")
+    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    export.add_argument(
+        "--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="the network's arithmetic (default: fp32)"
+    )
+    export.add_argument("--rows", type=_count, help="compare with the pipeline on the first N rows (default: all)")
+    export.add_argument(
+        "--calibration-rows", type=_count, default=128, help="int8: rows to calibrate on (default: 128)"
+    )
+    export.add_argument("--atol", type=float, default=1e-4, help="fp32 graph vs pipeline tolerance (default: 1e-4)")
+    export.set_defaults(handler=_export)
+    return export
+
+
+def _export(options: argparse.Namespace) -> int:
+    from predict.export.exporter import export_task, format_report
+    from predict.export.precision import ExportPrecision
+    from predict.task import load_config
+
+    task = load_config(options.config, options.overrides)
+    report = export_task(
+        task,
+        options.output,
+        precision=ExportPrecision(options.precision),
+        rows=options.rows,
+        calibration_rows=options.calibration_rows,
+        atol=options.atol,
+    )
+    print(format_report(report))
+    return 0
 
 
 def _run(options: argparse.Namespace) -> int:

@@ -230,6 +230,13 @@ class AudioBatches:
         return -(-len(self.paths) // self.batch_size)
 
     def __getitem__(self, index: int) -> Batch:
+        row_ids, chunks, errors, context = self.chunks(index)
+        return Batch(row_ids, {self.audio_input.name: self._features(chunks)}, errors, context)
+
+    def chunks(self, index: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]], ChunkContext]:
+        """Batch `index` read and cut into chunks, before features: row ids, float32[P, C] chunks (each
+        row's next to each other; one zero chunk for an unreadable row), errors and the `ChunkContext`
+        (what `predict export`'s graph is fed: it computes the features in the graph)."""
         start = index * self.batch_size
         stop = min(start + self.batch_size, len(self.paths))
         spec = self.audio_input
@@ -241,9 +248,8 @@ class AudioBatches:
                 errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
                 pieces.append(np.zeros((1, spec.chunk_samples), dtype=np.float32))
         counts = np.array([len(piece) for piece in pieces], dtype=np.int64)
-        features = self._features(np.concatenate(pieces))
         context = ChunkContext(chunk_counts=counts)
-        return Batch(np.arange(start, stop, dtype=np.int64), {spec.name: features}, errors, context)
+        return np.arange(start, stop, dtype=np.int64), np.concatenate(pieces), errors, context
 
     def _read(self, value: str) -> np.ndarray:
         path = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)

@@ -159,6 +159,13 @@ class ImageBatches:
         return -(-len(self.paths) // self.batch_size)
 
     def __getitem__(self, index: int) -> Batch:
+        row_ids, pixels, errors, context = self.pixels(index)
+        return Batch(row_ids, {self.image_input.name: self._normalise(pixels)}, errors, context)
+
+    def pixels(self, index: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]], ImageContext]:
+        """Batch `index` decoded and resized but not normalised: row ids, uint8[B, H, W, C] pixels at the
+        model's size, unreadable rows (their pixels are zeros) and the context (what `predict export`'s
+        graph is fed: it normalises in the graph)."""
         start = index * self.batch_size
         stop = min(start + self.batch_size, len(self.paths))
         spec = self.image_input
@@ -172,7 +179,7 @@ class ImageBatches:
                 errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
         input_sizes = np.tile(np.array([spec.height, spec.width], dtype=np.int64), (stop - start, 1))
         context = ImageContext(original_sizes=original_sizes, input_sizes=input_sizes)
-        return Batch(np.arange(start, stop, dtype=np.int64), {spec.name: self._normalise(pixels)}, errors, context)
+        return np.arange(start, stop, dtype=np.int64), pixels, errors, context
 
     def _decode(self, value: str) -> tuple[np.ndarray, tuple[int, int]]:
         """uint8[H, W, C] pixels at the model's size, and the image's own (height, width)."""

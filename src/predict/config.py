@@ -310,7 +310,10 @@ class ServeConfig:
 
     model_name: str | None = None  # `{name}` and `{name}_raw`; default: the config file's stem
     max_batch_size: int | None = None  # rows per model run, and per request, at most; default runtime.batch_size
-    max_queue_delay_microseconds: int = 1000  # how long the first queued request waits for company
+    # How long the first queued request waits for company. 0 (Triton's default): batches still form from the
+    # requests that queue while the model runs; measured on 2 cores, a 1 ms delay only added latency
+    # (docs/performance.md, "Serving").
+    max_queue_delay_microseconds: int = 0
     max_queue_size: int = 256  # requests waiting for the model; one more gets 503
     request_timeout_seconds: float = 30.0  # from arrival; a request not answered by then gets 504
     max_request_bytes: int = 64 * 1024 * 1024  # a larger body gets 413

@@ -126,14 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     benchmark.set_defaults(handler=_benchmark)
 
-    serve = _serve_parser(commands)
+    serve = _add_serve(commands)
 
     for command in (run, convert, show, report, benchmark, serve):
         command.add_argument("--debug", action="store_true", help="show the traceback of errors")
     return parser
 
 
-def _serve_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def _add_serve(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve the task over HTTP until SIGTERM/SIGINT: the Open Inference Protocol (as Triton), "

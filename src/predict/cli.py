@@ -1,5 +1,6 @@
 """Command line: `predict --config task.yaml`, `predict convert model.h5 -o model.onnx`,
-`predict show RUN_DIR`, `predict report RUN_DIR`, `predict export --config task.yaml -o model.onnx`.
+`predict show RUN_DIR`, `predict report RUN_DIR`, `predict export --config task.yaml -o model.onnx`,
+`predict serve --config task.yaml`.
 
 Every error a user can cause is a `PredictError`: printed as `error: ...` (one line per problem),
 exit code 2, no traceback unless `--debug`.
@@ -15,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from predict.errors import PredictError
+from predict.errors import ConfigError, PredictError
 
 if TYPE_CHECKING:
     from predict.pipeline import RunSummary
 
-_COMMANDS = ("run", "convert", "show", "report", "benchmark", "export")
+_COMMANDS = ("run", "convert", "show", "report", "benchmark", "export", "serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="`predict --config task.yaml` is short for `predict run --config task.yaml`.",
     )
     commands = parser.add_subparsers(dest="command")
-    for add_command in (_add_run, _add_convert, _add_show, _add_report, _add_benchmark, _add_export):
+    for add_command in (_add_run, _add_convert, _add_show, _add_report, _add_benchmark, _add_export, _add_serve):
         command = add_command(commands)
         command.add_argument("--debug", action="store_true", help="show the traceback of errors")
     return parser
@@ -183,6 +184,22 @@ def _export(options: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the task over HTTP until SIGTERM/SIGINT: the Open Inference Protocol (as Triton), "
+        "POST /predict and /metrics, with dynamic batching",
+    )
+    serve.add_argument("--config", required=True, type=Path, help="task YAML (its serve: section sets the batching)")
+    serve.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
+    serve.set_defaults(handler=_serve)
+    return serve
+
+
 def _run(options: argparse.Namespace) -> int:
     from predict.pipeline import run_task
     from predict.task import load_config
@@ -245,6 +262,30 @@ def _report(options: argparse.Namespace) -> int:
     path = write_report(options.run_dir, split=options.split, output=options.output, samples=options.samples)
     print(f"wrote {path}")
     return 0
+
+
+def _serve(options: argparse.Namespace) -> int:
+    from predict.task import load_config
+
+    task = load_config(options.config, options.overrides)
+    try:
+        from predict.serve.server import serve_task
+    except ImportError as error:
+        raise ConfigError(
+            f"predict serve needs the serve extra ({error.name} is missing): pip install 'predict[serve]'"
+        ) from None
+    return serve_task(task, host=options.host, port=options.port)
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535 (got {value})")
+    return value
 
 
 def _count(text: str) -> int:

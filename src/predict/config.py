@@ -305,6 +305,22 @@ class OutputConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    """`predict serve` (predict.serve): the served models' name and the dynamic batcher, in Triton's words."""
+
+    model_name: str | None = None  # `{name}` and `{name}_raw`; default: the config file's stem
+    max_batch_size: int | None = None  # rows per model run, and per request, at most; default runtime.batch_size
+    # How long the first queued request waits for company. 0 (Triton's default): batches still form from the
+    # requests that queue while the model runs; measured on 2 cores, a 1 ms delay only added latency
+    # (docs/performance.md, "Serving").
+    max_queue_delay_microseconds: int = 0
+    max_queue_size: int = 256  # requests waiting for the model; one more gets 503
+    request_timeout_seconds: float = 30.0  # from arrival; a request not answered by then gets 504
+    max_request_bytes: int = 64 * 1024 * 1024  # a larger body gets 413
+    decoding_threads: int | None = None  # decode and post-process requests; default: the CPUs but one (1 to 4)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskConfig:
     """A whole, validated task. Read-only: nothing writes to it after `load_config`."""
 
@@ -317,6 +333,7 @@ class TaskConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     model_options: ModelOptionsConfig = field(default_factory=ModelOptionsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     head: Any = None  # the head's own frozen `Config` dataclass, see predict.heads
 
     @property
@@ -339,8 +356,19 @@ SECTIONS = {
     "runtime": RuntimeConfig,
     "model_options": ModelOptionsConfig,
     "output": OutputConfig,
+    "serve": ServeConfig,
 }
-TOP_LEVEL_KEYS = ("problem_type", "model", "data", "preprocessing", "runtime", "model_options", "output", "head")
+TOP_LEVEL_KEYS = (
+    "problem_type",
+    "model",
+    "data",
+    "preprocessing",
+    "runtime",
+    "model_options",
+    "output",
+    "serve",
+    "head",
+)
 
 
 def read_yaml(path: Path | str, overrides: typing.Sequence[str] = ()) -> tuple[dict, Path]:

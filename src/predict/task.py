@@ -8,6 +8,7 @@ reported in one `ConfigError`, one line per problem, each naming the key:
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from predict.errors import ConfigError, one_line
 from predict.problems import PROBLEMS, ProblemSpec
 from predict.problems.modalities import MODALITIES
 from predict.runners.torch_spec import check_runtime
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def load_config(path: Path | str, overrides: typing.Sequence[str] = ()) -> TaskConfig:
@@ -128,6 +131,25 @@ def _check_ranges(task: TaskConfig) -> list[str]:
         errors.append(f"runtime.threads must be >= 0 (got {runtime.threads})")
     if runtime.ray_actors < 0:
         errors.append(f"runtime.ray_actors must be >= 0 (got {runtime.ray_actors})")
+    return errors + _check_serve(task)
+
+
+def _check_serve(task: TaskConfig) -> list[str]:
+    """The `serve:` section's ranges (read by `predict serve` only, checked for every task)."""
+    serve, errors = task.serve, []
+    minimums = {"max_batch_size": 1, "max_queue_delay_microseconds": 0, "max_queue_size": 1}
+    minimums |= {"max_request_bytes": 1, "decoding_threads": 1}
+    for key, minimum in minimums.items():
+        value = getattr(serve, key)
+        if value is not None and value < minimum:
+            errors.append(f"serve.{key} must be >= {minimum} (got {value})")
+    if serve.request_timeout_seconds <= 0:
+        errors.append(f"serve.request_timeout_seconds must be > 0 (got {serve.request_timeout_seconds:g})")
+    if serve.model_name is not None and not _MODEL_NAME.fullmatch(serve.model_name):
+        errors.append(
+            f"serve.model_name must be letters, digits, '_', '-' or '.', starting with a letter or digit "
+            f"(got {serve.model_name!r}): it is part of URLs"
+        )
     return errors
 
 

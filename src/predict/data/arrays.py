@@ -240,6 +240,15 @@ class ArrayBatches:
     def __len__(self) -> int:
         return -(-self.rows // self.batch_size)
 
+    def with_rows(self, dataframe: pd.DataFrame) -> ArrayBatches:
+        """This loader over other rows: one column per model input, each cell that row's array (a server's
+        requests, already checked against the input's shape)."""
+        sources = [
+            ArraySource(name=name, described=f"input '{name}'", array=np.stack(dataframe[name].to_list()))
+            for name in self.specs
+        ]
+        return ArrayBatches(sources, self.specs, rows=len(dataframe), batch_size=self.batch_size, row_problems={})
+
     def __getitem__(self, index: int) -> Batch:
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.rows)

@@ -17,6 +17,9 @@ belong to each row. The pipeline runs the model once per batch and `predict.data
 takes the mean of each row's chunk outputs (the raw model outputs, e.g. logits) before the head, so
 heads are the image ones, unchanged: they see one output per row. `runtime.batch_size` counts rows.
 
+Cells name files under the data folder, or hold the encoded file itself as bytes (`predict serve`'s
+requests, through `AudioBatches.with_rows`): both are read by the same code.
+
 Features (`preprocessing.audio_features`):
 - `waveform`: the chunk's samples. Model input (batch, samples), (batch, samples, 1) or (batch, 1, samples).
 - `log_mel`: a mel spectrogram, by default librosa's `power_to_db(melspectrogram(...))`; the feature
@@ -29,6 +32,8 @@ Features (`preprocessing.audio_features`):
 
 from __future__ import annotations
 
+import copy
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +47,7 @@ import soxr
 from predict.config import AudioPreprocessing, TaskConfig
 from predict.data.collate import Batch, BatchDataset
 from predict.data.context import ChunkContext
-from predict.data.paths import UnreadableRow, resolve_data_path
+from predict.data.paths import UnreadableRow, resolve_data_path, shown_cell
 from predict.data.spectrogram import MelFeatures, chunk_samples_for, frame_count
 from predict.enums import AudioFeatures
 from predict.errors import ConfigError, one_line
@@ -167,8 +172,9 @@ def _chunk_samples(
     return chunk
 
 
-def read_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """One file as `librosa.load(path, sr=sample_rate, mono=True)` would return it.
+def read_audio(path: Path | io.BytesIO, sample_rate: int) -> np.ndarray:
+    """One file (a path, or its bytes in a file object) as `librosa.load(path, sr=sample_rate, mono=True)` would
+    return it.
 
     Returns:
         float32[L] mono samples at `sample_rate`.
@@ -229,6 +235,13 @@ class AudioBatches:
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
 
+    def with_rows(self, dataframe: pd.DataFrame) -> AudioBatches:
+        """This loader (rate, chunks, features) over other rows of its column, whose cells may hold encoded
+        files as bytes (a server's requests)."""
+        other = copy.copy(self)
+        other.paths = dataframe[self.column].tolist()
+        return other
+
     def __getitem__(self, index: int) -> Batch:
         row_ids, chunks, errors, context = self.chunks(index)
         return Batch(row_ids, {self.audio_input.name: self._features(chunks)}, errors, context)
@@ -245,18 +258,21 @@ class AudioBatches:
             try:
                 pieces.append(split_chunks(self._read(self.paths[row]), spec.chunk_samples))
             except UnreadableRow as error:
-                errors.append((row, f"row {row}, {self.column} {self.paths[row]!r}: {error}"))
+                errors.append((row, f"row {row}, {self.column} {shown_cell(self.paths[row])}: {error}"))
                 pieces.append(np.zeros((1, spec.chunk_samples), dtype=np.float32))
         counts = np.array([len(piece) for piece in pieces], dtype=np.int64)
         context = ChunkContext(chunk_counts=counts)
         return np.arange(start, stop, dtype=np.int64), np.concatenate(pieces), errors, context
 
-    def _read(self, value: str) -> np.ndarray:
-        path = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)
-        if not path.is_file():
-            raise UnreadableRow(f"file not found: {path}")
+    def _read(self, value: str | bytes) -> np.ndarray:
+        if isinstance(value, bytes):
+            source = io.BytesIO(value)
+        else:
+            source = resolve_data_path(self.data_folder, value, allow_outside=self.allow_outside)
+            if not source.is_file():
+                raise UnreadableRow(f"file not found: {source}")
         try:
-            samples = read_audio(path, self.sample_rate)
+            samples = read_audio(source, self.sample_rate)
         except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
             raise UnreadableRow(f"not a readable audio file (WAV, FLAC, OGG): {one_line(error)}") from None
         if samples.size == 0:

@@ -20,6 +20,7 @@ import numpy as np
 from predict.data.context import ChunkContext, Context
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
     import torch.utils.data
 
@@ -49,6 +50,10 @@ class BatchDataset(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> Batch: ...
+
+    def with_rows(self, dataframe: pd.DataFrame) -> BatchDataset:
+        """The same loader (tokenizer, sizes, features) over other rows with the same columns."""
+        ...
 
 
 def to_shared(batch: Batch) -> Batch:

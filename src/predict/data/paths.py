@@ -10,6 +10,13 @@ class UnreadableRow(Exception):
     """A row's input cannot be read; the message says why (the loader adds row and column)."""
 
 
+def shown_cell(value: object) -> str:
+    """A cell as messages show it: a path's repr, or the size of an encoded file given as bytes (a server's request)."""
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    return repr(value)
+
+
 def resolve_data_path(data_folder: Path, value: object, *, allow_outside: bool) -> Path:
     """The file a cell names, relative to `data_folder`.
 

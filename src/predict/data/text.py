@@ -25,6 +25,7 @@ One sequence per row has no context (None). The contexts are defined in predict.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,6 +152,14 @@ class TextBatches:
 
     def __len__(self) -> int:
         return -(-len(self.texts) // self.batch_size)
+
+    def with_rows(self, dataframe: pd.DataFrame) -> TextBatches:
+        """This loader (tokenizer, lengths, padding) over other rows of its column(s): a server's requests."""
+        other = copy.copy(self)
+        other.texts = dataframe[self.column].tolist()
+        if self.contexts is not None:
+            other.contexts = dataframe[self.context_column].tolist()
+        return other
 
     def __getitem__(self, index: int) -> Batch:
         start = index * self.batch_size

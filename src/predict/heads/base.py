@@ -33,6 +33,12 @@ class Head(ABC):
     context_type: ClassVar[type | None] = None
     # Attributes holding one label per dataframe row (read in `build`), subset by `restricted_to`.
     row_attributes: ClassVar[tuple[str, ...]] = ("labels",)
+    # pkl keys that describe the model, not a row (class names, label column names): a server states
+    # them once, in the model's metadata, instead of answering them with every request.
+    model_keys: ClassVar[tuple[str, ...]] = ()
+    # Whether the pkl and CSV need every row of the split at once (`finalize`: nearest neighbours); a
+    # server then answers `row_predictions` only.
+    split_level: ClassVar[bool] = False
     notes: list[str]
 
     @classmethod
@@ -72,9 +78,23 @@ class Head(ABC):
         """
         return dataframe, self.prediction_columns(predictions), ~valid
 
+    def row_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        """The pkl's keys for these rows alone, from `postprocess` with no split-level step: what a server
+        answers per request. By default `raw_predictions` without the `model_keys`."""
+        raw = self.raw_predictions(predictions, dataframe)
+        return {key: value for key, value in raw.items() if key not in self.model_keys}
+
     @abstractmethod
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         """Metrics under their H2O names, against the labels read in `build`; empty without labels."""
+
+    def unlabelled(self) -> Head:
+        """A copy without the dataframe's labels, for rows that are not the dataframe's (a server's requests):
+        `postprocess` then compares nothing with them and `csv_table` adds no label columns."""
+        copied = copy.copy(self)
+        for name in self.row_attributes:
+            setattr(copied, name, None)
+        return copied
 
     def restricted_to(self, rows: np.ndarray) -> Head:
         """A copy whose per-row labels keep only `rows` (bool[n]): metrics of the rows that were read."""

@@ -66,6 +66,7 @@ class ClassificationHead(Head):
     """Probabilities per class, the predicted class, and classification metrics."""
 
     Config = Config
+    model_keys = ("labels",)
 
     def __init__(
         self,

@@ -108,6 +108,7 @@ class InstanceSegmentationHead(Head):
     """Instances per class at each image's size, their RLEs and confidences, and COCO mask mAP."""
 
     Config = Config
+    model_keys = ("class_names",)
     context_type = ImageContext
 
     def __init__(

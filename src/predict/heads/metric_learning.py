@@ -55,6 +55,7 @@ class MetricLearningHead(Head):
     """L2-normalised embeddings, the top-K most similar other rows, and retrieval mAP."""
 
     Config = Config
+    split_level = True
 
     def __init__(
         self,
@@ -152,6 +153,13 @@ class MetricLearningHead(Head):
             "embeddings": predictions["embeddings"],
             "cosine_similarities": predictions["cosine_similarities"],
             self.similar_key: predictions[self.similar_key],
+            self.input_column: column_values(dataframe, self.input_column),
+        }
+
+    def row_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        """The embeddings: neighbours are a split-level step (`finalize`)."""
+        return {
+            "embeddings": predictions["embeddings"],
             self.input_column: column_values(dataframe, self.input_column),
         }
 

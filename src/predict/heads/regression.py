@@ -34,6 +34,7 @@ class RegressionHead(Head):
     """One predicted value per label column, and regression metrics."""
 
     Config = Config
+    model_keys = ("labels",)
 
     def __init__(
         self, *, output: str, label_columns: tuple[str, ...], input_column: str, labels: np.ndarray | None

@@ -122,6 +122,7 @@ class SemanticSegmentationHead(Head):
     """Per-class masks at each image's size, as RLE, and IoU / Dice."""
 
     Config = Config
+    model_keys = ("class_names",)
     context_type = ImageContext
 
     def __init__(

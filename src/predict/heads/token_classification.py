@@ -45,6 +45,7 @@ class TokenClassificationHead(Head):
     """Per-word class probabilities and tags, and entity-level F1."""
 
     Config = Config
+    model_keys = ("labels",)
     context_type = WordContext
 
     def __init__(

@@ -27,8 +27,8 @@ from predict.export.graph import GraphBuilder, element_type
 from predict.export.outputs import HeadExport, Output
 from predict.heads._ops import NMS_MAX_CANDIDATES
 from predict.heads.object_detection import (
-    _YOLO_COLUMNS,
     MAX_BOXES,
+    YOLO_COLUMNS,
     DetectionLayout,
     ObjectDetectionHead,
     ScoreActivation,
@@ -54,7 +54,7 @@ class DetectionExport(HeadExport):
         sizes = builder.input(SIZES_INPUT, np.int64, ["batch", 2])
         if config.layout is DetectionLayout.BOXES_SCORES_CLASSES:
             boxes, scores = self._postprocessed_candidates(builder)
-        elif config.layout in _YOLO_COLUMNS:
+        elif config.layout in YOLO_COLUMNS:
             boxes, scores = self._yolo_candidates(builder)
         else:
             boxes, scores = self._ssd_candidates(builder)
@@ -105,7 +105,7 @@ class DetectionExport(HeadExport):
         """(N, anchors, 4) boxes and (N, anchors, classes) scores: each anchor's best class only."""
         config = self.head.config
         name = self.head.outputs["predictions"]
-        first, classes = _YOLO_COLUMNS[config.layout], len(config.class_names)
+        first, classes = YOLO_COLUMNS[config.layout], len(config.class_names)
         raw = self._float_output(builder, "predictions")
         if _channels_first(self.specs[name], first + classes):
             raw = builder.op("Transpose", raw, perm=[0, 2, 1])  # (N, anchors, channels)

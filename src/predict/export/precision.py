@@ -22,9 +22,7 @@ import numpy as np
 import onnx
 
 from predict.errors import ConfigError, one_line
-
-# Ops known to break in float16 (onnxconverter-common#208, #272), as predict.runners.ort blocks them.
-_FP16_BLOCKED_OPS = {"Resize", "Range", "RandomNormal", "RandomUniform", "NonMaxSuppression", "TopK"}
+from predict.runners.ort import FP16_BLOCKED_OPS
 
 
 class ExportPrecision(StrEnum):
@@ -45,7 +43,7 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
         from onnxconverter_common import float16
     except ImportError:
         raise ConfigError("--precision fp16 needs onnxconverter-common: pip install onnxconverter-common") from None
-    blocked = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | _FP16_BLOCKED_OPS)
+    blocked = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FP16_BLOCKED_OPS)
     try:
         with warnings.catch_warnings():  # one line per weight below float16's range: the converter clamps them
             warnings.simplefilter("ignore", UserWarning)

@@ -62,7 +62,7 @@ class DetectionLayout(StrEnum):
 
 
 # The YOLO layouts: the column where class scores start (4 box columns, then YOLOv5's objectness).
-_YOLO_COLUMNS = {DetectionLayout.YOLO: 4, DetectionLayout.YOLOV5: 5}
+YOLO_COLUMNS = {DetectionLayout.YOLO: 4, DetectionLayout.YOLOV5: 5}
 
 
 class BoxFormat(StrEnum):
@@ -163,12 +163,12 @@ class ObjectDetectionHead(Head):
             DetectionLayout.SSD: {"boxes": config.boxes_output, "scores": config.scores_output},
         }[config.layout]
         chosen = _pick_outputs(outputs, names, layout=config.layout, model_name=model_name)
-        if config.layout in _YOLO_COLUMNS:
+        if config.layout in YOLO_COLUMNS:
             _check_yolo_shape(
                 next(spec for spec in outputs if spec.name == chosen["predictions"]), config, model_name=model_name
             )
         box_format = (
-            config.box_format or (BoxFormat.CXCYWH if config.layout in _YOLO_COLUMNS else BoxFormat.XYXY)
+            config.box_format or (BoxFormat.CXCYWH if config.layout in YOLO_COLUMNS else BoxFormat.XYXY)
         ).value
         labels = None
         if class_column in dataframe.columns:
@@ -228,9 +228,9 @@ class ObjectDetectionHead(Head):
                 .reshape(-1)
             )
             return boxes, scores, class_ids - config.first_class_id
-        if config.layout in _YOLO_COLUMNS:
+        if config.layout in YOLO_COLUMNS:
             raw = np.asarray(outputs[self.outputs["predictions"]][slot], dtype=np.float32)
-            first_class = _YOLO_COLUMNS[config.layout]
+            first_class = YOLO_COLUMNS[config.layout]
             channels = first_class + len(config.class_names)
             if raw.ndim != 2 or channels not in raw.shape:
                 raise InputError(
@@ -358,12 +358,12 @@ def _pick_outputs(
 
 def _check_yolo_shape(spec: TensorSpec, config: Config, *, model_name: str) -> None:
     """Refuse, before any work, a static output shape that cannot hold 4 (+1) + len(class_names) columns."""
-    channels = _YOLO_COLUMNS[config.layout] + len(config.class_names)
+    channels = YOLO_COLUMNS[config.layout] + len(config.class_names)
     per_image = spec.shape[1:]
     if len(per_image) == 2 and None not in per_image and channels not in per_image:
         raise ConfigError(
             f"head.layout {config.layout}: model {model_name} output '{spec.name}' is {format_shape(spec.shape)}, but "
-            f"{len(config.class_names)} head.class_names need {channels} columns ({_YOLO_COLUMNS[config.layout]} + "
+            f"{len(config.class_names)} head.class_names need {channels} columns ({YOLO_COLUMNS[config.layout]} + "
             "classes) "
             "on one axis: check head.layout (yolo: YOLOv8+, yolov5: with objectness) and head.class_names"
         )

@@ -34,10 +34,11 @@ _ORT_DTYPES = {
     "tensor(bool)": np.bool_,
     "tensor(string)": np.object_,
 }
-# Ops that pass a value through unchanged in meaning: the producer of an output is looked up past them.
 # float16 outputs may differ from float32 by this fraction of the output's scale (or of 1, if smaller).
 FP16_TOLERANCE = 1e-2
-_FP16_BLOCKED_OPS = {"Resize", "Range", "RandomNormal", "RandomUniform", "NonMaxSuppression", "TopK"}
+# Ops known to break in float16 (onnxconverter-common#208, #272); `predict export` blocks the same.
+FP16_BLOCKED_OPS = {"Resize", "Range", "RandomNormal", "RandomUniform", "NonMaxSuppression", "TopK"}
+# Ops that pass a value through unchanged in meaning: the producer of an output is looked up past them.
 _PASS_THROUGH_OPS = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast"}
 
 
@@ -212,7 +213,7 @@ def _float16_model(model_path: Path) -> bytes:
     except ImportError:
         raise ConfigError("runtime.precision: fp16 needs onnxconverter-common: pip install 'predict[gpu]'") from None
     model = onnx.load(str(model_path))
-    blocked = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | _FP16_BLOCKED_OPS)
+    blocked = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FP16_BLOCKED_OPS)
     converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
     return converted.SerializeToString()
 

@@ -42,7 +42,10 @@ def run_pytest(arguments: list[str], *, timeout: float, log: Path) -> tuple[int,
             code = 124
     text = log.read_text(errors="replace")
     lines = [line for line in text.splitlines() if SUMMARY.match(line)]
-    if code == 124:
+    if code == 124 and lines:  # the tests ended, but the process (something left running) did not exit in time
+        ended = SUMMARY.match(lines[-1]).group(1)
+        summary = f"pytest ended ({ended}) but its process had not exited after {timeout:.0f} s"
+    elif code == 124:
         summary = f"timed out after {timeout:.0f} s; the log ends: {text[-400:]!r}"
     else:
         summary = SUMMARY.match(lines[-1]).group(1) if lines else "no pytest summary line: " + text[-300:]

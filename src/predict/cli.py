@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from predict.enums import Engine
 from predict.errors import ConfigError, PredictError
 
 if TYPE_CHECKING:
@@ -196,6 +197,11 @@ def _add_serve(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
     serve.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
+    serve.add_argument(
+        "--engine",
+        choices=[engine.value for engine in Engine],
+        help="local: one process (the default, or runtime.engine); ray: serve.replicas copies on Ray Serve",
+    )
     serve.set_defaults(handler=_serve)
     return serve
 
@@ -268,13 +274,22 @@ def _serve(options: argparse.Namespace) -> int:
     from predict.task import load_config
 
     task = load_config(options.config, options.overrides)
+    engine = Engine(options.engine or task.runtime.engine)
+    if engine is Engine.LOCAL and task.serve.replicas > 1:
+        raise ConfigError(
+            f"serve.replicas: {task.serve.replicas} needs --engine ray (the local server is one process); "
+            "remove it or add --engine ray"
+        )
     try:
-        from predict.serve.server import serve_task
+        if engine is Engine.RAY:
+            from predict.serve.ray_serve import serve_on_ray as serve
+        else:
+            from predict.serve.server import serve_task as serve
     except ImportError as error:
         raise ConfigError(
             f"predict serve needs the serve extra ({error.name} is missing): pip install 'predict[serve]'"
         ) from None
-    return serve_task(task, host=options.host, port=options.port)
+    return serve(task, host=options.host, port=options.port)
 
 
 def _port(text: str) -> int:

@@ -318,6 +318,7 @@ class ServeConfig:
     request_timeout_seconds: float = 30.0  # from arrival; a request not answered by then gets 504
     max_request_bytes: int = 64 * 1024 * 1024  # a larger body gets 413
     decoding_threads: int | None = None  # decode and post-process requests; default: the CPUs but one (1 to 4)
+    replicas: int = 1  # `--engine ray`: copies of the server on Ray Serve, each with the batching above
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -138,7 +138,7 @@ def _check_serve(task: TaskConfig) -> list[str]:
     """The `serve:` section's ranges (read by `predict serve` only, checked for every task)."""
     serve, errors = task.serve, []
     minimums = {"max_batch_size": 1, "max_queue_delay_microseconds": 0, "max_queue_size": 1}
-    minimums |= {"max_request_bytes": 1, "decoding_threads": 1}
+    minimums |= {"max_request_bytes": 1, "decoding_threads": 1, "replicas": 1}
     for key, minimum in minimums.items():
         value = getattr(serve, key)
         if value is not None and value < minimum:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -60,8 +61,8 @@ class Server:
         return self.process.wait(timeout=timeout)
 
 
-def start_server(config: Path, output_dir: Path, *overrides: str) -> Server:
-    """`python -m predict serve --config CONFIG` on a free port, once /v2/health/ready answers 200.
+def start_server(config: Path, output_dir: Path, *overrides: str, engine: str = "local") -> Server:
+    """`python -m predict serve --config CONFIG --engine ENGINE` on a free port, once /v2/health/ready answers 200.
 
     `output_dir` holds the batch job's converted model (a .h5 is converted once, by the batch job).
     """
@@ -69,7 +70,10 @@ def start_server(config: Path, output_dir: Path, *overrides: str) -> Server:
     log_path = output_dir / f"serve-{port}.log"
     sets = [argument for override in (f"output.dir={output_dir}", *overrides) for argument in ("--set", override)]
     command = [sys.executable, "-m", "predict", "serve", "--config", str(config), "--port", str(port), *sets]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    command += ["--engine", engine]
+    paths = [str(ROOT / "src"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    # RAY_DEDUP_LOGS=0: every replica's request lines reach the server's log (Ray folds repeated lines by default).
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "RAY_DEDUP_LOGS": "0"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=ROOT)
     server = Server(process, port, log_path)
@@ -120,3 +124,15 @@ def batch_job(config: Path, output_dir: Path) -> tuple[dict, pd.DataFrame]:
     with open(output_dir / "validation_raw_predictions.pkl", "rb") as file:
         raw = pickle.load(file)  # our own batch job's file, read locally (never sent over HTTP)
     return raw, pd.read_csv(output_dir / "validation_predictions.csv", keep_default_na=False)
+
+
+def wait_for_log(server: Server, pattern: str, *, count: int = 1) -> list[re.Match]:
+    """The server log's matches of `pattern`, once there are `count` of them (polled, READY_ATTEMPTS times at most)."""
+    found: list[re.Match] = []
+    for _ in range(READY_ATTEMPTS):
+        found = list(re.finditer(pattern, server.log()))
+        if len(found) >= count or server.process.poll() is not None:
+            break
+        time.sleep(POLL_SECONDS)
+    assert len(found) >= count, f"{count} line(s) like {pattern!r} expected in the server log:\n{server.log()[-3000:]}"
+    return found

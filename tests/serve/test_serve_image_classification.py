@@ -11,6 +11,7 @@ import base64
 import json
 import random
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -257,4 +258,10 @@ def test_sigterm_answers_queued_requests_and_exits_0(expected):
     for row, answer in answers.items():
         np.testing.assert_allclose(answer[0], expected["raw"]["predictions"][row], rtol=0, atol=1e-5)
     assert status_of(server.url + "/v2/health/live") is None  # nothing listens any more
+    assert "stopped: every accepted request was answered" in server.log()
+
+
+def test_ctrl_c_stops_as_sigterm_does(expected):
+    server = start_server(CONFIG, expected["output_dir"])
+    assert server.stop(signal.SIGINT) == 0
     assert "stopped: every accepted request was answered" in server.log()

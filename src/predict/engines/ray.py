@@ -93,7 +93,7 @@ class RayEngine:
         count = len(dataset) - first_batch
         if count <= 0:
             return
-        gpus = _gpus_per_actor(ray, plan.task.runtime.device)
+        gpus = gpus_per_actor(ray, plan.task.runtime.device)
         actors = plan.task.runtime.ray_actors or _default_actors(ray, gpus)
         rows = ray.data.range(count, override_num_blocks=max(1, -(-count // _BATCHES_PER_BLOCK)))
         rows = rows.map_batches(_decode, fn_kwargs={"dataset": dataset, "first_batch": first_batch}, batch_size=1)
@@ -162,7 +162,7 @@ def _import_ray() -> Any:
     return ray
 
 
-def _gpus_per_actor(ray: Any, device: Device) -> float:
+def gpus_per_actor(ray: Any, device: Device) -> float:
     """1 when the model should run on CUDA and the cluster has GPUs; `cuda` without any is an error."""
     if device is Device.CPU:
         return 0

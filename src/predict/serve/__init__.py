@@ -7,6 +7,7 @@
 - predict.serve.batcher: dynamic batching with Triton's names (`serve:` in the task YAML).
 - predict.serve.protocol: the wire format, JSON and binary tensors, and `RequestError`.
 - predict.serve.metrics: the Prometheus metrics.
+- predict.serve.ray_serve: `--engine ray`, the same server as `serve.replicas` Ray Serve replicas.
 
 Needs the `serve` extra: `pip install 'predict[serve]'` (starlette, uvicorn, prometheus-client).
 """

@@ -1,4 +1,4 @@
-"""What `GET /metrics` shows (Prometheus text format): requests, latency, batches, the queue and the model.
+"""What `GET /metrics` shows (Prometheus text format): requests, latency, batches, the queue, the model and the process.
 
 The names follow Prometheus' conventions (`_total` counters, `_seconds` durations). Every server has
 its own registry, so two servers in one process (tests) never mix their counts.
@@ -6,7 +6,11 @@ its own registry, so two servers in one process (tests) never mix their counts.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, generate_latest
+
+from predict import __version__
 
 # Seconds: a 96x96 MobileNetV2 row takes ~2-5 ms on 2 cores, a batch of 32 ~100 ms, a busy queue seconds.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -18,6 +22,11 @@ class ServerMetrics:
     def __init__(self, *, max_batch_size: int) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
+        # Which process answered: replicas behind Ray Serve's proxy share one address (predict.serve.ray_serve).
+        Info("predict_server", "This server process", registry=registry).info(
+            {"version": __version__, "pid": str(os.getpid())}
+        )
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self.requests = Counter(
             "predict_requests",
             "Inference requests answered, by model and HTTP status",

@@ -39,7 +39,7 @@ def serve_task(task: TaskConfig, *, host: str, port: int) -> int:
     Raises:
         PredictError: the config, the model or the config's first rows cannot be loaded.
     """
-    _log_to_stderr()
+    log_to_stderr()
     state = load_state(task)
     log.info("serving models %s on http://%s:%d", " and ".join(state.models), host, port)
     config = uvicorn.Config(
@@ -47,6 +47,10 @@ def serve_task(task: TaskConfig, *, host: str, port: int) -> int:
         host=host,
         port=port,
         lifespan="on",
+        # The same event loop and HTTP parser whatever else is installed (ray[serve] brings uvloop and httptools):
+        # the server's tests and docs/performance.md's figures are with these.
+        loop="asyncio",
+        http="h11",
         access_log=False,  # predict.serve.app.RequestLog writes one line per request
         log_level="info",
         timeout_graceful_shutdown=None,  # answer every accepted request, however long the queue
@@ -97,7 +101,7 @@ def _default_decoding_threads() -> int:
     return max(1, min(MAX_DEFAULT_DECODING_THREADS, cpus - 1))
 
 
-def _log_to_stderr() -> None:
+def log_to_stderr() -> None:
     """predict.serve's info lines (one per request) on stderr, with a timestamp."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -19,12 +19,17 @@ def test_benchmark_onnx_model(tmp_path, capsys):
     args = ["benchmark", "--config", str(config), "--batch-sizes", "4,16", "--warmup", "0", "--iterations", "2"]
     assert main([*args, "-o", str(tmp_path), "--set", f"output.dir={tmp_path / 'run'}"]) == 0
     printed = capsys.readouterr().out
-    assert "| batch | decoding | rows/s | raw session.run rows/s | ratio to raw |" in printed
+    assert "| rows/s | raw session.run rows/s | ratio to raw | bound rows/s | ratio to bound |" in printed
     payload = json.loads((tmp_path / "benchmark.json").read_text())
     assert [result["batch_size"] for result in payload["results"]] == [4, 16]
     for result in payload["results"]:
         assert result["rows"] == 96 and result["rows_per_second"] > 0 and result["raw_rows_per_second"] > 0
         assert result["keras_rows_per_second"] is None  # an .onnx model has no Keras baseline
+        assert set(result["stage_cpu_seconds"]) == {"pre-processing", "model", "post-processing"}
+        assert result["stage_cpu_seconds"]["model"] > 0 and result["dominant_stage"] in result["stage_cpu_seconds"]
+        cpu_seconds = sum(result["stage_cpu_seconds"].values())
+        assert result["bound_rows_per_second"] == pytest.approx(96 / (cpu_seconds / result["cores"]))
+        assert result["ratio_to_bound"] == pytest.approx(result["rows_per_second"] / result["bound_rows_per_second"])
         assert set(result["latency_ms"]) == {"p50", "p90", "p99"}
         assert (
             set(result["stage_seconds"]) == {"load", "inference", "postprocess", "write"}

@@ -4,7 +4,12 @@ For each batch size: warm-up runs, then `iterations` full runs of the pipeline (
 post-processing, writing), and the medians of their throughput and stage times; latency percentiles
 over every batch of every run; the peak RSS of this process during that batch size's runs.
 Baselines on the same model and the same pre-processed rows:
-- raw: `InferenceSession.run` over arrays already in memory (the ceiling for the pipeline);
+- raw: `InferenceSession.run` over arrays already in memory (a fresh session with onnxruntime's own
+  defaults); for runners that are more than one session call (sequence to sequence: the generation
+  loop on pre-tokenised ids; the torch backend) the task's own runner over the same arrays;
+- bound: `rows / ((pre-processing + model + post-processing CPU-seconds) / usable cores)`, each stage
+  measured alone in this process (`StageCosts`): what a pipeline that overlapped its stages perfectly
+  on every core would reach;
 - keras: `model.predict` on the `.h5`, when the task's model is one and TensorFlow is installed
   (timed in a child process, so TensorFlow never shares this process's cores or memory).
 """
@@ -13,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -29,13 +36,35 @@ import numpy as np
 import onnxruntime
 
 from predict.config import TaskConfig
+from predict.data.collate import InProcessBatches, average_chunks
 from predict.errors import ConfigError
+from predict.heads.base import Head
 from predict.model_file import KERAS_SUFFIXES
-from predict.runners.backend import load_runner
 from predict.runners.ort import OrtRunner
 
 if TYPE_CHECKING:
-    from predict.pipeline import RunSummary
+    from predict.plan import Plan
+    from predict.summary import RunSummary
+
+STAGES = ("pre-processing", "model", "post-processing")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageCosts:
+    """Each stage's CPU-seconds over all rows, measured alone, and the throughput bound they set."""
+
+    rows: int
+    cpu_seconds: dict[str, float]  # STAGES -> CPU-seconds of this process (all its threads)
+    cores: int  # usable by this process
+
+    @property
+    def bound_rows_per_second(self) -> float:
+        """Rows per second if every stage ran on every core with no waiting: rows / (CPU-seconds / cores)."""
+        return self.rows / (sum(self.cpu_seconds.values()) / self.cores)
+
+    @property
+    def dominant_stage(self) -> str:
+        return max(self.cpu_seconds, key=self.cpu_seconds.__getitem__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +81,24 @@ class BatchSizeResult:
     peak_rss_mb: float
     raw_rows_per_second: float
     keras_rows_per_second: float | None
+    stage_costs: StageCosts
+
+    @property
+    def bound_rows_per_second(self) -> float:
+        return self.stage_costs.bound_rows_per_second
+
+    @property
+    def ratio_to_bound(self) -> float:
+        """Pipeline throughput over the bound (1.0 = the stages overlap perfectly on every core)."""
+        return self.rows_per_second / self.bound_rows_per_second
+
+    @property
+    def stage_cpu_seconds(self) -> dict[str, float]:
+        return self.stage_costs.cpu_seconds
+
+    @property
+    def dominant_stage(self) -> str:
+        return self.stage_costs.dominant_stage
 
     @property
     def ratio_to_raw(self) -> float:
@@ -65,9 +112,11 @@ class BatchSizeResult:
 
 
 def run_benchmark(
-    task: TaskConfig, *, batch_sizes: list[int], warmup: int, iterations: int
+    task: TaskConfig, *, batch_sizes: list[int], warmup: int, iterations: int, keras: bool = True
 ) -> tuple[list[BatchSizeResult], dict[str, Any]]:
     """Measure every batch size; return the results and the facts of the run (provider, model, machine).
+
+    `keras=False` leaves out the Keras baseline (its child process imports TensorFlow).
 
     Raises:
         ConfigError: a batch size below 1 or no iterations.
@@ -84,9 +133,8 @@ def run_benchmark(
             summaries, peak_rss_mb = _timed_runs(sized, warmup=warmup, iterations=iterations)
             last = summaries[-1]
             facts.update(provider=last.provider, rows=last.rows, onnx_model=str(last.model.path))
-            results.append(
-                _batch_size_result(sized, summaries, peak_rss_mb, scratch, warmup=warmup, iterations=iterations)
-            )
+            timing = {"warmup": warmup, "iterations": iterations}
+            results.append(_batch_size_result(sized, summaries, peak_rss_mb, scratch, keras=keras, **timing))
     facts.update(_run_facts(task, warmup=warmup, iterations=iterations))
     return results, facts
 
@@ -105,13 +153,26 @@ def _timed_runs(task: TaskConfig, *, warmup: int, iterations: int) -> tuple[list
 
 
 def _batch_size_result(
-    task: TaskConfig, summaries: list[RunSummary], peak_rss_mb: float, scratch: str, *, warmup: int, iterations: int
+    task: TaskConfig,
+    summaries: list[RunSummary],
+    peak_rss_mb: float,
+    scratch: str,
+    *,
+    warmup: int,
+    iterations: int,
+    keras: bool,
 ) -> BatchSizeResult:
-    """The medians of one batch size's runs, next to raw onnxruntime and Keras on the same decoded inputs."""
+    """The medians of one batch size's runs, next to raw onnxruntime, the bound and Keras on the same decoded inputs."""
+    from predict.plan import build_plan, read_rows
+
     last = summaries[-1]
-    inputs = _preprocessed_inputs(task, last.model.path)
-    raw = _raw_rows_per_second(task, last.model.path, inputs, warmup=warmup, iterations=iterations)
-    keras = _keras_rows_per_second(task, inputs, scratch, warmup=warmup, iterations=iterations)
+    task, dataframe = read_rows(task)
+    plan = build_plan(task, dataframe, last.model, output_dir=task.output_dir)
+    costs, inputs = measure_stage_costs(plan)
+    raw = _raw_rows_per_second(plan, inputs, rows=costs.rows, warmup=warmup, iterations=iterations)
+    keras_rows_per_second = (
+        _keras_rows_per_second(task, inputs, scratch, warmup=warmup, iterations=iterations) if keras else None
+    )
     batch_seconds = [seconds for summary in summaries for seconds in summary.batch_seconds]
     return BatchSizeResult(
         batch_size=task.runtime.batch_size,
@@ -128,8 +189,37 @@ def _batch_size_result(
         decoding_workers=last.decoding_workers,
         peak_rss_mb=peak_rss_mb,
         raw_rows_per_second=raw,
-        keras_rows_per_second=keras,
+        keras_rows_per_second=keras_rows_per_second,
+        stage_costs=costs,
     )
+
+
+def measure_stage_costs(plan: Plan) -> tuple[StageCosts, list[dict[str, np.ndarray]]]:
+    """Each stage alone over all the plan's rows, in this thread, timed in CPU-seconds of the process:
+    decoding every batch, the model on every batch, the head on every batch's outputs (and its
+    split-level step). Also returns every batch's model inputs, for the raw baseline."""
+    clock = time.process_time  # every thread of the process: onnxruntime's intra-op threads count
+    started = clock()
+    batches = list(InProcessBatches(plan.dataset()))
+    decoded = clock()
+    outputs = [plan.runner.run(batch.inputs) for batch in batches]
+    modelled = clock()
+    _postprocess_all(plan.head, batches, outputs)
+    done = clock()
+    rows = sum(len(batch.row_ids) for batch in batches)
+    seconds = dict(zip(STAGES, (decoded - started, modelled - decoded, done - modelled), strict=True))
+    return StageCosts(rows=rows, cpu_seconds=seconds, cores=_usable_cores()), [dict(b.inputs) for b in batches]
+
+
+def _postprocess_all(head: Head, batches: list, outputs: list[dict[str, np.ndarray]]) -> None:
+    """The head's per-batch post-processing, then its split-level step when it has one (as the pipeline runs them)."""
+    predictions = [head.postprocess(average_chunks(out, batch), batch) for batch, out in zip(batches, outputs)]
+    if type(head).finalize is not Head.finalize:
+        head.finalize({key: np.concatenate([part[key] for part in predictions]) for key in predictions[0]})
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _run_facts(task: TaskConfig, *, warmup: int, iterations: int) -> dict[str, Any]:
@@ -153,9 +243,10 @@ def format_markdown(results: list[BatchSizeResult], facts: dict[str, Any]) -> st
         f"{facts['iterations']} iterations after {facts['warmup']} warm-up, medians; "
         f"num_workers {facts['num_workers']}, onnxruntime {facts['onnxruntime']}",
         "",
-        "| batch | decoding | rows/s | raw session.run rows/s | ratio to raw | Keras predict rows/s | ratio to Keras "
+        "| batch | decoding | rows/s | raw session.run rows/s | ratio to raw | bound rows/s | ratio to bound "
+        "| CPU s pre / model / post | Keras predict rows/s | ratio to Keras "
         "| latency p50 / p90 / p99 ms | load / inference wait / post / write s | model busy s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         keras = f"{result.keras_rows_per_second:.1f}" if result.keras_rows_per_second else "n/a"
@@ -163,9 +254,11 @@ def format_markdown(results: list[BatchSizeResult], facts: dict[str, Any]) -> st
         latency = " / ".join(f"{result.latency_ms[name]:.1f}" for name in ("p50", "p90", "p99"))
         stages = " / ".join(f"{seconds:.2f}" for seconds in result.stage_seconds.values())
         decoding = f"{result.decoding_workers} workers" if result.decoding_workers else "main thread"
+        cpu = " / ".join(f"{result.stage_cpu_seconds[stage]:.2f}" for stage in STAGES)
         lines.append(
             f"| {result.batch_size} | {decoding} | {result.rows_per_second:.1f} | {result.raw_rows_per_second:.1f} "
-            f"| {result.ratio_to_raw:.2f}x | {keras} | {keras_ratio} | {latency} | {stages} "
+            f"| {result.ratio_to_raw:.2f}x | {result.bound_rows_per_second:.1f} | {result.ratio_to_bound:.2f}x "
+            f"| {cpu} ({result.dominant_stage}) | {keras} | {keras_ratio} | {latency} | {stages} "
             f"| {result.model_seconds:.2f} | {result.peak_rss_mb:.0f} |"
         )
     if facts["provider"] != "CUDAExecutionProvider":
@@ -179,7 +272,16 @@ def write_results(folder: Path, results: list[BatchSizeResult], facts: dict[str,
     payload = {
         "facts": facts,
         "results": [
-            {**dataclasses.asdict(result), "ratio_to_raw": result.ratio_to_raw, "ratio_to_keras": result.ratio_to_keras}
+            {
+                **dataclasses.asdict(result),
+                "ratio_to_raw": result.ratio_to_raw,
+                "ratio_to_keras": result.ratio_to_keras,
+                "bound_rows_per_second": result.bound_rows_per_second,
+                "ratio_to_bound": result.ratio_to_bound,
+                "stage_cpu_seconds": result.stage_cpu_seconds,
+                "dominant_stage": result.dominant_stage,
+                "cores": result.stage_costs.cores,
+            }
             for result in results
         ],
     }
@@ -213,34 +315,26 @@ def _with(task: TaskConfig, *, batch_size: int, output_dir: Path) -> TaskConfig:
     return dataclasses.replace(task, runtime=runtime, output=output)
 
 
-def _preprocessed_inputs(task: TaskConfig, onnx_path: Path) -> list[dict[str, np.ndarray]]:
-    """Every batch's model inputs, decoded once and kept in memory."""
-    from predict.plan import batches_in_process, read_rows
-
-    runner = load_runner(task, onnx_path)  # runtime.backend: an OrtRunner or a TorchRunner
-    task, dataframe = read_rows(task)
-    return [dict(batch.inputs) for batch in batches_in_process(task, dataframe, runner)]
-
-
 def _raw_rows_per_second(
-    task: TaskConfig, onnx_path: Path, inputs: list[dict[str, np.ndarray]], *, warmup: int, iterations: int
+    plan: Plan, inputs: list[dict[str, np.ndarray]], *, rows: int, warmup: int, iterations: int
 ) -> float:
-    runner = load_runner(task, onnx_path)
+    """Rows (not pieces: long audio and text are fed as several) per second of the model alone on in-memory inputs."""
+    runner = plan.runner
     if isinstance(runner, OrtRunner):
         # A session with onnxruntime's own defaults (only the thread count shared): the ceiling is
         # measured without the pipeline's tuning, so the tuning cannot flatter the ratio.
         options = onnxruntime.SessionOptions()
-        if task.runtime.threads:
-            options.intra_op_num_threads = task.runtime.threads
-        run = onnxruntime.InferenceSession(str(onnx_path), options, providers=runner.session.get_providers()).run
-    else:  # torch: the runner itself (tensor conversion and all)
-        run = lambda _, feeds: runner.run(feeds)  # noqa: E731
-    rows = sum(len(next(iter(feeds.values()))) for feeds in inputs)
+        if plan.task.runtime.threads:
+            options.intra_op_num_threads = plan.task.runtime.threads
+        session = onnxruntime.InferenceSession(str(plan.model.path), options, providers=runner.session.get_providers())
+        run = functools.partial(session.run, None)
+    else:  # the generation loop, or torch: the runner itself (tensor conversion and all)
+        run = runner.run
     seconds = []
     for iteration in range(warmup + iterations):
         tick = time.perf_counter()
         for feeds in inputs:
-            run(None, feeds)
+            run(feeds)
         if iteration >= warmup:
             seconds.append(time.perf_counter() - tick)
     return rows / statistics.median(seconds)

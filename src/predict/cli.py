@@ -142,6 +142,9 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> argparse.ArgumentPar
         "--iterations", type=int, default=3, help="timed runs per batch size; medians are reported (default: 3)"
     )
     benchmark.add_argument(
+        "--no-keras", dest="keras", action="store_false", help="leave out the Keras baseline (it imports TensorFlow)"
+    )
+    benchmark.add_argument(
         "-o", "--output", type=Path, help="folder for benchmark.json and benchmark.md (default: output.dir/benchmark)"
     )
     benchmark.set_defaults(handler=_benchmark)
@@ -230,7 +233,11 @@ def _benchmark(options: argparse.Namespace) -> int:
 
     task = load_config(options.config, options.overrides)
     results, facts = run_benchmark(
-        task, batch_sizes=options.batch_sizes, warmup=options.warmup, iterations=options.iterations
+        task,
+        batch_sizes=options.batch_sizes,
+        warmup=options.warmup,
+        iterations=options.iterations,
+        keras=options.keras,
     )
     json_path, markdown_path = write_results(options.output or task.output_dir / "benchmark", results, facts)
     print(format_markdown(results, facts))

@@ -455,7 +455,7 @@ def format_table(rows: list[dict[str, Any]], facts: dict[str, Any]) -> str:
         if "error" in row:
             lines.append(f"| {row['type']} | failed: {row['error'].replace('|', '/')} |" + " |" * 8)
             continue
-        cpu = " / ".join(f"{row['stage_cpu_seconds'][stage]:.2f}" for stage in STAGES)
+        cpu = " / ".join(f"{row['stage_cpu_seconds'][stage]:.3g}" for stage in STAGES)
         lines.append(
             f"| {row['type']} | {row['rows']} | {row['rows_per_second']:.1f} | {row['raw_rows_per_second']:.1f} "
             f"| {row['ratio_to_raw']:.2f}x | {row['bound_rows_per_second']:.1f} | {row['ratio_to_bound']:.2f}x "

@@ -94,3 +94,20 @@ def test_output_names_must_be_found(tmp_path):
         _head(tmp_path, end_output="stop")
     with pytest.raises(ConfigError, match=r"head.max_answer_length must be >= 1 \(got 0\)"):
         _head(tmp_path, max_answer_length=0)
+
+
+@pytest.mark.parametrize(("york_best", "expected"), [(3.0, ["Ann", "York"]), (3.5, ["York", "Ann"])])
+def test_a_span_scores_its_best_window_and_ties_keep_the_first_seen(tmp_path, york_best, expected):
+    head, _ = _head(tmp_path, number_of_predicted_answers=2, max_answer_length=3)
+    start = np.full((2, 10), -5.0, dtype=np.float32)
+    end = np.full((2, 10), -5.0, dtype=np.float32)
+    start[0, 3], end[0, 3] = 3.0, 3.0  # window 0: "Ann", 6, seen first
+    start[0, 7], end[0, 7] = 1.0, 1.0  # window 0: "York", 2
+    start[1, 7], end[1, 7] = york_best, york_best  # window 1: "York" again, 6 (a tie with "Ann") or 7
+    context = WindowContext(
+        offsets=np.array([OFFSETS, OFFSETS], dtype=np.int32),
+        window_rows=np.array([0, 0]),
+        contexts=np.array([CONTEXT], dtype=object),
+    )
+    predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(1), {}, [], context))
+    assert list(predictions["top_k"][0]) == expected

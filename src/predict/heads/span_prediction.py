@@ -109,32 +109,36 @@ class SpanPredictionHead(Head):
         top_k = self.config.number_of_predicted_answers
         best = np.empty(len(batch.row_ids), dtype=object)
         ranked = np.empty(len(batch.row_ids), dtype=object)
+        firsts, lasts, scores, valid = self._window_spans(start_logits, end_logits, offsets)
         for slot, row in enumerate(batch.row_ids):
-            candidates: dict[tuple[int, int], float] = {}
-            for window in np.flatnonzero(window_rows == row):
-                self._collect(start_logits[window], end_logits[window], offsets[window], candidates)
-            order = sorted(candidates, key=lambda span: -candidates[span])[:top_k]
-            answers = [contexts[slot][first:last] for first, last in order]
+            windows = np.flatnonzero(window_rows == row)
+            chosen = valid[windows]  # row-major: windows in order, then starts, then ends, as they were generated
+            spans = _best_spans(firsts[windows][chosen], lasts[windows][chosen], scores[windows][chosen], top_k)
+            answers = [contexts[slot][first:last] for first, last in spans]
             best[slot] = answers[0] if answers else ""
             ranked[slot] = answers + [""] * (top_k - len(answers))
         return {"predictions": best, "top_k": ranked}
 
-    def _collect(self, start: np.ndarray, end: np.ndarray, offsets: np.ndarray, candidates: dict) -> None:
-        """Add one window's valid spans, as (first char, end char) -> score, keeping the best score per span."""
-        inside = np.flatnonzero(offsets[:, 0] >= 0)
-        if not inside.size:
-            return
-        count = self.config.n_best_size
-        starts = inside[np.argsort(-start[inside], kind="stable")[:count]]
-        ends = inside[np.argsort(-end[inside], kind="stable")[:count]]
-        for first in starts:
-            for last in ends:
-                if last < first or last - first + 1 > self.config.max_answer_length:
-                    continue
-                span = (int(offsets[first, 0]), int(offsets[last, 1]))
-                score = float(start[first] + end[last])
-                if score > candidates.get(span, -np.inf):
-                    candidates[span] = score
+    def _window_spans(
+        self, start: np.ndarray, end: np.ndarray, offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every window's candidate spans at once, each [W, n * n] for the `n_best_size` best start tokens (outer)
+        by the n best end tokens (inner) among its context tokens: first char, end char, score and whether the
+        span is valid (both tokens in the context, end not before start, at most `max_answer_length` tokens)."""
+        inside = offsets[:, :, 0] >= 0
+        count = min(self.config.n_best_size, start.shape[1])
+        # Stable, by descending logit, ties by token order; tokens outside the context sort last.
+        starts = np.argsort(-np.where(inside, start, -np.inf), axis=1, kind="stable")[:, :count]
+        ends = np.argsort(-np.where(inside, end, -np.inf), axis=1, kind="stable")[:, :count]
+        rows = np.arange(len(start))[:, None]
+        length = ends[:, None, :] - starts[:, :, None] + 1
+        valid = inside[rows, starts][:, :, None] & inside[rows, ends][:, None, :]
+        valid &= (length >= 1) & (length <= self.config.max_answer_length)
+        scores = start[rows, starts][:, :, None] + end[rows, ends][:, None, :]  # float32 sums, as one at a time
+        firsts = np.broadcast_to(offsets[rows, starts, 0][:, :, None], valid.shape)
+        lasts = np.broadcast_to(offsets[rows, ends, 1][:, None, :], valid.shape)
+        flat = (len(start), count * count)
+        return firsts.reshape(flat), lasts.reshape(flat), scores.reshape(flat), valid.reshape(flat)
 
     def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
         columns: dict[str, Any] = {f"pred_{self.answer_column}": predictions["predictions"]}
@@ -154,6 +158,20 @@ class SpanPredictionHead(Head):
         if self.answers is None:
             return {}
         return span_metrics(self.answers, list(predictions["predictions"]))
+
+
+def _best_spans(firsts: np.ndarray, lasts: np.ndarray, scores: np.ndarray, top_k: int) -> list[tuple[int, int]]:
+    """The `top_k` best distinct (first char, end char) spans of a row: each scored by its best occurrence,
+    ties ranked by where the span first appeared in the candidates' order."""
+    if not scores.size:
+        return []
+    firsts, lasts = firsts.astype(np.int64), lasts.astype(np.int64)
+    keys = firsts * (int(lasts.max()) + 1) + lasts
+    _, first_seen, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    best = np.full(first_seen.size, -np.inf)
+    np.maximum.at(best, inverse.ravel(), scores)
+    order = np.lexsort((first_seen, -best))[:top_k]
+    return [(int(firsts[first_seen[i]]), int(lasts[first_seen[i]])) for i in order]
 
 
 def _pick_output(names: list[str], configured: str | None, word: str, *, key: str, model_name: str) -> str:

@@ -9,7 +9,15 @@ from pycocotools import mask as mask_utils
 
 from predict.config import ResizeMode
 from predict.heads import _ops
-from predict.heads._masks import boxes_to_original, decode_rle, encode_rle, parse_rle, to_original_size
+from predict.heads._masks import (
+    boxes_to_original,
+    decode_rle,
+    encode_rle,
+    encode_rles_by_id,
+    parse_rle,
+    to_original_size,
+    to_original_sizes,
+)
 
 
 def loop_decode(text: str, shape: tuple[int, int], *, column_major: bool) -> np.ndarray:
@@ -112,3 +120,25 @@ def test_boxes_and_maps_back_to_the_image():
     maps[:, 16:48] = 1
     restored = to_original_size(maps, (50, 100), resize_mode=ResizeMode.LETTERBOX)
     assert restored.shape == (1, 50, 100) and restored.min() == 1
+
+
+@pytest.mark.parametrize("resize_mode", [ResizeMode.RESIZE, ResizeMode.LETTERBOX])
+def test_a_batch_is_restored_as_each_image_alone(resize_mode):
+    rng = np.random.default_rng(0)
+    maps = rng.random((5, 3, 16, 16), dtype=np.float32)
+    sizes = np.array([[40, 60], [0, 0], [40, 60], [16, 16], [33, 20]])  # row 1 could not be read
+    restored = to_original_sizes(maps, sizes, resize_mode=resize_mode)
+    assert restored[1] is None
+    for slot in (0, 2, 3, 4):
+        alone = to_original_size(maps[slot], tuple(sizes[slot]), resize_mode=resize_mode)
+        assert restored[slot].shape == (3, *sizes[slot]) and np.array_equal(restored[slot], alone)
+
+
+@pytest.mark.parametrize("column_major", [True, False])
+def test_rles_by_id_equal_one_mask_at_a_time(column_major):
+    rng = np.random.default_rng(1)
+    labelled = rng.integers(0, 4, size=(13, 9)) * (rng.random((13, 9)) < 0.6)  # ids 1..3, adjacent ids, background
+    labelled[0, 0], labelled[-1, -1] = 2, 3  # runs at the first and the last pixel
+    rles = encode_rles_by_id(labelled, 5, column_major=column_major)  # ids 4 and 5 have no pixel
+    expected = [encode_rle(labelled == number, column_major=column_major) for number in range(1, 6)]
+    assert rles == expected and rles[3:] == ["", ""]

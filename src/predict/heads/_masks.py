@@ -34,6 +34,26 @@ def encode_rle(mask: np.ndarray, *, column_major: bool = True) -> str:
     return " ".join(map(str, runs.tolist()))
 
 
+def encode_rles_by_id(labelled: np.ndarray, count: int, *, column_major: bool = True) -> list[str]:
+    """`encode_rle(labelled == id)` for every id 1..count, in one pass over the image.
+
+    Args:
+        labelled: int[H, W], 0 for background and 1..count for the instances.
+        count: the highest id; an id with no pixel gets `""`.
+    """
+    flat = np.asarray(labelled).ravel(order="F" if column_major else "C")
+    boundaries = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate(([0], boundaries))
+    lengths = np.diff(np.concatenate((starts, [flat.size])))
+    ids = flat[starts]
+    chosen = (ids >= 1) & (ids <= count)
+    starts, lengths, ids = starts[chosen], lengths[chosen], ids[chosen]
+    order = np.argsort(ids, kind="stable")  # per id, its runs in pixel order
+    runs = np.stack([starts[order] + 1, lengths[order]], axis=1)
+    first_run = np.searchsorted(ids[order], np.arange(1, count + 2))
+    return [" ".join(map(str, runs[first_run[i] : first_run[i + 1]].ravel().tolist())) for i in range(count)]
+
+
 def parse_rle(text: str) -> np.ndarray:
     """The integers of an RLE string as int64[2K] (start, length, ...).
 
@@ -90,19 +110,47 @@ def to_original_size(maps: np.ndarray, original_size: tuple[int, int], *, resize
     Returns:
         float32[C, height, width].
     """
-    height, width = int(original_size[0]), int(original_size[1])
+    return _resized(np.asarray(maps, dtype=np.float32)[None], original_size, resize_mode=resize_mode)[0]
+
+
+def to_original_sizes(
+    maps: np.ndarray, original_sizes: np.ndarray, *, resize_mode: ResizeMode
+) -> list[np.ndarray | None]:
+    """`to_original_size` for every image of a batch; images of the same size are resized in one call.
+
+    Args:
+        maps: float[B, C, H, W] at the model's input resolution.
+        original_sizes: int[B, 2] (height, width); a height of 0 marks a row that could not be read.
+
+    Returns:
+        per image float32[C, height, width], or None for a row that could not be read.
+    """
     maps = np.asarray(maps, dtype=np.float32)
+    slots_by_size: dict[tuple[int, int], list[int]] = {}
+    for slot, (height, width) in enumerate(np.asarray(original_sizes).tolist()):
+        if height:
+            slots_by_size.setdefault((int(height), int(width)), []).append(slot)
+    restored: list[np.ndarray | None] = [None] * len(maps)
+    for size, slots in slots_by_size.items():
+        for slot, image in zip(slots, _resized(maps[slots], size, resize_mode=resize_mode), strict=True):
+            restored[slot] = image
+    return restored
+
+
+def _resized(maps: np.ndarray, original_size: tuple[int, int], *, resize_mode: ResizeMode) -> np.ndarray:
+    """float32[N, C, H, W] maps of N images of one size to float32[N, C, height, width]."""
+    height, width = int(original_size[0]), int(original_size[1])
     if resize_mode is ResizeMode.LETTERBOX:
-        new_height, new_width, top, left = letterbox_geometry(height, width, maps.shape[1], maps.shape[2])
-        maps = maps[:, top : top + new_height, left : left + new_width]
-    if maps.shape[1:] == (height, width):
+        new_height, new_width, top, left = letterbox_geometry(height, width, maps.shape[2], maps.shape[3])
+        maps = maps[:, :, top : top + new_height, left : left + new_width]
+    if maps.shape[2:] == (height, width):
         return np.ascontiguousarray(maps)
     import torch  # here only: `predict show`/`report` and non-dense runs never import torch (issue 18)
 
     resized = torch.nn.functional.interpolate(
-        torch.from_numpy(np.ascontiguousarray(maps))[None], size=(height, width), mode="bilinear", align_corners=False
+        torch.from_numpy(np.ascontiguousarray(maps)), size=(height, width), mode="bilinear", align_corners=False
     )
-    return resized[0].numpy()
+    return resized.numpy()
 
 
 def coco_rle(mask: np.ndarray) -> dict:

@@ -51,7 +51,14 @@ from predict.data.collate import Batch
 from predict.data.context import ImageContext
 from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
-from predict.heads._masks import boxes_to_original, coco_rle, decode_rle, encode_rle, to_original_size
+from predict.heads._masks import (
+    boxes_to_original,
+    coco_rle,
+    decode_rle,
+    encode_rles_by_id,
+    to_original_size,
+    to_original_sizes,
+)
 from predict.heads.base import Head, column_values, context_of, select_output
 from predict.heads.semantic_segmentation import MaskActivation, RleOrder, activate, channel_axis, read_mask_labels
 from predict.report.coco_metrics import coco_map
@@ -195,15 +202,15 @@ class InstanceSegmentationHead(Head):
             input_height, input_width = (int(value) for value in context.input_sizes.max(axis=0))
             channels = len(self.config.class_names) + 2
             probabilities = np.zeros((rows, channels, input_height, input_width), dtype=np.float32)
+        h2o = self.config.layout is InstanceLayout.H2O
+        restored = to_original_sizes(probabilities, sizes, resize_mode=self.resize_mode) if h2o else None
         for slot in range(rows):
             size = (int(sizes[slot][0]), int(sizes[slot][1]))
             if size[0] == 0:  # a row that could not be read
                 instances[slot] = []
                 continue
-            if self.config.layout is InstanceLayout.H2O:
-                labelled, confidences = self._h2o_instances(
-                    to_original_size(probabilities[slot], size, resize_mode=self.resize_mode)
-                )
+            if h2o:
+                labelled, confidences = self._h2o_instances(restored[slot])
             else:
                 input_size = context.input_sizes[slot]
                 labelled, confidences = self._mask_rcnn_instances(outputs, slot, size, input_size)
@@ -351,8 +358,8 @@ class InstanceSegmentationHead(Head):
         column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
         described = []
         for class_index, class_confidences in enumerate(confidences):
-            for number, confidence in enumerate(class_confidences, start=1):
-                rle = encode_rle(labelled[..., class_index] == number, column_major=column_major)
+            rles = encode_rles_by_id(labelled[..., class_index], len(class_confidences), column_major=column_major)
+            for number, (confidence, rle) in enumerate(zip(class_confidences, rles, strict=True), start=1):
                 described.append([class_index, number, round(confidence, 6), rle])
         return described
 

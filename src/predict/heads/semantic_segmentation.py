@@ -45,7 +45,7 @@ from predict.data.lists import list_columns
 from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
-from predict.heads._masks import decode_rle, encode_rle, parse_rle, to_original_size
+from predict.heads._masks import decode_rle, encode_rle, parse_rle, to_original_sizes
 from predict.heads.base import Head, column_values, context_of, select_output
 from predict.runners.base import TensorSpec
 
@@ -189,12 +189,13 @@ class SemanticSegmentationHead(Head):
             for name in ("intersections", "predicted_pixels", "true_pixels")
         }
         rles = np.empty(rows, dtype=object)
+        restored = to_original_sizes(probabilities, sizes, resize_mode=self.resize_mode)
         for slot, row in enumerate(batch.row_ids):
             size = (int(sizes[slot][0]), int(sizes[slot][1]))
-            if size[0] == 0:  # a row that could not be read
+            if restored[slot] is None:  # a row that could not be read
                 rles[slot] = [""] * classes
                 continue
-            masks = self._binary_masks(to_original_size(probabilities[slot], size, resize_mode=self.resize_mode))
+            masks = self._binary_masks(restored[slot])
             rles[slot] = [encode_rle(mask, column_major=self._column_major) for mask in masks]
             if self.labels is not None:
                 truth = self._true_masks(int(row), size)

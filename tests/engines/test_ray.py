@@ -95,13 +95,13 @@ def test_text_regression(tmp_path):
 
 
 def test_cuda_on_a_cluster_without_gpus():
-    from predict.engines.ray import _gpus_per_actor
+    from predict.engines.ray import gpus_per_actor
 
     if ray.cluster_resources().get("GPU", 0):
         pytest.skip("this Ray cluster has a GPU")
-    assert _gpus_per_actor(ray, Device.AUTO) == 0
+    assert gpus_per_actor(ray, Device.AUTO) == 0
     with pytest.raises(ConfigError, match=r"runtime.device: cuda, but the Ray cluster has no GPU"):
-        _gpus_per_actor(ray, Device.CUDA)
+        gpus_per_actor(ray, Device.CUDA)
 
 
 def test_array_regression_from_a_memory_mapped_npy(tmp_path):

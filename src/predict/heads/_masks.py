@@ -116,7 +116,10 @@ def to_original_size(maps: np.ndarray, original_size: tuple[int, int], *, resize
 def to_original_sizes(
     maps: np.ndarray, original_sizes: np.ndarray, *, resize_mode: ResizeMode
 ) -> list[np.ndarray | None]:
-    """`to_original_size` for every image of a batch; images of the same size are resized in one call.
+    """`to_original_size` for every image of a batch, one after the other before anything else is done with
+    them: interleaved with each image's other post-processing, torch's threads went back to sleep between
+    interpolations and woke up for each (measured: post-processing 3.8 -> 2.2 ms per 256x256 image). One
+    call for the whole batch was no faster and doubled a run's peak RSS (glibc heap fragmentation).
 
     Args:
         maps: float[B, C, H, W] at the model's input resolution.
@@ -125,16 +128,10 @@ def to_original_sizes(
     Returns:
         per image float32[C, height, width], or None for a row that could not be read.
     """
-    maps = np.asarray(maps, dtype=np.float32)
-    slots_by_size: dict[tuple[int, int], list[int]] = {}
-    for slot, (height, width) in enumerate(np.asarray(original_sizes).tolist()):
-        if height:
-            slots_by_size.setdefault((int(height), int(width)), []).append(slot)
-    restored: list[np.ndarray | None] = [None] * len(maps)
-    for size, slots in slots_by_size.items():
-        for slot, image in zip(slots, _resized(maps[slots], size, resize_mode=resize_mode), strict=True):
-            restored[slot] = image
-    return restored
+    return [
+        to_original_size(image, (height, width), resize_mode=resize_mode) if height else None
+        for image, (height, width) in zip(maps, np.asarray(original_sizes).tolist(), strict=True)
+    ]
 
 
 def _resized(maps: np.ndarray, original_size: tuple[int, int], *, resize_mode: ResizeMode) -> np.ndarray:

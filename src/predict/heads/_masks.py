@@ -118,7 +118,7 @@ def to_original_sizes(
 ) -> list[np.ndarray | None]:
     """`to_original_size` for every image of a batch, one after the other before anything else is done with
     them: interleaved with each image's other post-processing, torch's threads went back to sleep between
-    interpolations and woke up for each (measured: post-processing 3.8 -> 2.2 ms per 256x256 image). One
+    interpolations and woke up for each, likely (measured: post-processing 3.8 -> 2.3 ms per 256x256 image). One
     call for the whole batch was no faster and doubled a run's peak RSS (glibc heap fragmentation).
 
     Args:

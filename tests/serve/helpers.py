@@ -136,3 +136,15 @@ def wait_for_log(server: Server, pattern: str, *, count: int = 1) -> list[re.Mat
         time.sleep(POLL_SECONDS)
     assert len(found) >= count, f"{count} line(s) like {pattern!r} expected in the server log:\n{server.log()[-3000:]}"
     return found
+
+
+def wait_for_queue_depth(server: Server, depth: int, *, polls: int = 200) -> float:
+    """The server's `predict_queue_depth` once it reaches `depth` (polled `polls` times at most, 50 ms apart)."""
+    seen = 0.0
+    for _ in range(polls):
+        metrics = get(server.url + "/metrics")[1].decode()
+        seen = float(re.search(r"^predict_queue_depth (\S+)$", metrics, re.M).group(1))
+        if seen == depth:
+            break
+        time.sleep(0.05)
+    return seen

@@ -13,7 +13,6 @@ import random
 import re
 import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 from predict.plan import batches_in_process
 from predict.runners.ort import OrtRunner
 from predict.task import load_config
-from tests.serve.helpers import CONFIGS, batch_job, get, post, start_server
+from tests.serve.helpers import CONFIGS, batch_job, get, post, start_server, wait_for_queue_depth
 from tests.serve.helpers import status as status_of
 
 CONFIG = CONFIGS / "image_classification.yaml"
@@ -243,14 +242,7 @@ def test_sigterm_answers_queued_requests_and_exits_0(expected):
     threads = [threading.Thread(target=send, args=(row,)) for row in range(8)]
     for thread in threads:
         thread.start()
-    depth = 0.0
-    for _ in range(100):  # until all 8 wait in the queue (bounded: 100 polls)
-        metrics = get(server.url + "/metrics")[1].decode()
-        depth = float(re.search(r"^predict_queue_depth (\S+)$", metrics, re.M).group(1))
-        if depth == 8:
-            break
-        time.sleep(0.05)
-    assert depth == 8
+    assert wait_for_queue_depth(server, 8) == 8  # all 8 wait in the queue
     assert server.stop() == 0
     for thread in threads:
         thread.join(timeout=60)

@@ -8,15 +8,13 @@ replicas, and SIGTERM drains a replica: its queued requests are answered and the
 from __future__ import annotations
 
 import random
-import re
 import threading
-import time
 
 import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.serve.helpers import CONFIGS, batch_job, get, start_server, wait_for_log
+from tests.serve.helpers import CONFIGS, batch_job, start_server, wait_for_log, wait_for_queue_depth
 from tests.serve.test_serve_image_classification import assert_rows, image_input
 
 pytest.importorskip("ray.serve", reason="serve --engine ray needs ray[serve] (pip install 'predict[ray-serve]')")
@@ -87,14 +85,7 @@ def test_sigterm_answers_the_queued_requests_and_exits_0(expected):
     threads = [threading.Thread(target=send, args=(row,)) for row in range(8)]
     for thread in threads:
         thread.start()
-    depth = 0.0
-    for _ in range(200):  # until all 8 wait in the replica's queue (bounded: 200 polls)
-        metrics = get(server.url + "/metrics")[1].decode()
-        depth = float(re.search(r"^predict_queue_depth (\S+)$", metrics, re.M).group(1))
-        if depth == 8:
-            break
-        time.sleep(0.05)
-    assert depth == 8
+    assert wait_for_queue_depth(server, 8) == 8  # all 8 wait in the queue
     assert server.stop(timeout=120) == 0
     for thread in threads:
         thread.join(timeout=120)

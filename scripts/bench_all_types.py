@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from predict.benchmark import STAGES
 from predict.config import TaskConfig
 from predict.enums import ProblemType
 from predict.errors import PredictError, one_line
@@ -76,7 +77,6 @@ DENSE_IMAGE_TYPES = (
 DENSE_IMAGE_SCALE = 4  # dense tasks read images 4x the model's input, as photos are (the sizes)
 CONTEXT_WORDS = (200, 400)  # span prediction: words per context
 AUDIO_SECONDS = 10.0
-STAGES = ("pre-processing", "model", "post-processing")
 RESULT_FIELDS = (
     "rows",
     "rows_per_second",
@@ -414,7 +414,8 @@ def benchmark_one(task_path: Path, *, warmup: int, iterations: int) -> dict[str,
     task = load_config(task_path)
     results, facts = run_benchmark(task, batch_sizes=[BATCH_SIZE], warmup=warmup, iterations=iterations, keras=False)
     (result,) = results
-    return {"provider": facts["provider"], **{name: getattr(result, name) for name in RESULT_FIELDS}}
+    measured = result.as_dict()
+    return {"provider": facts["provider"], **{name: measured[name] for name in RESULT_FIELDS}}
 
 
 def machine_facts(options: argparse.Namespace) -> dict[str, Any]:

@@ -84,21 +84,23 @@ class BatchSizeResult:
     stage_costs: StageCosts
 
     @property
-    def bound_rows_per_second(self) -> float:
-        return self.stage_costs.bound_rows_per_second
-
-    @property
     def ratio_to_bound(self) -> float:
         """Pipeline throughput over the bound (1.0 = the stages overlap perfectly on every core)."""
-        return self.rows_per_second / self.bound_rows_per_second
+        return self.rows_per_second / self.stage_costs.bound_rows_per_second
 
-    @property
-    def stage_cpu_seconds(self) -> dict[str, float]:
-        return self.stage_costs.cpu_seconds
-
-    @property
-    def dominant_stage(self) -> str:
-        return self.stage_costs.dominant_stage
+    def as_dict(self) -> dict[str, Any]:
+        """The fields and every ratio and stage figure, as benchmark.json holds each result."""
+        costs = self.stage_costs
+        return {
+            **dataclasses.asdict(self),
+            "ratio_to_raw": self.ratio_to_raw,
+            "ratio_to_keras": self.ratio_to_keras,
+            "bound_rows_per_second": costs.bound_rows_per_second,
+            "ratio_to_bound": self.ratio_to_bound,
+            "stage_cpu_seconds": costs.cpu_seconds,
+            "dominant_stage": costs.dominant_stage,
+            "cores": costs.cores,
+        }
 
     @property
     def ratio_to_raw(self) -> float:
@@ -254,11 +256,12 @@ def format_markdown(results: list[BatchSizeResult], facts: dict[str, Any]) -> st
         latency = " / ".join(f"{result.latency_ms[name]:.1f}" for name in ("p50", "p90", "p99"))
         stages = " / ".join(f"{seconds:.2f}" for seconds in result.stage_seconds.values())
         decoding = f"{result.decoding_workers} workers" if result.decoding_workers else "main thread"
-        cpu = " / ".join(f"{result.stage_cpu_seconds[stage]:.2f}" for stage in STAGES)
+        costs = result.stage_costs
+        cpu = " / ".join(f"{costs.cpu_seconds[stage]:.2f}" for stage in STAGES)
         lines.append(
             f"| {result.batch_size} | {decoding} | {result.rows_per_second:.1f} | {result.raw_rows_per_second:.1f} "
-            f"| {result.ratio_to_raw:.2f}x | {result.bound_rows_per_second:.1f} | {result.ratio_to_bound:.2f}x "
-            f"| {cpu} ({result.dominant_stage}) | {keras} | {keras_ratio} | {latency} | {stages} "
+            f"| {result.ratio_to_raw:.2f}x | {costs.bound_rows_per_second:.1f} | {result.ratio_to_bound:.2f}x "
+            f"| {cpu} ({costs.dominant_stage}) | {keras} | {keras_ratio} | {latency} | {stages} "
             f"| {result.model_seconds:.2f} | {result.peak_rss_mb:.0f} |"
         )
     if facts["provider"] != "CUDAExecutionProvider":
@@ -269,22 +272,7 @@ def format_markdown(results: list[BatchSizeResult], facts: dict[str, Any]) -> st
 def write_results(folder: Path, results: list[BatchSizeResult], facts: dict[str, Any]) -> tuple[Path, Path]:
     """Write `benchmark.json` and `benchmark.md` into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "facts": facts,
-        "results": [
-            {
-                **dataclasses.asdict(result),
-                "ratio_to_raw": result.ratio_to_raw,
-                "ratio_to_keras": result.ratio_to_keras,
-                "bound_rows_per_second": result.bound_rows_per_second,
-                "ratio_to_bound": result.ratio_to_bound,
-                "stage_cpu_seconds": result.stage_cpu_seconds,
-                "dominant_stage": result.dominant_stage,
-                "cores": result.stage_costs.cores,
-            }
-            for result in results
-        ],
-    }
+    payload = {"facts": facts, "results": [result.as_dict() for result in results]}
     json_path, markdown_path = folder / "benchmark.json", folder / "benchmark.md"
     json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     markdown_path.write_text(format_markdown(results, facts), encoding="utf-8")

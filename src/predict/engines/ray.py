@@ -28,6 +28,7 @@ package installed and the data folder and model at the same paths (a shared file
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import time
 from collections.abc import Iterator
@@ -71,11 +72,7 @@ class RayEngine:
         """
         self.provider = plan.runner.provider
         ray = _import_ray()
-        started_here = not ray.is_initialized()
-        if started_here:
-            # Ray starts its workers at nice 15; here they do the run's work, so on a busy machine they
-            # would starve behind any other process (measured: 8.8 s quiet, 269-561 s loaded; issue 20).
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, _system_config=WORKER_PRIORITY)
+        started_here = connect_ray(ray) is not None
         context = ray.data.DataContext.get_current()
         saved = (context.execution_options.preserve_order, context.enable_progress_bars)
         # Batches must come back in row order: checkpoints and the files are written in that order.
@@ -151,6 +148,21 @@ class _ModelActor:
             scored[slot] = pickle.dumps((batch._replace(inputs={}), outputs), protocol=5)
         providers = np.array([self.runner.provider] * len(scored), dtype=object)
         return {"index": rows["index"], "scored": scored, "seconds": seconds, "provider": providers}
+
+
+def connect_ray(ray: Any) -> str | None:
+    """Ray as the engines and `serve --engine ray` find it: None when this process is already connected,
+    "cluster" after connecting to the one in `RAY_ADDRESS`, "local" after starting a local instance.
+    Disconnect (`ray.shutdown()`) after anything but None."""
+    if ray.is_initialized():
+        return None
+    if os.environ.get("RAY_ADDRESS"):  # an existing cluster refuses a driver's _system_config
+        ray.init(logging_level=logging.WARNING)
+        return "cluster"
+    # Ray starts its workers at nice 15; here they do the run's work, so on a busy machine they
+    # would starve behind any other process (measured: 8.8 s quiet, 269-561 s loaded; issue 20).
+    ray.init(include_dashboard=False, logging_level=logging.WARNING, _system_config=WORKER_PRIORITY)
+    return "local"
 
 
 def _import_ray() -> Any:

@@ -16,14 +16,13 @@ Needs Ray Serve: `pip install 'predict[serve,ray-serve]'`.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
 from typing import Any
 
 from predict.config import TaskConfig
-from predict.engines.ray import WORKER_PRIORITY, gpus_per_actor
+from predict.engines.ray import connect_ray, gpus_per_actor
 from predict.errors import ConfigError
 from predict.serve.app import ServerState, build_app, log
 from predict.serve.server import load_state, log_to_stderr
@@ -55,11 +54,7 @@ def serve_on_ray(task: TaskConfig, *, host: str, port: int) -> int:
     """
     ray, serve = _import_ray_serve()
     log_to_stderr()
-    local = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
-    if local:  # a local instance for the server; its workers at the driver's priority (issue 20)
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, _system_config=WORKER_PRIORITY)
-    elif not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING)
+    connected = connect_ray(ray)
     stop = _stop_on_signals()
     name = task.serve.model_name or task.source.stem
     try:
@@ -70,8 +65,9 @@ def serve_on_ray(task: TaskConfig, *, host: str, port: int) -> int:
         log.info("stopping: Ray Serve drains the replicas")
         serve.delete(name)  # on a shared cluster, only this application
     finally:
-        if local:
+        if connected == "local":  # Serve on a shared cluster stays up for its other applications
             serve.shutdown()
+        if connected:
             ray.shutdown()
     log.info("stopped: every accepted request was answered")
     return 0

@@ -1,10 +1,13 @@
-"""Batch loaders: the in-process loader gives the DataLoader's batches, byte for byte, without torch."""
+"""Batch loaders: in the main thread and in worker processes, the DataLoader's batches byte for byte, without torch."""
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,10 @@ import pandas as pd
 import pytest
 
 from predict.config import ImagePreprocessing
-from predict.data.collate import InProcessBatches, batch_loader, from_shared, to_shared
+from predict.data.collate import Batch, InProcessBatches, batch_loader, from_shared, to_shared
 from predict.data.image import ImageBatches, ImageInput
+from predict.data.workers import WorkerBatches
+from predict.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +57,7 @@ def assert_same_batches(got: list, expected: list) -> None:
 
 
 @pytest.mark.parametrize("first_batch", [0, 2])
-def test_in_process_batches_equal_the_data_loaders(image_folder, first_batch):
+def test_in_process_and_worker_batches_equal_the_data_loaders(image_folder, first_batch):
     import torch.utils.data
 
     dataset = image_batches(image_folder)
@@ -64,33 +69,105 @@ def test_in_process_batches_equal_the_data_loaders(image_folder, first_batch):
     single = torch.utils.data.DataLoader(
         dataset, batch_size=None, sampler=range(first_batch, len(dataset)), collate_fn=to_shared
     )
-    workers = batch_loader(dataset, num_workers=2, first_batch=first_batch)
-    assert isinstance(workers, torch.utils.data.DataLoader)
     assert_same_batches(got, [from_shared(batch) for batch in single])
-    assert_same_batches(got, [from_shared(batch) for batch in workers])
+    for workers in (1, 2, 3, 8):  # 8: more workers than batches
+        loader = batch_loader(dataset, num_workers=workers, first_batch=first_batch)
+        assert isinstance(loader, WorkerBatches) and len(loader) == 4 - first_batch
+        from_workers = list(loader)
+        assert_same_batches(got, from_workers)
+        assert all(batch.inputs["image"].flags.writeable for batch in from_workers)  # like arrays built here
     assert got[-1].errors == [
         (20, "row 20, image_path 'missing.png': file not found: " + str(image_folder / "missing.png"))
     ]
+    assert multiprocessing.active_children() == []
 
 
-def test_workers_send_tensors_and_the_main_side_gets_arrays(image_folder):
-    import torch
+class FailingBatches:
+    """Batches of one row holding their index; batch `fail_at` raises `error` (or kills its worker)."""
 
-    dataset = image_batches(image_folder)
-    shared = next(iter(batch_loader(dataset, num_workers=1)))
-    assert isinstance(shared.inputs["image"], torch.Tensor)  # crossed through shared memory
-    batch = from_shared(shared)
-    assert isinstance(batch.inputs["image"], np.ndarray) and isinstance(batch.row_ids, np.ndarray)
+    def __init__(self, count: int, fail_at: int, error: BaseException | None) -> None:
+        self.count, self.fail_at, self.error = count, fail_at, error
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Batch:
+        if index == self.fail_at:
+            if self.error is None:
+                os._exit(3)  # the worker dies as if killed: no exception to send
+            raise self.error
+        return Batch(np.array([index]), {"x": np.full((1, 4), index, dtype=np.float32)}, [], None)
 
 
-def test_in_process_loading_never_imports_torch(image_folder):
+def test_a_workers_error_is_raised_in_the_main_process_after_the_batches_before_it():
+    loader = batch_loader(FailingBatches(6, 4, InputError("rows.csv: row 4: not a number")), num_workers=2)
+    got = []
+    with pytest.raises(InputError, match=r"^rows.csv: row 4: not a number$"):
+        for batch in loader:
+            got.append(int(batch.row_ids[0]))
+    assert got == [0, 1, 2, 3]
+    assert multiprocessing.active_children() == []
+
+
+def test_a_worker_that_dies_is_named_with_its_exit_code():
+    with pytest.raises(
+        RuntimeError,
+        match=r"decoding worker predict-decoder-0 \(pid \d+\) ended with exit code 3 before sending batch 2",
+    ):
+        list(batch_loader(FailingBatches(6, 2, None), num_workers=2))
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_stop_when_the_reader_stops_early(image_folder):
+    batches = iter(batch_loader(image_batches(image_folder, batch_size=1), num_workers=2))
+    next(batches)
+    assert len(multiprocessing.active_children()) == 2
+    batches.close()  # what an error in the main loop does to the generator
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_exit_when_the_main_process_is_killed(tmp_path):
+    # Batches far bigger than a pipe's buffer: both workers wait to write when the main process dies.
+    code = (
+        "import numpy as np, multiprocessing, sys;"
+        "from predict.data.collate import Batch, batch_loader;"
+        "Big = type('Big', (), {'__len__': lambda self: 100, '__getitem__': lambda self, i: "
+        "Batch(np.array([i]), {'x': np.zeros((1, 2**20), dtype=np.float32)}, [], None)});"
+        "batches = iter(batch_loader(Big(), num_workers=2)); next(batches);"
+        "print(*[p.pid for p in multiprocessing.active_children()], flush=True); sys.stdin.read()"
+    )
+    main = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pids = [int(pid) for pid in main.stdout.readline().split()]
+    assert len(pids) == 2
+    main.kill()
+    main.wait()
+    for pid in pids:
+        wait_until_gone(pid)
+
+
+def wait_until_gone(pid: int) -> None:
+    """Until process `pid` has exited (a zombie counts as exited); fails after a minute."""
+    status = Path(f"/proc/{pid}/status")
+    deadline = time.monotonic() + 60
+    while status.exists():
+        try:
+            if "\nState:\tZ" in status.read_text():
+                return
+        except OSError:
+            return
+        assert time.monotonic() < deadline, f"worker {pid} still running a minute after the main process died"
+        time.sleep(0.05)
+
+
+def test_loading_in_process_or_in_workers_never_imports_torch(image_folder):
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path;"
         "from tests.data.test_collate import image_batches;"
         "from predict.data.collate import batch_loader, from_shared;"
-        f"batches = [from_shared(b) for b in batch_loader(image_batches(Path({str(image_folder)!r})), num_workers=0)];"
-        "print(len(batches), 'torch' in sys.modules)"
+        f"dataset = image_batches(Path({str(image_folder)!r}));"
+        "counts = [len(list(batch_loader(dataset, num_workers=n))) for n in (0, 2)];"
+        "print(*counts, 'torch' in sys.modules)"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.split() == ["4", "False"]
+    assert completed.stdout.split() == ["4", "4", "False"]

@@ -1,9 +1,9 @@
 """The batch that travels from a loader to the model, and the loaders that build batches.
 
-Batches are built in the main thread (`InProcessBatches`, no torch at all) or, with worker
-processes, by a torch `DataLoader`: there arrays travel as torch tensors, which torch moves through
-shared memory instead of pickling them through a pipe, and `.numpy()` on the other side is free.
-torch is imported only then (it takes 2-4 s to import on the 2-core development VM; issue 18).
+Batches are built in the main thread (`InProcessBatches`) or by forked worker processes
+(`predict.data.workers.WorkerBatches`), neither with torch (it takes 2-4 s to import on the 2-core
+development VM; issue 18). Only batches page-locked for CUDA come from a torch `DataLoader`: there
+arrays travel as torch tensors (`to_shared`), and `from_shared` turns them back into arrays.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
     import torch.utils.data
+
+    from predict.data.workers import WorkerBatches
 
 
 class Batch(NamedTuple):
@@ -164,24 +166,29 @@ class InProcessBatches:
 
 def batch_loader(
     dataset: BatchDataset, *, num_workers: int, first_batch: int = 0, pin_memory: bool = False
-) -> InProcessBatches | torch.utils.data.DataLoader:
+) -> InProcessBatches | WorkerBatches | torch.utils.data.DataLoader:
     """The batches of a dataset whose item i is batch i, in order, from `first_batch` on.
 
-    `num_workers` processes build batches ahead of the model (a torch DataLoader); with none, the
-    batches are built in the calling thread and torch is not imported. Starting later than batch 0
-    is how a resumed run skips the rows its checkpoint already holds, without decoding them.
-    `pin_memory` (for CUDA) page-locks each batch so the host-to-device copy is a direct DMA.
+    With no `num_workers` the batches are built in the calling thread; with some, by that many
+    forked processes (`predict.data.workers`). Neither imports torch. `pin_memory` (for CUDA)
+    page-locks each batch so the host-to-device copy is a direct DMA: that takes torch's DataLoader.
+    Starting later than batch 0 is how a resumed run skips the rows its checkpoint already holds,
+    without decoding them.
     """
-    if num_workers == 0 and not pin_memory:
-        return InProcessBatches(dataset, first_batch)
-    import torch.utils.data
+    if pin_memory:
+        import torch.utils.data
 
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,  # items are whole batches already: the collate function gets each one whole
-        sampler=range(first_batch, len(dataset)),
-        num_workers=num_workers,
-        collate_fn=to_shared,
-        prefetch_factor=2 if num_workers else None,
-        pin_memory=pin_memory,
-    )
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=None,  # items are whole batches already: the collate function gets each one whole
+            sampler=range(first_batch, len(dataset)),
+            num_workers=num_workers,
+            collate_fn=to_shared,
+            prefetch_factor=2 if num_workers else None,
+            pin_memory=True,
+        )
+    if num_workers == 0:
+        return InProcessBatches(dataset, first_batch)
+    from predict.data.workers import WorkerBatches
+
+    return WorkerBatches(dataset, num_workers, first_batch)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -222,7 +225,7 @@ def instance_head(layout="h2o", labels=None, **config):
     return instance_segmentation.InstanceSegmentationHead(
         config=instance_segmentation.Config(class_names=("a", "b"), layout=instance_layout, **config), output="maps",
         channels_last=False, resize_mode=ResizeMode.RESIZE, class_column="class_name", input_column="image_path",
-        labels=labels, source_name="frame.csv",
+        labels=labels, source_name="frame.csv", scratch_folder=Path(tempfile.gettempdir()),
     )  # fmt: skip
 
 

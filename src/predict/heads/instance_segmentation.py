@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ from predict.heads.base import Head, column_values, context_of, select_output
 from predict.heads.semantic_segmentation import MaskActivation, RleOrder, activate, channel_axis, read_mask_labels
 from predict.report.coco_metrics import coco_map
 from predict.runners.base import TensorSpec
+from predict.writers.row_arrays import stack_rows
 
 
 class InstanceLayout(StrEnum):
@@ -129,8 +131,10 @@ class InstanceSegmentationHead(Head):
         input_column: str,
         labels: list[list[tuple[str, str]]] | None,
         source_name: str,
+        scratch_folder: Path,
     ) -> None:
         self.config = config
+        self.scratch_folder = scratch_folder  # where the split's instance maps are stacked when too big for memory
         self.output = output
         self.channels_last = channels_last
         self.resize_mode = resize_mode
@@ -187,6 +191,7 @@ class InstanceSegmentationHead(Head):
             input_column=task.input_column,
             labels=labels,
             source_name=task.data.dataframe.name,
+            scratch_folder=task.output_dir,
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
@@ -379,21 +384,22 @@ class InstanceSegmentationHead(Head):
         return dataframe[[self.input_column]], self.prediction_columns(predictions), ~valid
 
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
-        column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
-        classes = len(self.config.class_names)
-        maps, confidences = [], []
-        for instances, size in zip(predictions["instances"], predictions["original_image_shapes"]):
-            labelled = np.zeros((int(size[0]), int(size[1]), classes), dtype=np.int32)
+        instances, sizes = predictions["instances"], predictions["original_image_shapes"]
+        confidences = []
+        for row_instances in instances:
             row_confidences: dict[str, dict[int, float]] = {name: {} for name in self.config.class_names}
-            for class_index, number, confidence, rle in instances:
-                labelled[..., class_index][decode_rle(rle, labelled.shape[:2], column_major=column_major)] = number
+            for class_index, number, confidence, _ in row_instances:
                 row_confidences[self.config.class_names[class_index]][int(number)] = float(confidence)
-            maps.append(labelled)
             confidences.append(row_confidences)
-        if len({item.shape for item in maps}) == 1:
-            instance_predictions = np.stack(maps)
+        maps = (self._instance_map(row_instances, size) for row_instances, size in zip(instances, sizes))
+        shapes = {(int(height), int(width)) for height, width in sizes}
+        if len(shapes) == 1:  # one 4-D array, built on disk when big (FORMATS.md; predict.writers.row_arrays)
+            row_shape = (*shapes.pop(), len(self.config.class_names))
+            instance_predictions = stack_rows(
+                maps, count=len(instances), row_shape=row_shape, dtype=np.int32, folder=self.scratch_folder
+            )
         else:
-            instance_predictions = np.empty(len(maps), dtype=object)
+            instance_predictions = np.empty(len(instances), dtype=object)
             for index, item in enumerate(maps):
                 instance_predictions[index] = item
         return {
@@ -403,6 +409,14 @@ class InstanceSegmentationHead(Head):
             "class_names": list(self.config.class_names),
             self.input_column: column_values(dataframe, self.input_column),
         }
+
+    def _instance_map(self, instances: list[list], size: np.ndarray) -> np.ndarray:
+        """int32[H0, W0, classes]: each instance's id within its class on its pixels, from its RLE."""
+        column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
+        labelled = np.zeros((int(size[0]), int(size[1]), len(self.config.class_names)), dtype=np.int32)
+        for class_index, number, _, rle in instances:
+            labelled[..., class_index][decode_rle(rle, labelled.shape[:2], column_major=column_major)] = number
+        return labelled
 
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.labels is None:

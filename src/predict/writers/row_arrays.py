@@ -19,13 +19,18 @@ until used); the pkl writer copies it into the pickle straight from the file, pi
 from __future__ import annotations
 
 import os
+import tempfile
+import weakref
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-# 64 KiB per row: far above any classification, detection or embedding row (100 boxes are 2 KiB),
-# below one 128x128 float32 mask.
-SPILL_ROW_BYTES = 64 * 1024
+# 16 KiB per row: above any classification or detection row (100 boxes are 2 KiB) and embeddings
+# up to 4,096 float32 values, below the float16 maps of instance segmentation at 64x64 (4 maps: 32 KiB).
+SPILL_ROW_BYTES = 16 * 1024
+# A stacked array of this size or more is built on disk (stack_rows): a server's few rows stay in memory.
+SPILL_STACK_BYTES = 64 * 2**20
 
 
 class DiskRows:
@@ -97,3 +102,44 @@ class DiskRows:
             arrays[key] = np.load(self.folder / f"{key}.npy", mmap_mode="r")
         self.files = {}
         return arrays
+
+
+def stack_rows(
+    rows: Iterable[np.ndarray], *, count: int, row_shape: tuple[int, ...], dtype: np.dtype, folder: Path
+) -> np.ndarray:
+    """`np.stack` of `count` rows made one at a time: in memory when small, else a read-only memory map.
+
+    A split-level array built from per-row predictions (instance segmentation's instance maps: an
+    int32 map per image at the image's own size, 1 GB for 2,048 images of 256x256 with 2 classes)
+    is written row by row into a hidden `.npy` file in `folder` when it would take `SPILL_STACK_BYTES`
+    or more; the pkl writer copies it from there, and the file is removed when the map is let go.
+    """
+    dtype = np.dtype(dtype)
+    total_bytes = count * dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
+    if total_bytes < SPILL_STACK_BYTES:
+        return np.stack(list(rows)) if count else np.zeros((0, *row_shape), dtype=dtype)
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(prefix=".rows-", suffix=".npy", dir=folder)
+    path = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(dtype),
+                "fortran_order": False,
+                "shape": (count, *row_shape),
+            }
+            np.lib.format.write_array_header_1_0(handle, header)
+            written = 0
+            for row in rows:
+                if row.shape != row_shape or row.dtype != dtype:
+                    raise ValueError(f"row {written} is {row.dtype}{list(row.shape)}, not {dtype}{list(row_shape)}")
+                handle.write(np.ascontiguousarray(row).data)
+                written += 1
+        if written != count:
+            raise ValueError(f"{written} rows given, {count} announced")
+        stacked = np.load(path, mmap_mode="r")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    weakref.finalize(stacked, path.unlink, missing_ok=True)
+    return stacked

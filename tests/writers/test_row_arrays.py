@@ -1,0 +1,53 @@
+"""stack_rows: a split-level array stacked from rows, on disk once big, pickled as the array in memory."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from predict.writers import row_arrays
+from predict.writers.pickle import write_raw_predictions
+from predict.writers.row_arrays import stack_rows
+
+
+def rows(count: int) -> list[np.ndarray]:
+    return [np.full((5, 7, 2), index, dtype=np.int32) for index in range(count)]
+
+
+def test_a_small_stack_stays_in_memory(tmp_path):
+    stacked = stack_rows(iter(rows(3)), count=3, row_shape=(5, 7, 2), dtype=np.int32, folder=tmp_path)
+    assert type(stacked) is np.ndarray
+    assert_array_equal(stacked, np.stack(rows(3)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_big_stack_is_built_on_disk_and_pickled_as_the_array(tmp_path, monkeypatch):
+    monkeypatch.setattr(row_arrays, "SPILL_STACK_BYTES", 1024)  # 4 rows of 280 bytes reach it
+    stacked = stack_rows(iter(rows(4)), count=4, row_shape=(5, 7, 2), dtype=np.int32, folder=tmp_path / "out")
+    assert isinstance(stacked, np.memmap) and not stacked.flags.writeable
+    assert_array_equal(stacked, np.stack(rows(4)))
+    [spilled] = (tmp_path / "out").iterdir()
+    assert spilled.name.startswith(".rows-") and spilled.suffix == ".npy"
+    write_raw_predictions(tmp_path / "raw.pkl", {"maps": stacked, "names": ["a", "b"]})
+    assert (tmp_path / "raw.pkl").read_bytes() == pickle.dumps({"maps": np.stack(rows(4)), "names": ["a", "b"]}, 4)
+    del stacked
+    gc.collect()
+    assert not spilled.exists()  # removed with the map
+
+
+@pytest.mark.parametrize(
+    ("given", "count", "message"),
+    [
+        ([*rows(3), np.zeros((5, 7, 2), dtype=np.int64)], 4, r"row 3 is int64\[5, 7, 2\], not int32\[5, 7, 2\]"),
+        (rows(3), 4, "3 rows given, 4 announced"),
+    ],
+)
+def test_rows_that_do_not_fit_leave_no_file(tmp_path, monkeypatch, given, count, message):
+    monkeypatch.setattr(row_arrays, "SPILL_STACK_BYTES", 1024)
+    with pytest.raises(ValueError, match=message):
+        stack_rows(iter(given), count=count, row_shape=(5, 7, 2), dtype=np.int32, folder=tmp_path)
+    assert list(tmp_path.iterdir()) == []

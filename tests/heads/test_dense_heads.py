@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -218,6 +220,33 @@ def test_a_batch_without_any_box_or_readable_image_is_all_padding():
         predictions = head.postprocess({"predictions": raw}, batch_of(sizes))
         assert not predictions["boxes"].any() and not predictions["confidences"].any()
         assert (predictions["class_ids"] == -1).all()
+
+
+def test_csv_columns_are_each_row_shown_boxes_as_json_lists():
+    head = detection_head("yolo", probability_threshold=0.5)
+    rng = np.random.default_rng(2)
+    predictions = {
+        "boxes": rng.uniform(0, 5000, (5, 100, 4)).astype(np.float32),
+        "confidences": rng.random((5, 100), dtype=np.float32),  # shown boxes are not a prefix of a row
+        "class_ids": rng.integers(-1, 2, (5, 100)),
+    }
+    predictions["boxes"][0, :, 0] = np.nan  # json.dumps writes NaN
+    predictions["boxes"][1, :, 1] = 1e20
+    predictions["confidences"][2] = 0.0  # a row without any box
+    columns = head.prediction_columns(predictions)
+    for row in range(5):
+        shown = (predictions["confidences"][row] > 0.5) & (predictions["class_ids"][row] >= 0)
+        for j, name in enumerate(object_detection.BOX_COLUMNS):
+            values = np.round(predictions["boxes"][row, shown, j].astype(np.float64), 2).tolist()
+            assert columns[name][row] == json.dumps(values)
+        confidences = np.round(predictions["confidences"][row, shown].astype(np.float64), 4).tolist()
+        assert columns["confidence"][row] == json.dumps(confidences)
+        assert columns["class_name"][row] == json.dumps([("a", "b")[i] for i in predictions["class_ids"][row, shown]])
+    assert columns["x_min"][2] == columns["class_name"][2] == "[]" and "NaN" in columns["x_min"][0]
+    empty = {key: value[:0] for key, value in predictions.items()}
+    assert head.prediction_columns(empty) == {
+        name: [] for name in (*object_detection.BOX_COLUMNS, "confidence", "class_name")
+    }
 
 
 def test_detection_metrics_match_pycocotools_on_a_perfect_and_an_empty_image():

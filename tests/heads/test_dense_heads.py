@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from predict.config import ResizeMode
 from predict.data.collate import Batch
 from predict.data.context import ImageContext
 from predict.errors import InputError
-from predict.heads import instance_segmentation, object_detection, semantic_segmentation
-from predict.heads._masks import decode_rle, encode_rle
+from predict.heads import _ops, instance_segmentation, object_detection, semantic_segmentation
+from predict.heads._masks import boxes_to_original, decode_rle, encode_rle
 
 
 def batch_of(original_sizes, input_size=(64, 64)) -> Batch:
@@ -124,6 +125,130 @@ def test_ssd_and_postprocessed_layouts_letterbox():
     predictions = head.postprocess(outputs, batch_of([(10, 20)]))
     assert predictions["class_ids"][0, :2].tolist() == [1, -1]
     assert_allclose(predictions["boxes"][0, 0], [0, 0, 10, 5])
+
+
+def per_image_detections(head, outputs, original_sizes, input_size):
+    """The head's steps one image at a time, as written before batching (issue 18): the reference."""
+    config = head.config
+    rows = len(original_sizes)
+    boxes, confidences = np.zeros((rows, 100, 4), dtype=np.float32), np.zeros((rows, 100), dtype=np.float32)
+    class_ids = np.full((rows, 100), -1, dtype=np.int64)
+    activate = {"none": lambda x: x, "sigmoid": _ops.sigmoid, "softmax": _ops.softmax}[config.score_activation]
+    for row, (height, width) in enumerate(original_sizes):
+        if height == 0:
+            continue
+        if config.layout == "boxes_scores_classes":
+            candidates = outputs["boxes"][row].reshape(-1, 4)
+            scores = activate(outputs["scores"][row].reshape(-1))
+            ids = np.rint(outputs["classes"][row].astype(np.float64)).astype(np.int64) - config.first_class_id
+        elif config.layout == "ssd":
+            class_scores = activate(outputs["scores"][row])[:, 1 if config.background_class else 0 :]
+            anchors, ids = np.nonzero(class_scores >= config.score_threshold)
+            candidates, scores = outputs["boxes"][row][anchors], class_scores[anchors, ids]
+        else:
+            raw = outputs["predictions"][row]
+            first_class = object_detection.YOLO_COLUMNS[config.layout]
+            raw = raw if raw.shape[0] == first_class + 2 else raw.T
+            class_scores = activate(raw[first_class:].T)
+            ids = class_scores.argmax(axis=1)
+            scores = class_scores[np.arange(len(ids)), ids]
+            if config.layout == "yolov5":
+                scores = scores * (raw[4] if config.score_activation == "none" else _ops.sigmoid(raw[4]))
+            candidates = raw[:4].T
+        keep = (scores >= config.score_threshold) & (ids >= 0) & (ids < 2)
+        candidates, scores, ids = candidates[keep], scores[keep], ids[keep]
+        candidates = boxes_to_original(
+            _ops.box_convert(candidates, head.box_format, "xyxy"), (height, width), input_size,
+            resize_mode=head.resize_mode, normalized=config.normalized_boxes,
+        )  # fmt: skip
+        if config.layout == "boxes_scores_classes":
+            order = np.argsort(-scores, kind="stable")[:100]
+        else:
+            order = _ops.nms(candidates, scores, config.nms_iou_threshold, classes=ids)[:100]
+        boxes[row, : order.size], confidences[row, : order.size] = candidates[order], scores[order]
+        class_ids[row, : order.size] = ids[order]
+    return {"boxes": boxes, "confidences": confidences, "class_ids": class_ids}
+
+
+def crowded_outputs(layout, rows, rng):
+    """Random raw outputs of `rows` images whose boxes crowd the middle of a 64 x 64 input (NMS has work)."""
+    anchors = 300
+    centres = rng.uniform(20, 44, (rows, anchors, 2)).astype(np.float32)
+    sizes = rng.uniform(2, 30, (rows, anchors, 2)).astype(np.float32)
+    if layout == "yolo":  # (4 + classes, anchors), cxcywh pixels, probabilities
+        scores = rng.random((rows, anchors, 2), dtype=np.float32)
+        return {"predictions": np.concatenate([centres, sizes, scores], axis=2).transpose(0, 2, 1).copy()}
+    if layout == "yolov5":  # (anchors, 5 + classes), logits
+        logits = rng.normal(0, 3, (rows, anchors, 3)).astype(np.float32)
+        return {"predictions": np.concatenate([centres, sizes, logits], axis=2)}
+    corners = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=2) / 64  # normalised
+    if layout == "ssd":  # xyxy, background + 2 class logits
+        return {"boxes": corners, "scores": rng.normal(-1, 2, (rows, anchors, 3)).astype(np.float32)}
+    return {  # yxyx, probabilities, class ids from 1 (a 3 and a 0 are not classes of the head)
+        "boxes": corners[..., [1, 0, 3, 2]],
+        "scores": rng.random((rows, anchors), dtype=np.float32),
+        "classes": rng.integers(0, 4, (rows, anchors)).astype(np.float32),
+    }
+
+
+LAYOUT_CONFIGS = {
+    "yolo": {"score_threshold": 0.3, "nms_iou_threshold": 0.3},
+    "yolov5": {"score_activation": object_detection.ScoreActivation.SIGMOID, "nms_iou_threshold": 0.5},
+    "ssd": {"score_activation": object_detection.ScoreActivation.SOFTMAX, "background_class": True,
+            "normalized_boxes": True, "score_threshold": 0.2},
+    "boxes_scores_classes": {"box_format": "yxyx", "normalized_boxes": True, "first_class_id": 1},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("resize_mode", list(ResizeMode))
+@pytest.mark.parametrize("layout", list(LAYOUT_CONFIGS))
+def test_a_batch_of_unreadable_rows_and_images_of_many_sizes_gets_what_each_image_gets_alone(layout, resize_mode):
+    head = detection_head(layout, resize_mode=resize_mode, **LAYOUT_CONFIGS[layout])
+    original_sizes = [(0, 0), (32, 128), (64, 64), (0, 0), (100, 37), (480, 640), (1, 1), (64, 64)]
+    outputs = crowded_outputs(layout, len(original_sizes), np.random.default_rng(5))
+    predictions = head.postprocess(outputs, batch_of(original_sizes))
+    expected = per_image_detections(head, outputs, original_sizes, (64, 64))
+    for key in ("boxes", "confidences", "class_ids"):
+        assert predictions[key].dtype == expected[key].dtype
+        assert_array_equal(predictions[key], expected[key])
+    kept = (predictions["class_ids"] >= 0).sum(axis=1)
+    assert kept[0] == kept[3] == 0 and kept[[1, 2, 4, 5, 6, 7]].all()  # unreadable rows stay empty
+
+
+def test_a_batch_without_any_box_or_readable_image_is_all_padding():
+    head = detection_head("yolo")
+    raw = np.zeros((2, 6, 4), dtype=np.float32)
+    for sizes in ([(0, 0), (0, 0)], [(64, 64), (0, 0)]):  # unreadable; readable but no score above threshold
+        predictions = head.postprocess({"predictions": raw}, batch_of(sizes))
+        assert not predictions["boxes"].any() and not predictions["confidences"].any()
+        assert (predictions["class_ids"] == -1).all()
+
+
+def test_csv_columns_are_each_row_shown_boxes_as_json_lists():
+    head = detection_head("yolo", probability_threshold=0.5)
+    rng = np.random.default_rng(2)
+    predictions = {
+        "boxes": rng.uniform(0, 5000, (5, 100, 4)).astype(np.float32),
+        "confidences": rng.random((5, 100), dtype=np.float32),  # shown boxes are not a prefix of a row
+        "class_ids": rng.integers(-1, 2, (5, 100)),
+    }
+    predictions["boxes"][0, :, 0] = np.nan  # json.dumps writes NaN
+    predictions["boxes"][1, :, 1] = 1e20
+    predictions["confidences"][2] = 0.0  # a row without any box
+    columns = head.prediction_columns(predictions)
+    for row in range(5):
+        shown = (predictions["confidences"][row] > 0.5) & (predictions["class_ids"][row] >= 0)
+        for j, name in enumerate(object_detection.BOX_COLUMNS):
+            values = np.round(predictions["boxes"][row, shown, j].astype(np.float64), 2).tolist()
+            assert columns[name][row] == json.dumps(values)
+        confidences = np.round(predictions["confidences"][row, shown].astype(np.float64), 4).tolist()
+        assert columns["confidence"][row] == json.dumps(confidences)
+        assert columns["class_name"][row] == json.dumps([("a", "b")[i] for i in predictions["class_ids"][row, shown]])
+    assert columns["x_min"][2] == columns["class_name"][2] == "[]" and "NaN" in columns["x_min"][0]
+    empty = {key: value[:0] for key, value in predictions.items()}
+    assert head.prediction_columns(empty) == {
+        name: [] for name in (*object_detection.BOX_COLUMNS, "confidence", "class_name")
+    }
 
 
 def test_detection_metrics_match_pycocotools_on_a_perfect_and_an_empty_image():

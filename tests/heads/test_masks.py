@@ -11,6 +11,7 @@ from predict.config import ResizeMode
 from predict.heads import _ops
 from predict.heads._masks import (
     boxes_to_original,
+    boxes_to_originals,
     decode_rle,
     encode_rle,
     encode_rles_by_id,
@@ -104,6 +105,90 @@ def test_nms_is_class_wise():
     assert _ops.nms(boxes, scores, 0.5).tolist() == [0, 3]
     assert _ops.nms(boxes, scores, 0.5, classes=np.array([0, 0, 1, 1])).tolist() == [0, 2, 3]
     assert _ops.nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def greedy_nms_reference(boxes, scores, threshold, classes):
+    """Textbook greedy NMS, one box at a time: most confident first (ties: lower index), the first 1000 only."""
+    kept = []
+    for i in sorted(range(len(scores)), key=lambda index: -scores[index])[: _ops.NMS_MAX_CANDIDATES]:
+        overlaps = _ops.box_iou(boxes[i][None], boxes[kept])[0] if kept else np.zeros(0)
+        if all(classes[j] != classes[i] or overlap <= threshold for j, overlap in zip(kept, overlaps, strict=True)):
+            kept.append(i)
+    return kept
+
+
+def overlapping_boxes(rng, count):
+    """Integer xyxy boxes crowded into a 60 x 60 area, so that many overlap (integers: the class offsets stay exact)."""
+    corners = rng.integers(0, 40, (count, 2))
+    return np.concatenate([corners, corners + rng.integers(1, 20, (count, 2))], axis=1).astype(np.float32)
+
+
+def test_nms_rows_keeps_in_every_row_what_greedy_nms_keeps_in_that_image_alone():
+    rng = np.random.default_rng(7)
+    rows, width = 12, 40
+    counts = rng.integers(0, width + 1, rows)
+    counts[:2] = [0, width]  # an image without candidates, and one without padding
+    boxes = overlapping_boxes(rng, rows * width).reshape(rows, width, 4)
+    scores = rng.choice([0.2, 0.5, 0.7, 0.9], (rows, width)).astype(np.float32)  # ties: the lower index first
+    classes = rng.integers(0, 3, (rows, width))
+    padding = np.arange(width) >= counts[:, None]
+    boxes[padding] = np.nan  # padding is never read as a box
+    scores[padding] = 1.0
+    for threshold in (0.0, 0.3, 0.7):
+        order, kept = _ops.nms_rows(boxes, scores, counts, threshold, classes=classes)
+        for row, count in enumerate(counts):
+            expected = greedy_nms_reference(boxes[row, :count], scores[row, :count], threshold, classes[row, :count])
+            assert order[row, kept[row]].tolist() == expected
+            assert order[row, :count].tolist() == np.argsort(-scores[row, :count], kind="stable").tolist()
+            assert kept[row].sum() == len(expected)  # padding is never kept
+
+
+def test_nms_rows_caps_candidates_and_splits_large_batches_like_one_image_at_a_time():
+    # 1,100 candidates per image: NMS sees the 1,000 most confident, and one image at a time fits in a chunk.
+    rng = np.random.default_rng(3)
+    rows, width = 6, 1100
+    boxes = overlapping_boxes(rng, rows * width).reshape(rows, width, 4) * 10
+    scores = rng.random((rows, width), dtype=np.float32)
+    classes = rng.integers(0, 2, (rows, width))
+    counts = np.array([1100, 999, 0, 1000, 1, 1100])
+    order, kept = _ops.nms_rows(boxes, scores, counts, 0.5, classes=classes)
+    assert order.shape == kept.shape == (rows, _ops.NMS_MAX_CANDIDATES)
+    for row, count in enumerate(counts):
+        alone = _ops.nms(boxes[row, :count], scores[row, :count], 0.5, classes=classes[row, :count])
+        assert_array_equal(order[row, kept[row]], alone)
+        assert np.isin(alone, np.argsort(-scores[row, :count], kind="stable")[: _ops.NMS_MAX_CANDIDATES]).all()
+
+
+def test_nms_rows_offsets_classes_by_each_image_own_boxes():
+    # IoU 0.3 / 0.7: both kept. Shifted by a class offset from the other image's 3e6-pixel box, float32
+    # would round them onto each other (IoU > 0.5): the offset must come from each image's own boxes.
+    boxes = np.zeros((2, 2, 4), dtype=np.float32)
+    boxes[0, 0] = [0, 0, 3e6, 3e6]
+    boxes[1] = [[0.6, 0, 1.1, 1], [0.4, 0, 0.9, 1]]
+    scores = np.array([[0.9, 0.0], [0.9, 0.8]], dtype=np.float32)
+    order, kept = _ops.nms_rows(boxes, scores, np.array([1, 2]), 0.5, classes=np.array([[0, 0], [1, 1]]))
+    assert order[1, kept[1]].tolist() == [0, 1] == _ops.nms(boxes[1], scores[1], 0.5, classes=np.array([1, 1])).tolist()
+
+
+def test_nms_without_classes_and_with_nan_scores_matches_greedy_nms():
+    rng = np.random.default_rng(11)
+    boxes = overlapping_boxes(rng, 50)
+    scores = rng.random(50, dtype=np.float32)
+    scores[[3, 17]] = np.nan  # NaN sorts last, as np.argsort puts it
+    expected = greedy_nms_reference(boxes, np.nan_to_num(scores, nan=-1.0), 0.4, np.zeros(50))
+    assert _ops.nms(boxes, scores, 0.4).tolist() == expected
+
+
+def test_boxes_of_a_batch_map_back_each_to_its_own_image():
+    boxes = np.array([[0, 16, 64, 48], [0, 0, 32, 32], [8, 8, 16, 16]], dtype=np.float32)
+    images = np.array([0, 2, 2])
+    original_sizes = np.array([[50, 100], [0, 0], [128, 128]])  # row 1 could not be read: no box, never read
+    input_sizes = np.full((3, 2), 64)
+    for mode in ResizeMode:
+        mapped = boxes_to_originals(boxes, images, original_sizes, input_sizes, resize_mode=mode)
+        for box, image, row in zip(boxes, images, mapped, strict=True):
+            alone = boxes_to_original(box[None], tuple(original_sizes[image]), (64, 64), resize_mode=mode)
+            assert_array_equal(row, alone[0])
 
 
 def test_boxes_and_maps_back_to_the_image():

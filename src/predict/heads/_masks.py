@@ -174,16 +174,68 @@ def boxes_to_original(
     Returns:
         float32[K, 4] xyxy pixels of the image, clipped to it.
     """
-    height, width = original_size
-    input_height, input_width = int(input_size[0]), int(input_size[1])
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    return boxes_to_originals(
+        boxes,
+        np.zeros(len(boxes), dtype=np.int64),
+        np.array([original_size], dtype=np.int64),
+        np.array([[int(input_size[0]), int(input_size[1])]], dtype=np.int64),
+        resize_mode=resize_mode,
+        normalized=normalized,
+    )
+
+
+def boxes_to_originals(
+    boxes: np.ndarray,
+    images: np.ndarray,
+    original_sizes: np.ndarray,
+    input_sizes: np.ndarray,
+    *,
+    resize_mode: ResizeMode,
+    normalized: bool = False,
+) -> np.ndarray:
+    """`boxes_to_original` for the boxes of a whole batch at once, each box in its own image.
+
+    Args:
+        boxes: float[K, 4] xyxy, in model-input pixels (or fractions of its size when `normalized`).
+        images: int[K] the row of `original_sizes` and `input_sizes` each box belongs to.
+        original_sizes, input_sizes: int[B, 2] (height, width) of each image and of its model input;
+            only the rows that `images` names are read.
+
+    Returns:
+        float32[K, 4] xyxy pixels of each box's image, clipped to it.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    images = np.asarray(images, dtype=np.int64)
+    sizes = np.concatenate([np.asarray(original_sizes), np.asarray(input_sizes)], axis=1)
+    needed = np.zeros(len(sizes), dtype=bool)
+    needed[images] = True  # an unreadable row (size 0) has no boxes, and no geometry
+    # A batch's images mostly share one size: one geometry per distinct size, and per image its index.
+    distinct: dict[tuple[int, ...], int] = {}
+    geometry_index = np.zeros(len(sizes), dtype=np.int64)
+    for row, size in zip(np.flatnonzero(needed).tolist(), sizes[needed].tolist(), strict=True):
+        geometry_index[row] = distinct.setdefault(tuple(size), len(distinct))
+    geometries = np.array(
+        [_box_geometry(size[:2], size[2:], resize_mode=resize_mode) for size in distinct], dtype=np.float32
+    ).reshape(-1, 4, 4)
+    input_scale, offset, scale, limit = np.moveaxis(geometries[geometry_index[images]], 1, 0)
     if normalized:
-        boxes = boxes * np.array([input_width, input_height] * 2, dtype=np.float32)
+        boxes = boxes * input_scale
+    return np.clip((boxes - offset) * scale, 0, limit)
+
+
+def _box_geometry(
+    original_size: tuple[int, int], input_size: tuple[int, int], *, resize_mode: ResizeMode
+) -> np.ndarray:
+    """float32[4, 4] for one image size: input scale (normalised to input pixels), offset, scale, clip limit."""
+    height, width = original_size
+    input_height, input_width = input_size
+    input_scale = [input_width, input_height] * 2
     if resize_mode is ResizeMode.LETTERBOX:
         new_height, new_width, top, left = letterbox_geometry(height, width, input_height, input_width)
-        offset = np.array([left, top] * 2, dtype=np.float32)
-        scale = np.array([width / new_width, height / new_height] * 2, dtype=np.float32)
+        offset = [left, top] * 2
+        scale = [width / new_width, height / new_height] * 2
     else:
-        offset = np.zeros(4, dtype=np.float32)
-        scale = np.array([width / input_width, height / input_height] * 2, dtype=np.float32)
-    return np.clip((boxes - offset) * scale, 0, np.array([width, height] * 2, dtype=np.float32))
+        offset = [0, 0] * 2
+        scale = [width / input_width, height / input_height] * 2
+    return np.array([input_scale, offset, scale, [width, height] * 2], dtype=np.float32)

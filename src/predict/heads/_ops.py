@@ -272,21 +272,29 @@ def box_convert(boxes: np.ndarray, in_fmt: str, out_fmt: str) -> np.ndarray:
 
 
 def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes: float[N, 4] and float[M, 4] to float32[N, M] (0 for empty boxes)."""
+    """Pairwise IoU of xyxy boxes: float[..., N, 4] and float[..., M, 4] to float32[..., N, M] (0 for empty boxes)."""
     first = np.asarray(first, dtype=np.float32)
     second = np.asarray(second, dtype=np.float32)
-    area_first = np.clip(first[:, 2] - first[:, 0], 0, None) * np.clip(first[:, 3] - first[:, 1], 0, None)
-    area_second = np.clip(second[:, 2] - second[:, 0], 0, None) * np.clip(second[:, 3] - second[:, 1], 0, None)
-    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
-    bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
-    overlap = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    union = area_first[:, None] + area_second[None, :] - overlap
+    # One coordinate at a time: broadcasting (x, y) pairs runs NumPy's inner loops over 2 elements (measured
+    # 330 -> 120 us for 32 images x 12 x 12 boxes). np.maximum(x, 0) is what np.clip(x, 0, None) calls.
+    x1, y1, x2, y2 = (first[..., :, None, i] for i in range(4))
+    other_x1, other_y1, other_x2, other_y2 = (second[..., None, :, i] for i in range(4))
+    area_first = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    area_second = np.maximum(other_x2 - other_x1, 0) * np.maximum(other_y2 - other_y1, 0)
+    width = np.maximum(np.minimum(x2, other_x2) - np.maximum(x1, other_x1), 0)
+    height = np.maximum(np.minimum(y2, other_y2) - np.maximum(y1, other_y1), 0)
+    overlap = width * height
+    union = area_first + area_second - overlap
     return np.where(union > 0, overlap / np.where(union > 0, union, 1), 0).astype(np.float32)
 
 
 # NMS looks at the most confident candidates only: its IoU matrix is candidates^2 float32
 # (4 MB at 1000), and a detector rarely has more than a few hundred boxes above a useful threshold.
 NMS_MAX_CANDIDATES = 1000
+# nms_rows takes as many images at a time as keep their IoU matrices within this many elements
+# (4 MB of float32, as `nms` of one image at the 1000-candidate cap): a whole batch of a few
+# dozen candidates per image, one image at the cap.
+_NMS_CHUNK_ELEMENTS = 1 << 20
 
 
 def nms(
@@ -297,7 +305,7 @@ def nms(
     A box is dropped when it overlaps a more confident kept box of the same class by IoU >
     `iou_threshold`. Class-wise suppression shifts each class's boxes by its own offset so boxes of
     different classes never overlap (torchvision's `batched_nms` trick). Only the
-    `NMS_MAX_CANDIDATES` most confident boxes are considered.
+    `NMS_MAX_CANDIDATES` most confident boxes are considered. One image of `nms_rows`.
 
     Args:
         boxes: float[N, 4] xyxy.
@@ -308,17 +316,83 @@ def nms(
     Returns:
         int64[K] indices of the kept boxes, most confident first (ties: lower index first).
     """
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")[:NMS_MAX_CANDIDATES]
-    if order.size == 0:
-        return order.astype(np.int64)
-    candidates = boxes[order]
+    order, kept = nms_rows(
+        boxes[None],
+        scores[None],
+        np.array([scores.size]),
+        iou_threshold,
+        classes=None if classes is None else np.asarray(classes).reshape(1, -1),
+    )
+    return order[0, kept[0]]
+
+
+def nms_rows(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    counts: np.ndarray,
+    iou_threshold: float,
+    *,
+    classes: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`nms` for many images at once, each row one image's candidates, so that no step loops over images.
+
+    Greedy NMS keeps a box unless a kept, more confident box of its class overlaps it by IoU >
+    `iou_threshold`. Box i's fate depends only on boxes before it, so the rule has exactly one
+    solution, which is found as a fixed point: start from "every box kept" and recompute every box
+    from the boxes kept in the previous round until nothing changes. After round t the first t boxes
+    are final, so it ends within `NMS_MAX_CANDIDATES` + 1 rounds; in practice after the length of the
+    longest chain of suppressions (a handful), each round one matrix product over all images.
+
+    Args:
+        boxes: float[B, K, 4] xyxy; row b's first counts[b] entries are its candidates, the rest padding.
+        scores: float[B, K].
+        counts: int[B] candidates per row.
+        iou_threshold: IoU above which the less confident box is dropped.
+        classes: int[B, K] class index per box, or None for class-agnostic NMS.
+
+    Returns:
+        order: int64[B, M] (M = min(K, NMS_MAX_CANDIDATES)) each row's candidate indices, most
+            confident first (ties: lower index first; as `nms` sorts them).
+        kept: bool[B, M] whether order[b, m] survives; False for padding.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    counts = np.asarray(counts, dtype=np.int64)
+    rows, width = scores.shape
+    # NaN keys sort last and keep their order, so padding stays behind a row's candidates, NaN scores included.
+    keys = np.where(np.arange(width) < counts[:, None], -scores, np.float32(np.nan))
+    order = np.argsort(keys, axis=1, kind="stable")[:, :NMS_MAX_CANDIDATES].astype(np.int64)
+    kept = np.arange(order.shape[1]) < counts[:, None]
+    if order.shape[1] == 0:
+        return order, kept
+    chunk = max(1, _NMS_CHUNK_ELEMENTS // order.shape[1] ** 2)
+    for start in range(0, rows, chunk):
+        part = slice(start, start + chunk)
+        picked = (np.arange(start, min(start + chunk, rows))[:, None], order[part])
+        candidates = np.where(kept[part, :, None], boxes[picked], 0)  # padding: zeros, whatever was passed
+        candidate_classes = None if classes is None else np.asarray(classes)[picked]
+        kept[part] = _greedy_survivors(candidates, candidate_classes, kept[part], iou_threshold)
+    return order, kept
+
+
+def _greedy_survivors(
+    candidates: np.ndarray, classes: np.ndarray | None, valid: np.ndarray, iou_threshold: float
+) -> np.ndarray:
+    """bool[B, M]: the boxes greedy NMS keeps, from float32[B, M, 4] boxes sorted by confidence (padding zeros)."""
     if classes is not None:
-        span = float(np.abs(candidates).max()) * 2 + 1
-        candidates = candidates + (np.asarray(classes)[order].astype(np.float32) * span)[:, None]
-    overlaps = box_iou(candidates, candidates)
-    keep = np.ones(order.size, dtype=bool)
-    for index in range(order.size):
-        if keep[index]:
-            keep[index + 1 :] &= overlaps[index, index + 1 :] <= iou_threshold
-    return order[keep].astype(np.int64)
+        # Per image, as `nms` did one image at a time: the offset span comes from that image's boxes.
+        span = (np.abs(candidates).max(axis=(1, 2)).astype(np.float64) * 2 + 1).astype(np.float32)
+        candidates = candidates + (classes.astype(np.float32) * span[:, None])[..., None]
+    # Box j can suppress box i only when j is more confident (j < i); a NaN IoU suppresses, as `<=` fails.
+    positions = np.arange(valid.shape[1])
+    suppresses = ~(box_iou(candidates, candidates) <= iou_threshold) & (positions[:, None] < positions)
+    weights = suppresses.astype(np.float32)  # a float matrix product counts a box's kept suppressors
+    kept = valid
+    for _ in range(valid.shape[1] + 1):
+        updated = valid & (np.matmul(kept.astype(np.float32)[:, None, :], weights)[:, 0] == 0)
+        if (updated == kept).all():
+            break
+        kept = updated
+    return kept

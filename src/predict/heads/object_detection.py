@@ -28,6 +28,8 @@ Metrics: `mAP` at IoU 0.5 and `mAP@0.5:0.95` (pycocotools COCOeval on all kept b
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,7 +45,7 @@ from predict.data.lists import list_columns
 from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
-from predict.heads._masks import boxes_to_original
+from predict.heads._masks import boxes_to_originals
 from predict.heads.base import Head, column_values, context_of
 from predict.report.coco_metrics import coco_map
 from predict.runners.base import TensorSpec, format_shape
@@ -190,69 +192,108 @@ class ObjectDetectionHead(Head):
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
-        """Raw outputs to (B, 100) padded boxes; reads the `ImageContext` (image loader)."""
+        """Raw outputs to (B, 100) padded boxes; reads the `ImageContext` (image loader).
+
+        The whole batch at once (issue 18): candidates, thresholds and boxes in original pixels over
+        all images together, then every image's NMS in one `_ops.nms_rows`; per image it is the same
+        arithmetic, in the same order, as one image at a time, so the results are identical.
+        """
         context = context_of(batch, ImageContext, head=self)
         rows = len(batch.row_ids)
         boxes = np.zeros((rows, MAX_BOXES, 4), dtype=np.float32)
         confidences = np.zeros((rows, MAX_BOXES), dtype=np.float32)
         classes = np.full((rows, MAX_BOXES), -1, dtype=np.int64)
-        for slot in range(rows):
-            height, width = (int(value) for value in context.original_sizes[slot])
-            if height == 0:  # a row that could not be read
-                continue
-            candidate_boxes, scores, class_ids = self._candidates(outputs, slot)
-            keep = (
-                (scores >= self.config.score_threshold) & (class_ids >= 0) & (class_ids < len(self.config.class_names))
+        readable = np.asarray(context.original_sizes)[:, 0] > 0  # height 0: a row that could not be read
+        if not readable.any():
+            return {"boxes": boxes, "confidences": confidences, "class_ids": classes}
+        candidates = self._candidates(outputs, readable)
+        in_pixels = boxes_to_originals(
+            _ops.box_convert(candidates.boxes, self.box_format, "xyxy"),
+            candidates.images,
+            context.original_sizes,
+            context.input_sizes,
+            resize_mode=self.resize_mode,
+            normalized=self.config.normalized_boxes,
+        )
+        padded = dataclasses.replace(candidates, boxes=in_pixels).padded(rows)
+        if self.config.layout is DetectionLayout.BOXES_SCORES_CLASSES:  # already suppressed: only sorted
+            keys = np.where(padded.valid, -padded.scores, np.float32(np.nan))  # NaN: padding sorts last
+            order = np.argsort(keys, axis=1, kind="stable")
+            kept = padded.valid[np.arange(rows)[:, None], order]
+        else:
+            order, kept = _ops.nms_rows(
+                padded.boxes,
+                padded.scores,
+                padded.valid.sum(axis=1),
+                self.config.nms_iou_threshold,
+                classes=padded.class_ids,
             )
-            candidate_boxes, scores, class_ids = candidate_boxes[keep], scores[keep], class_ids[keep]
-            candidate_boxes = self._to_image(candidate_boxes, (height, width), context.input_sizes[slot])
-            if self.config.layout is DetectionLayout.BOXES_SCORES_CLASSES:
-                order = np.argsort(-scores, kind="stable")
-            else:
-                order = _ops.nms(candidate_boxes, scores, self.config.nms_iou_threshold, classes=class_ids)
-            order = order[:MAX_BOXES]
-            boxes[slot, : order.size] = candidate_boxes[order]
-            confidences[slot, : order.size] = scores[order]
-            classes[slot, : order.size] = class_ids[order]
+        slots = np.cumsum(kept, axis=1) - 1  # each kept box's place among its image's kept boxes
+        chosen = kept & (slots < MAX_BOXES)
+        images, positions = np.nonzero(chosen)
+        sources = order[images, positions]
+        boxes[images, slots[chosen]] = padded.boxes[images, sources]
+        confidences[images, slots[chosen]] = padded.scores[images, sources]
+        classes[images, slots[chosen]] = padded.class_ids[images, sources]
         return {"boxes": boxes, "confidences": confidences, "class_ids": classes}
 
-    def _candidates(self, outputs: dict[str, np.ndarray], slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One image's boxes float32[K, 4] (model format), scores float32[K] and class ids int64[K]."""
+    def _candidates(self, outputs: dict[str, np.ndarray], readable: np.ndarray) -> _Candidates:
+        """The readable images' candidates above `score_threshold` with a known class, in image order."""
         config = self.config
+        rows = len(readable)
         if config.layout is DetectionLayout.BOXES_SCORES_CLASSES:
-            boxes = np.asarray(outputs[self.outputs["boxes"]][slot], dtype=np.float32).reshape(-1, 4)
-            scores = self._activate(np.asarray(outputs[self.outputs["scores"]][slot], dtype=np.float32).reshape(-1))
+            boxes = np.asarray(outputs[self.outputs["boxes"]], dtype=np.float32).reshape(rows, -1, 4)
+            scores = self._activate(np.asarray(outputs[self.outputs["scores"]], dtype=np.float32).reshape(rows, -1))
             class_ids = (
-                np.rint(np.asarray(outputs[self.outputs["classes"]][slot], dtype=np.float64))
+                np.rint(np.asarray(outputs[self.outputs["classes"]], dtype=np.float64))
                 .astype(np.int64)
-                .reshape(-1)
+                .reshape(rows, -1)
+            ) - config.first_class_id
+        elif config.layout in YOLO_COLUMNS:
+            boxes, scores, class_ids = self._yolo_candidates(outputs)
+        else:
+            boxes = np.asarray(outputs[self.outputs["boxes"]], dtype=np.float32).reshape(rows, -1, 4)
+            class_scores = self._activate(np.asarray(outputs[self.outputs["scores"]], dtype=np.float32))
+            if config.background_class:
+                class_scores = class_scores[..., 1:]
+            # Every (anchor, class) pair is a candidate: image, anchor, class order as one image's np.nonzero.
+            images, anchors, class_ids = np.nonzero((class_scores >= config.score_threshold) & readable[:, None, None])
+            return _Candidates(
+                images=images,
+                boxes=boxes[images, anchors],
+                scores=class_scores[images, anchors, class_ids],
+                class_ids=class_ids.astype(np.int64),
+            ).known(config)
+        images, anchors = np.nonzero((scores >= config.score_threshold) & readable[:, None])
+        return _Candidates(
+            images=images,
+            boxes=boxes[images, anchors],
+            scores=scores[images, anchors],
+            class_ids=class_ids[images, anchors],
+        ).known(config)
+
+    def _yolo_candidates(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every anchor with its best class: boxes float32[B, A, 4] (model format), scores float32[B, A] and
+        class ids int64[B, A]."""
+        config = self.config
+        raw = np.asarray(outputs[self.outputs["predictions"]], dtype=np.float32)
+        first_class = YOLO_COLUMNS[config.layout]
+        channels = first_class + len(config.class_names)
+        if raw.ndim != 3 or channels not in raw.shape[1:]:
+            raise InputError(
+                f"model output '{self.outputs['predictions']}' has shape {list(raw.shape[1:])} per image; head.layout "
+                f"{config.layout} with {len(config.class_names)} head.class_names needs ({channels}, anchors) or "
+                f"(anchors, {channels}): check head.layout and head.class_names"
             )
-            return boxes, scores, class_ids - config.first_class_id
-        if config.layout in YOLO_COLUMNS:
-            raw = np.asarray(outputs[self.outputs["predictions"]][slot], dtype=np.float32)
-            first_class = YOLO_COLUMNS[config.layout]
-            channels = first_class + len(config.class_names)
-            if raw.ndim != 2 or channels not in raw.shape:
-                raise InputError(
-                    f"model output '{self.outputs['predictions']}' has shape {list(raw.shape)} per image; head.layout "
-                    f"{config.layout} with {len(config.class_names)} head.class_names needs ({channels}, anchors) or "
-                    f"(anchors, {channels}): check head.layout and head.class_names"
-                )
-            if raw.shape[0] != channels:  # (anchors, channels)
-                raw = raw.T
-            class_scores = self._activate(raw[first_class:].T)
-            class_ids = class_scores.argmax(axis=1)
-            scores = class_scores[np.arange(len(class_ids)), class_ids]
-            if config.layout is DetectionLayout.YOLOV5:  # objectness: a logit unless scores are probabilities already
-                objectness = raw[4] if config.score_activation is ScoreActivation.NONE else _ops.sigmoid(raw[4])
-                scores = scores * objectness
-            return raw[:4].T, scores, class_ids.astype(np.int64)
-        boxes = np.asarray(outputs[self.outputs["boxes"]][slot], dtype=np.float32).reshape(-1, 4)
-        class_scores = self._activate(np.asarray(outputs[self.outputs["scores"]][slot], dtype=np.float32))
-        if config.background_class:
-            class_scores = class_scores[:, 1:]
-        anchors, class_ids = np.nonzero(class_scores >= config.score_threshold)
-        return boxes[anchors], class_scores[anchors, class_ids], class_ids.astype(np.int64)
+        if raw.shape[1] != channels:  # (anchors, channels)
+            raw = raw.transpose(0, 2, 1)
+        class_scores = self._activate(raw[:, first_class:].transpose(0, 2, 1))
+        class_ids = class_scores.argmax(axis=2)
+        scores = np.take_along_axis(class_scores, class_ids[..., None], axis=2)[..., 0]
+        if config.layout is DetectionLayout.YOLOV5:  # objectness: a logit unless scores are probabilities already
+            objectness = raw[:, 4] if config.score_activation is ScoreActivation.NONE else _ops.sigmoid(raw[:, 4])
+            scores = scores * objectness
+        return raw[:, :4].transpose(0, 2, 1), scores, class_ids.astype(np.int64)
 
     def _activate(self, scores: np.ndarray) -> np.ndarray:
         activation = self.config.score_activation
@@ -262,32 +303,23 @@ class ObjectDetectionHead(Head):
             return _ops.softmax(scores, axis=-1)
         return scores
 
-    def _to_image(self, boxes: np.ndarray, original_size: tuple[int, int], input_size: np.ndarray) -> np.ndarray:
-        """Model-input boxes float32[K, 4] (`box_format`) to xyxy pixels of the original image, clipped."""
-        boxes = _ops.box_convert(boxes, self.box_format, "xyxy")
-        return boxes_to_original(
-            boxes,
-            original_size,
-            tuple(input_size),
-            resize_mode=self.resize_mode,
-            normalized=self.config.normalized_boxes,
-        )
-
     def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
         shown = predictions["confidences"] > self.config.probability_threshold
         shown &= predictions["class_ids"] >= 0
-        boxes = np.round(predictions["boxes"].astype(np.float64), 2)
-        columns: dict[str, list[str]] = {name: [] for name in (*BOX_COLUMNS, "confidence", self.class_column)}
-        for row in range(len(boxes)):
-            kept = np.flatnonzero(shown[row])
-            for j, name in enumerate(BOX_COLUMNS):
-                columns[name].append(json.dumps(boxes[row, kept, j].tolist()))
-            columns["confidence"].append(
-                json.dumps(np.round(predictions["confidences"][row, kept].astype(np.float64), 4).tolist())
-            )
-            columns[self.class_column].append(
-                json.dumps([self.config.class_names[i] for i in predictions["class_ids"][row, kept]])
-            )
+        rows, slots = np.nonzero(shown)  # row by row, each row's boxes in order
+        counts = shown.sum(axis=1)
+        boxes = np.round(predictions["boxes"][rows, slots].astype(np.float64), 2)
+        columns = {name: _json_lists(boxes[:, j], counts) for j, name in enumerate(BOX_COLUMNS)}
+        columns["confidence"] = _json_lists(
+            np.round(predictions["confidences"][rows, slots].astype(np.float64), 4), counts
+        )
+        names = [json.dumps(name) for name in self.config.class_names]  # json.dumps of a list joins with ", "
+        class_ids = predictions["class_ids"][rows, slots].tolist()
+        starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        columns[self.class_column] = [
+            "[" + ", ".join([names[i] for i in class_ids[start:stop]]) + "]"
+            for start, stop in itertools.pairwise(starts)
+        ]
         return columns
 
     def csv_table(
@@ -327,6 +359,71 @@ class ObjectDetectionHead(Head):
                 ]
             )
         return coco_map(truths, detections, classes=len(self.config.class_names), iou_type="bbox", notes=self.notes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Candidates:
+    """A batch's candidate boxes, one entry each, grouped by image in ascending order.
+
+    Attributes:
+        images: int64[N] the row each candidate belongs to.
+        boxes: float32[N, 4] (model format until mapped to the image).
+        scores: float32[N].
+        class_ids: int64[N].
+    """
+
+    images: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+    def known(self, config: Config) -> _Candidates:
+        """Only those above `score_threshold` whose class is in `class_names`."""
+        keep = (
+            (self.scores >= config.score_threshold) & (self.class_ids >= 0) & (self.class_ids < len(config.class_names))
+        )
+        return _Candidates(
+            images=self.images[keep], boxes=self.boxes[keep], scores=self.scores[keep], class_ids=self.class_ids[keep]
+        )
+
+    def padded(self, rows: int) -> _PaddedCandidates:
+        """One row per image, its candidates first in their order, then padding (zeros, `valid` False)."""
+        counts = np.bincount(self.images, minlength=rows)
+        width = int(counts.max()) if rows else 0
+        ranks = np.arange(len(self.images)) - (np.cumsum(counts) - counts)[self.images]
+        padded = _PaddedCandidates(
+            boxes=np.zeros((rows, width, 4), dtype=np.float32),
+            scores=np.zeros((rows, width), dtype=np.float32),
+            class_ids=np.zeros((rows, width), dtype=np.int64),
+            valid=np.zeros((rows, width), dtype=bool),
+        )
+        padded.boxes[self.images, ranks] = self.boxes
+        padded.scores[self.images, ranks] = self.scores
+        padded.class_ids[self.images, ranks] = self.class_ids
+        padded.valid[self.images, ranks] = True
+        return padded
+
+
+@dataclass(frozen=True, kw_only=True)
+class _PaddedCandidates:
+    """Candidates as float32[B, K, 4] boxes, float32[B, K] scores, int64[B, K] class ids and bool[B, K] `valid`."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    valid: np.ndarray
+
+
+def _json_lists(values: np.ndarray, counts: np.ndarray) -> list[str]:
+    """Consecutive runs of `values`, counts[r] for row r, each as the text json.dumps gives its list.
+
+    One json.dumps for all values, cut at its ", " separators (numbers hold none), instead of one call
+    per row and column: the detection CSV's columns took 2x the head's post-processing (issue 18).
+    """
+    text = json.dumps(values.tolist())
+    items = text[1:-1].split(", ") if len(values) else []
+    starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    return ["[" + ", ".join(items[start:stop]) + "]" for start, stop in itertools.pairwise(starts)]
 
 
 def _pick_outputs(

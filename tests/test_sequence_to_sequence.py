@@ -21,6 +21,7 @@ from onnx import TensorProto, helper
 
 from predict.cli import main
 from predict.errors import ConfigError
+from predict.heads import sequence_to_sequence
 from predict.heads.sequence_to_sequence import SequenceToSequenceHead
 from predict.runners.generation import GenerationRunner, GenerationSettings
 from predict.task import load_config
@@ -380,6 +381,16 @@ def test_committed_examples_translate(tmp_path):
         assert metrics["BLEU"] >= lowest, (name, metrics)
         report = json.loads((out / "validation_report.json").read_text())
         assert any("generation:" in note for note in report["notes"])
+
+
+def test_corpus_bleu_counted_in_chunks_is_sacrebleus_corpus_bleu(monkeypatch):
+    monkeypatch.setattr(sequence_to_sequence, "BLEU_CHUNK_ROWS", 3)  # 10 rows: chunks of 3, 3, 3 and 1
+    references = [f"the {word} sat on the mat near {other}" for word, other in zip("abcdefghij", "jihgfedcba")]
+    predicted = [text if row % 3 else " ".join(reversed(text.split())) for row, text in enumerate(references)]
+    predicted[4] = ""
+    chunked = sequence_to_sequence.corpus_bleu(predicted, references)
+    assert chunked == sacrebleu.corpus_bleu(predicted, [references]).score
+    assert 0 < chunked < 100
 
 
 # ----------------------------------------------------------------------------------------- config errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -38,6 +39,34 @@ def test_arrays_round_trip_without_pickle(tmp_path):
     assert loaded["probabilities"][1].shape == (0, 2)
     with np.load(tmp_path / "x.npz", allow_pickle=False) as archive:  # loadable with pickle off
         assert all(archive[name].dtype != object for name in archive.files)
+
+
+def test_chunks_store_per_row_arrays_as_flat_values_and_shapes(tmp_path):
+    rng = np.random.default_rng(0)
+    per_word = np.empty(4, dtype=object)
+    for row, words in enumerate([3, 0, 1, 2]):
+        per_word[row] = rng.random((words, 2)).astype(np.float32)
+    per_word[3][1] = np.nan
+    scalars = np.empty(2, dtype=object)  # rank 0: one value per row
+    scalars[:] = [np.array(1.5), np.array(-2.0)]
+    mixed = np.empty(2, dtype=object)  # two dtypes: JSON, as before
+    mixed[:] = [np.zeros(2, np.float32), np.zeros(2, np.int64)]
+    arrays = {"probabilities": per_word, "scalars": scalars, "mixed": mixed}
+    save_arrays(tmp_path / "x.npz", arrays, flat_row_arrays=True)
+    with np.load(tmp_path / "x.npz", allow_pickle=False) as archive:
+        assert sorted(archive.files) == [
+            "mixed::json", "probabilities::shapes", "probabilities::values", "scalars::shapes", "scalars::values"
+        ]  # fmt: skip
+        assert archive["probabilities::values"].dtype == np.float32 and archive["probabilities::values"].size == 12
+    loaded = load_arrays(tmp_path / "x.npz")
+    assert list(loaded) == ["probabilities", "scalars", "mixed"]
+    for name, values in arrays.items():
+        assert len(loaded[name]) == len(values)
+        for got, expected in zip(loaded[name], values):
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            assert_array_equal(got, expected)  # NaN included
+    # What the pkl gets from a resumed run: arrays pickled as the ones scored in this run.
+    assert pickle.dumps(list(loaded["probabilities"]), protocol=4) == pickle.dumps(list(per_word), protocol=4)
 
 
 def chunk(start, stop, errors=()):

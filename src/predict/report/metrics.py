@@ -65,12 +65,15 @@ def classification_metrics(
         result["F1"] = sk.f1_score(labels, predicted, zero_division=0.0)
     elif kind is ClassificationKind.MULTICLASS:
         classes = probabilities.shape[1]
-        one_hot = np.eye(classes, dtype=int)[labels]
-        result["ROC_AUC"] = _roc_auc_columns(one_hot, probabilities, notes)
+        # 0/1 as int8 and each copy dropped once used: sklearn's log_loss makes four more of rows x classes,
+        # the run's peak at 100,000 rows (issue 18).
+        result["ROC_AUC"] = _roc_auc_columns(np.eye(classes, dtype=np.int8)[labels], probabilities, notes)
+        predicted = probabilities.argmax(axis=1)
         # Rows of a softmax sum to 1 within float32 rounding; renormalise in float64 so sklearn agrees.
         normalised = probabilities / probabilities.sum(axis=1, keepdims=True)
+        del probabilities
         result["LogLoss"] = sk.log_loss(labels, normalised, labels=list(range(classes)))
-        predicted = probabilities.argmax(axis=1)
+        del normalised
         result["Accuracy"] = sk.accuracy_score(labels, predicted)
         result["F1"] = sk.f1_score(labels, predicted, average="macro", labels=list(range(classes)), zero_division=0.0)
     else:

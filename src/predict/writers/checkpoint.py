@@ -8,7 +8,9 @@ The manifest's `key` identifies what was being scored (config, model and datafra
 batch size); `--resume` refuses a partial run whose key differs, because its chunks would then
 describe other predictions. Chunks are NumPy `.npz` files read with `allow_pickle=False`: a
 resumed run never unpickles a file it did not write itself. Object arrays (strings, ragged lists)
-are stored as JSON.
+are stored as JSON, except, in chunks, one array per row of one dtype (token classification's
+per-word probabilities): those are stored as their values one after another and each one's shape.
+As JSON, 4,096 rows of them took 73 MB of memory to save (issue 18); this way a few MB, exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from predict.writers._atomic import atomic_path
 
 MANIFEST_VERSION = 1
 _JSON_SUFFIX = "::json"
+_VALUES_SUFFIX = "::values"  # arrays of one dtype, one per row: their values, flat, one row after another
+_SHAPES_SUFFIX = "::shapes"  # and their shapes, int64[rows, ndim]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +108,7 @@ class Checkpoint:
         name = f"chunk_{len(self.chunks):05d}.npz"
         arrays = {**chunk.predictions, "__valid__": chunk.valid}
         arrays["__errors__" + _JSON_SUFFIX] = np.array(json.dumps([[row, message] for row, message in chunk.errors]))
-        save_arrays(self.folder / name, arrays)
+        save_arrays(self.folder / name, arrays, flat_row_arrays=True)
         self.chunks.append({"file": name, "start": chunk.start, "stop": chunk.stop})
         manifest = {"version": MANIFEST_VERSION, "key": self.key, "rows_done": self.rows_done, "chunks": self.chunks}
         with atomic_path(self.folder / "manifest.json") as temp:
@@ -117,12 +121,22 @@ class Checkpoint:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Save arrays to an `.npz` that loads without pickle: object arrays become one JSON string each."""
+def save_arrays(path: Path, arrays: dict[str, np.ndarray], *, flat_row_arrays: bool = False) -> None:
+    """Save arrays to an `.npz` that loads without pickle: object arrays become one JSON string each.
+
+    Args:
+        flat_row_arrays: an object array of arrays of one dtype and rank becomes two arrays instead
+            (values, shapes), which `load_arrays` splits back; `output.write_npz` keeps JSON (FORMATS.md).
+    """
     entries = {}
     for name, array in arrays.items():
         if name.endswith(_JSON_SUFFIX):
             entries[name] = array
+        elif flat_row_arrays and _is_row_arrays(array):
+            entries[name + _VALUES_SUFFIX] = np.concatenate([item.reshape(-1) for item in array])
+            entries[name + _SHAPES_SUFFIX] = np.array([item.shape for item in array], dtype=np.int64).reshape(
+                len(array), array[0].ndim
+            )
         elif array.dtype == object:
             entries[name + _JSON_SUFFIX] = np.array(json.dumps([_to_json(item) for item in array]))
         else:
@@ -137,7 +151,12 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as archive:
         for name in archive.files:
             value = archive[name]
-            if name.endswith(_JSON_SUFFIX) and not name.startswith("__"):
+            if name.endswith(_SHAPES_SUFFIX):
+                continue  # read with its values
+            if name.endswith(_VALUES_SUFFIX):
+                base = name.removesuffix(_VALUES_SUFFIX)
+                arrays[base] = _split_rows(value, archive[base + _SHAPES_SUFFIX])
+            elif name.endswith(_JSON_SUFFIX) and not name.startswith("__"):
                 items = [_from_json(item) for item in json.loads(str(value))]
                 array = np.empty(len(items), dtype=object)
                 for index, item in enumerate(items):  # one by one: equal-length lists must stay lists
@@ -146,6 +165,25 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
             else:
                 arrays[name] = value
     return arrays
+
+
+def _is_row_arrays(array: np.ndarray) -> bool:
+    """A non-empty object array whose items are all arrays of one (non-object) dtype and one rank."""
+    if array.dtype != object or not len(array) or not isinstance(array[0], np.ndarray):
+        return False
+    dtype, rank = array[0].dtype, array[0].ndim
+    return not dtype.hasobject and all(
+        isinstance(item, np.ndarray) and item.dtype == dtype and item.ndim == rank for item in array
+    )
+
+
+def _split_rows(values: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """The object array of per-row arrays that `save_arrays` flattened into `values`, one shape per row."""
+    rows = np.empty(len(shapes), dtype=object)
+    stops = np.cumsum(np.prod(shapes, axis=1))
+    for row, (shape, stop) in enumerate(zip(shapes, stops)):
+        rows[row] = values[stop - int(np.prod(shape)) : stop].reshape(tuple(int(size) for size in shape))
+    return rows
 
 
 def _to_json(value: Any) -> Any:

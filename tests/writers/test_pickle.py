@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import pickle
 import tracemalloc
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from predict.writers.pickle import _LeanPickler, write_raw_predictions
+from predict.writers.pickle import write_raw_predictions
 
 MIB = 2**20
 
@@ -84,59 +83,3 @@ def test_masks_past_the_old_256_mib_limit_unpickle_as_arrays_and_the_writer_hold
         raw = pickle.load(handle)
     assert type(raw["masks"]) is np.ndarray and raw["masks"].shape == shape and raw["masks"].dtype == np.float16
     assert raw["masks"][0, -1, -1, -3:].tolist() == [1.5, 2.5, 3.5] and not raw["masks"][1].any()
-
-
-class _Pair:
-    """Reduces to a fresh tuple that appears twice in its arguments: the pickle must refer back to it."""
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-    def __reduce__(self):
-        shared = (self.value, "shared")
-        return _Pair.from_tuples, (shared, shared)
-
-    @staticmethod
-    def from_tuples(first, second):
-        return _Pair(first[0])
-
-
-def _per_row(rows: int) -> dict:
-    rng = np.random.default_rng(1)
-    tags = np.array(["O", "B-PER", "I-PER"], dtype=object)
-    shared = rng.random((2, 3)).astype(np.float32)
-    probabilities = [rng.random((int(words), 3)).astype(np.float32) for words in rng.integers(0, 6, rows)]
-    probabilities[3] = shared  # the same array twice: the second must be a back-reference
-    predictions = np.empty(rows, dtype=object)
-    for row, values in enumerate(probabilities):
-        predictions[row] = list(tags[values.argmax(axis=1)]) if len(values) else []
-    return {
-        "probabilities": probabilities,
-        "predictions": predictions,
-        "labels": np.asarray(tags),
-        "again": shared,
-        "pairs": [_Pair(row) for row in range(5)],
-        "text": np.array([f"row {row}" for row in range(rows)], dtype=object),
-    }
-
-
-@pytest.mark.parametrize("prune_every", [1, 7, 4096])
-def test_per_row_arrays_are_pickled_byte_for_byte_as_pickle_dumps(tmp_path, monkeypatch, prune_every):
-    monkeypatch.setattr(_LeanPickler, "_PRUNE_EVERY", prune_every)  # 1: the memo is pruned at every new entry
-    raw = _per_row(300)
-    write_raw_predictions(tmp_path / "raw.pkl", raw)
-    written = (tmp_path / "raw.pkl").read_bytes()
-    assert written == pickle.dumps(raw, protocol=4)
-    loaded = pickle.loads(written)
-    assert loaded["probabilities"][3] is loaded["again"]
-    assert [pair.value for pair in loaded["pairs"]] == list(range(5))
-
-
-def test_the_lean_pickler_keeps_in_its_memo_only_objects_held_elsewhere():
-    raw = _per_row(20_000)
-    pickler = _LeanPickler(io.BytesIO(), protocol=4)
-    pickler.dump(raw)
-    # Every array leaves about 5 objects only the memo holds (payload, shape, arguments): those go.
-    assert pickler.memo_count > 5 * 20_000
-    live = 3 * 20_000  # each row's array, tag list and text, which the dict still holds
-    assert len(pickler.memo) < live + _LeanPickler._PRUNE_EVERY + 100

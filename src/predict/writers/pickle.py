@@ -11,19 +11,11 @@ is read with plain reads, not through the memory map, so its pages stay out of t
 This needs the pure-Python pickler (`pickle._Pickler`): the C pickler writes a payload only from a
 buffer in memory. `tests/writers/test_pickle.py` checks that the file is byte for byte what
 `pickle.dumps` writes for the same arrays in memory, so a change in CPython's pickler shows there.
-
-Per-row arrays (token classification's `probabilities`: a list of one array per row) go through the
-pure-Python pickler too, for its memo: a pickler keeps every object it wrote alive in its memo, so
-that a second reference to it becomes a back-reference. Pickling an array makes five new objects
-(its payload, shape and argument tuples), which only the memo then holds: 120 MB at 100,000 rows
-(issue 18). `_LeanPickler` drops from its memo the objects nothing else holds: nothing can reach
-them any more, so no later object can be one of them, and the bytes stay those of `pickle.dumps`.
 """
 
 from __future__ import annotations
 
 import pickle
-import sys
 from pathlib import Path
 from struct import pack
 from typing import Any, BinaryIO
@@ -39,24 +31,15 @@ _COPY_BYTES = 16 * 2**20  # one read/write of an on-disk payload: memory stays a
 def write_raw_predictions(path: Path, raw_predictions: dict[str, Any]) -> None:
     """Pickle the dict with protocol 4; `np.memmap` values are copied in from their files piece by piece.
 
-    Only a dict with such values, or with per-row arrays, goes through the pure-Python pickler: it
-    is about 5x slower per object than the C one (measured: 2.9 s vs 0.5 s for token
-    classification's dict at 100,000 rows), the price of a memo that does not keep every array's
-    payload: the C pickler's peak there was 106 MB of Python objects, this one's 36 MB.
-    Both write the same bytes.
+    Only a dict with such values goes through the pure-Python pickler: it is about 4x slower per
+    object than the C one (measured: 5.3 s vs 1.4 s for a dict with 100,000 per-row arrays and
+    strings), which matters for many small objects, not for a few big arrays. Both write the same bytes.
     """
     with atomic_path(path) as temp, temp.open("wb") as handle:
-        if any(isinstance(value, np.memmap) or _holds_row_arrays(value) for value in raw_predictions.values()):
+        if any(isinstance(value, np.memmap) for value in raw_predictions.values()):
             _ArrayPickler(_PayloadFile(handle), protocol=PROTOCOL).dump(raw_predictions)
         else:
             pickle.dump(raw_predictions, handle, protocol=PROTOCOL)
-
-
-def _holds_row_arrays(value: Any) -> bool:
-    """Whether a value is a list (or object array) of arrays, one per row: each leaves objects in a C pickler's memo."""
-    if not isinstance(value, (list, tuple)) and not (isinstance(value, np.ndarray) and value.dtype == object):
-        return False
-    return any(isinstance(item, np.ndarray) for item in value)
 
 
 class _FilePayload:
@@ -93,43 +76,8 @@ class _PayloadFile:
             self.handle.write(data)
 
 
-class _LeanPickler(pickle._Pickler):
-    """The pure-Python pickler, whose memo keeps only objects that something besides the memo holds.
-
-    Every `_PRUNE_EVERY` new memo entries, those whose object only the memo refers to are dropped,
-    newest first (a tuple goes before the payload it holds). Memo numbers still count every entry,
-    as `pickle.dumps` numbers them, so a back-reference to a kept object is written as it would be.
-    """
-
-    _PRUNE_EVERY = 4096
-
-    def __init__(self, file: Any, *, protocol: int) -> None:
-        super().__init__(file, protocol=protocol)
-        self.memo_count = 0  # entries ever memoized: the next one's number (len(memo) once entries go)
-        self.unchecked: list[int] = []  # ids memoized since the last pruning
-
-    def memoize(self, obj: Any) -> None:
-        """As `pickle._Pickler.memoize`, numbering by `memo_count`."""
-        if self.fast:
-            return
-        self.write(self.put(self.memo_count))
-        self.memo[id(obj)] = self.memo_count, obj
-        self.memo_count += 1
-        self.unchecked.append(id(obj))
-        if len(self.unchecked) >= self._PRUNE_EVERY:
-            self._prune()
-
-    def _prune(self) -> None:
-        memo = self.memo
-        for key in reversed(self.unchecked):
-            # 2: the memo's tuple and getrefcount's argument. Nothing else holds it: the pickler cannot meet it again.
-            if sys.getrefcount(memo[key][1]) == 2:
-                del memo[key]
-        self.unchecked = []
-
-
-class _ArrayPickler(_LeanPickler):
-    """The lean pickler; an `np.memmap` becomes the `np.ndarray` it holds (from its file, if a whole `.npy`)."""
+class _ArrayPickler(pickle._Pickler):
+    """The pure-Python pickler; an `np.memmap` becomes the `np.ndarray` it holds (from its file, if a whole `.npy`)."""
 
     dispatch = pickle._Pickler.dispatch.copy()
 

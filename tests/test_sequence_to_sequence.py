@@ -8,6 +8,7 @@ at a time, and never touch predict.runners.generation.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from pathlib import Path
 
@@ -391,6 +392,16 @@ def test_corpus_bleu_counted_in_chunks_is_sacrebleus_corpus_bleu(monkeypatch):
     chunked = sequence_to_sequence.corpus_bleu(predicted, references)
     assert chunked == sacrebleu.corpus_bleu(predicted, [references]).score
     assert 0 < chunked < 100
+
+
+def test_sacrebleus_tokenized_input_warning_is_logged_once_not_per_chunk(monkeypatch, caplog):
+    monkeypatch.setattr(sequence_to_sequence, "BLEU_CHUNK_ROWS", 100)
+    predicted = [f"a cat number {index} ." for index in range(300)]  # 3 chunks, each of 100 tokenized lines
+    with caplog.at_level(logging.WARNING, logger="sacrebleu"):
+        sequence_to_sequence.corpus_bleu(predicted, predicted)
+    messages = [record.getMessage() for record in caplog.records if record.name == "sacrebleu"]
+    assert len(messages) == 3 and len(set(messages)) == 3  # sacrebleu's three lines, once
+    assert "tokenized period" in messages[0]
 
 
 # ----------------------------------------------------------------------------------------- config errors

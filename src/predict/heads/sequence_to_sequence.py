@@ -14,6 +14,9 @@ Metrics: `BLEU` (sacrebleu's corpus BLEU, 0-100, its default 13a tokenization) a
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,9 +167,29 @@ def corpus_bleu(predicted: list[str], references: list[str]) -> float:
     totals = None
     # sacrebleu has no public call for a part's counts: these two are what `BLEU.corpus_score` runs;
     # tests/test_sequence_to_sequence.py compares the result with `sacrebleu.corpus_bleu`.
-    for start in range(0, len(predicted), BLEU_CHUNK_ROWS):
-        hypotheses = [str(text) for text in predicted[start : start + BLEU_CHUNK_ROWS]]
-        targets = [str(text) for text in references[start : start + BLEU_CHUNK_ROWS]]
-        counts = sum_of_lists(metric._extract_corpus_statistics(hypotheses, [targets]))
-        totals = counts if totals is None else [total + count for total, count in zip(totals, counts, strict=True)]
+    with _each_warning_once(logging.getLogger("sacrebleu")):  # its "tokenized period" warning, per chunk
+        for start in range(0, len(predicted), BLEU_CHUNK_ROWS):
+            hypotheses = [str(text) for text in predicted[start : start + BLEU_CHUNK_ROWS]]
+            targets = [str(text) for text in references[start : start + BLEU_CHUNK_ROWS]]
+            counts = sum_of_lists(metric._extract_corpus_statistics(hypotheses, [targets]))
+            totals = counts if totals is None else [total + count for total, count in zip(totals, counts, strict=True)]
     return float(metric._compute_score_from_stats(totals).score)
+
+
+@contextlib.contextmanager
+def _each_warning_once(logger: logging.Logger) -> Iterator[None]:
+    """While inside, a message the logger already logged is not logged again."""
+    seen: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in seen:
+            return False
+        seen.add(message)
+        return True
+
+    logger.addFilter(first_time)
+    try:
+        yield
+    finally:
+        logger.removeFilter(first_time)

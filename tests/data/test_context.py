@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import soundfile
 
 from predict.config import TaskConfig
 from predict.data.collate import Batch, BatchDataset, batch_loader, from_shared, to_shared
@@ -157,3 +161,36 @@ def test_a_head_given_another_loaders_context_names_both():
         head.postprocess(outputs, Batch(np.arange(1), {}, [], words))
     with pytest.raises(TypeError, match=r"ImageContext but its loader built no context \(None\): "):
         head.postprocess(outputs, Batch(np.arange(1), {}, [], None))
+
+
+def test_audio_workers_forked_after_torch_used_its_threads_do_not_hang(tmp_path):
+    # The probe's path: log-mel features computed here first (torch's thread pool running), then
+    # workers forked; torch's pool does not survive a fork, so a worker that used it would hang.
+    # 20 s clips in batches of 8: enough work per call for torch to use its threads.
+    rate = 8000
+    soundfile.write(tmp_path / "long.wav", np.sin(np.arange(rate * 20) * 0.3).astype(np.float32) * 0.3, rate)
+    pd.DataFrame({"audio_path": ["long.wav"] * 16, "sound": ["tone"] * 16}).to_csv(tmp_path / "rows.csv", index=False)
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; import numpy as np, torch;"
+        "from tests.data.test_context import mel_dataset;"
+        "from predict.data.collate import InProcessBatches, batch_loader;"
+        f"dataset = mel_dataset(Path({str(tmp_path)!r}));"
+        "torch.ones(20_000_000).exp().sum();"
+        "expected = list(InProcessBatches(dataset)); got = list(batch_loader(dataset, num_workers=2));"
+        "same = all(np.array_equal(a.inputs[k], b.inputs[k]) for a, b in zip(expected, got) for k in a.inputs);"
+        "print(len(got) == len(expected) == 2 and same)"
+    )
+    try:
+        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail("decoding workers hung after a fork (torch's thread pool)")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.split() == ["True"]
+
+
+def mel_dataset(folder: Path) -> BatchDataset:
+    """configs/audio_classification.yaml's log-mel loader over `folder`/rows.csv, batches of 8."""
+    overrides = [f"data.dataframe={folder / 'rows.csv'}", f"data.data_folder={folder}", "runtime.batch_size=8"]
+    task, dataframe = read_rows(load_config(ROOT / "configs" / "audio_classification.yaml", overrides))
+    model_inputs = (spec("log_mel", (None, 64, 17, 1), FLOAT),)  # the example model's input
+    return PROBLEMS[task.problem_type].build_dataset(task, dataframe, model_inputs)

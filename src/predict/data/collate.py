@@ -130,8 +130,8 @@ def average_chunks(outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np
 
 # runtime.num_workers left unset: with the model on the CPU of a machine with this many CPUs or
 # fewer, decode on the main thread while the model runs on its own (predict.engines.local). Worker
-# processes there copy every batch and take a core from onnxruntime's threads mid-batch; measured
-# on 2 cores, the main thread was faster at every batch size (2.3x at batch 1, 1.4x at batch 32;
+# processes there take a core from onnxruntime's threads mid-batch: on 2 cores a MobileNetV2 ran
+# 1,161-1,316 rows/s decoded on the main thread against 1,065 with 2 workers (batch 32;
 # docs/performance.md). A run that turns out decode-bound moves to workers (predict.engines.local.decoder_bound).
 FEW_CPUS = 2
 DEFAULT_WORKERS = 2

@@ -22,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import signal
+import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ class WorkerBatches:
 def _build_batches(dataset: BatchDataset, indices: range, writer: Connection, others: list[Connection]) -> None:
     """A worker's life: build its batches in order and send each, or send the exception that stopped it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    if "torch" in sys.modules:  # audio features: torch's thread pool does not survive a fork (it hangs)
+        sys.modules["torch"].set_num_threads(1)  # as torch's own DataLoader workers do
     # The other pipe ends it inherited: held open here, a pipe would not break when the main process
     # dies (this worker would wait forever to write), nor end when another worker dies.
     for connection in others:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import pytest
 
-from predict.data.collate import decoding_workers
+from predict.data.collate import batch_loader, decoding_workers
+from predict.errors import ConfigError
+from tests.data.test_collate import image_batches
 
 
 @pytest.mark.parametrize(
@@ -22,3 +25,11 @@ def test_unset_workers_follow_the_cpu_count_and_the_provider(monkeypatch, cpus, 
 def test_a_configured_count_always_wins(configured):
     assert decoding_workers(configured, model_on_cuda=False) == configured
     assert decoding_workers(configured, model_on_cuda=True) == configured
+
+
+def test_without_fork_unset_means_the_main_thread_and_a_set_count_is_refused(monkeypatch, image_folder):
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # as on Windows
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    assert decoding_workers(None, model_on_cuda=False) == 0
+    with pytest.raises(ConfigError, match=r"^runtime.num_workers is 2: decoding worker processes are forked, which "):
+        next(iter(batch_loader(image_batches(image_folder), num_workers=2)))

@@ -9,6 +9,7 @@ arrays travel as torch tensors (`to_shared`), and `from_shared` turns them back 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -141,8 +142,15 @@ def decoding_workers(configured: int | None, *, model_on_cuda: bool) -> int:
     """How many processes decode: `runtime.num_workers` when set, else 0 or `DEFAULT_WORKERS` (see FEW_CPUS)."""
     if configured is not None:
         return configured
+    if not model_on_cuda and not can_fork():  # CPU workers are forked (predict.data.workers)
+        return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return DEFAULT_WORKERS if model_on_cuda or cpus > FEW_CPUS else 0
+
+
+def can_fork() -> bool:
+    """Whether this platform starts processes by forking (Linux, macOS; not Windows): decoding workers need it."""
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from predict.data.collate import Batch, BatchDataset
+from predict.data.collate import Batch, BatchDataset, can_fork
+from predict.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class WorkerBatches:
         indices = range(self.first_batch, len(self.dataset))
         if not indices:
             return
+        if not can_fork():
+            raise ConfigError(
+                f"runtime.num_workers is {self.num_workers}: decoding worker processes are forked, which "
+                f"{sys.platform} cannot do; set runtime.num_workers: 0"
+            )
         context = multiprocessing.get_context("fork")
         pipes = [context.Pipe(duplex=False) for _ in range(min(self.num_workers, len(indices)))]
         readers = [reader for reader, _ in pipes]

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from predict.data.collate import DEFAULT_WORKERS, Batch, BatchDataset, batch_loader, decoding_workers, from_shared
+from predict.data.collate import (
+    DEFAULT_WORKERS,
+    Batch,
+    BatchDataset,
+    batch_loader,
+    can_fork,
+    decoding_workers,
+    from_shared,
+)
 from predict.engines.base import Scored, check_readable
 
 if TYPE_CHECKING:
@@ -112,7 +120,7 @@ class LocalEngine:
         waited = time.perf_counter()
         oldest.result()
         self.stage_seconds["inference"] += time.perf_counter() - waited
-        if not decoder_bound(self.stage_seconds["load"] / fed, model.busy_seconds / model.runs):
+        if not can_fork() or not decoder_bound(self.stage_seconds["load"] / fed, model.busy_seconds / model.runs):
             return batches
         self.decoding_workers = DEFAULT_WORKERS
         self.notes.append(

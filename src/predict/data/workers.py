@@ -19,6 +19,7 @@ worker left writing into a pipe nobody reads gets a broken pipe and exits.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
 import signal
@@ -102,7 +103,8 @@ def _build_batches(dataset: BatchDataset, indices: range, writer: Connection, ot
     except BrokenPipeError:
         return  # the main process stopped reading
     except BaseException as error:  # whatever stopped the worker is the main process's to raise
-        _send(writer, _Failure(index, _picklable(error), traceback.format_exc()))
+        with contextlib.suppress(BrokenPipeError):  # unless it stopped reading
+            _send(writer, _Failure(index, _picklable(error), traceback.format_exc()))
 
 
 @dataclass(frozen=True)

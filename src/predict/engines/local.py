@@ -70,7 +70,7 @@ class LocalEngine:
         )
         # Unset and decoding on the main thread (few CPUs): check after a few batches that the model,
         # not the decoder, is the bottleneck; if not, worker processes decode the rest.
-        probe = configured is None and self.decoding_workers == 0
+        probe = configured is None and self.decoding_workers == 0 and can_fork()  # workers are forked
         in_flight: collections.deque[tuple[Batch, Future, float]] = collections.deque()
         with _ModelThread(plan.runner) as model:
             fed = 0
@@ -120,7 +120,7 @@ class LocalEngine:
         waited = time.perf_counter()
         oldest.result()
         self.stage_seconds["inference"] += time.perf_counter() - waited
-        if not can_fork() or not decoder_bound(self.stage_seconds["load"] / fed, model.busy_seconds / model.runs):
+        if not decoder_bound(self.stage_seconds["load"] / fed, model.busy_seconds / model.runs):
             return batches
         self.decoding_workers = DEFAULT_WORKERS
         self.notes.append(

@@ -64,6 +64,7 @@ from predict.heads.base import Head, column_values, context_of, select_output
 from predict.heads.semantic_segmentation import MaskActivation, RleOrder, activate, channel_axis, read_mask_labels
 from predict.report.coco_metrics import coco_map
 from predict.runners.base import TensorSpec
+from predict.writers.checkpoint import checkpoint_folder
 from predict.writers.row_arrays import stack_rows
 
 
@@ -134,7 +135,9 @@ class InstanceSegmentationHead(Head):
         scratch_folder: Path,
     ) -> None:
         self.config = config
-        self.scratch_folder = scratch_folder  # where the split's instance maps are stacked when too big for memory
+        # Where the split's instance maps are stacked when too big for memory: the partial run's folder,
+        # so a run killed while writing leaves nothing behind that the next run does not clear.
+        self.scratch_folder = scratch_folder
         self.output = output
         self.channels_last = channels_last
         self.resize_mode = resize_mode
@@ -191,7 +194,7 @@ class InstanceSegmentationHead(Head):
             input_column=task.input_column,
             labels=labels,
             source_name=task.data.dataframe.name,
-            scratch_folder=task.output_dir,
+            scratch_folder=checkpoint_folder(task.output_dir, task.data.split.value),
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:

@@ -32,6 +32,12 @@ _VALUES_SUFFIX = "::values"  # arrays of one dtype, one per row: their values, f
 _SHAPES_SUFFIX = "::shapes"  # and their shapes, int64[rows, ndim]
 
 
+def checkpoint_folder(output_dir: Path, split: str) -> Path:
+    """Where a split's partial run lives (removed once its files are written): also the scratch space
+    for arrays too big for memory while those files are written (predict.writers.row_arrays)."""
+    return output_dir / f".{split}.partial"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Chunk:
     """Predictions of the rows [start, stop).
@@ -64,7 +70,7 @@ class Checkpoint:
         Raises:
             ConfigError: `resume` is set and the partial run scored something else (its key differs).
         """
-        folder = output_dir / f".{split}.partial"
+        folder = checkpoint_folder(output_dir, split)
         checkpoint = cls(folder, key)
         manifest_path = folder / "manifest.json"
         if resume and manifest_path.is_file():

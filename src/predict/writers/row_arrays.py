@@ -23,6 +23,7 @@ import tempfile
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -74,7 +75,6 @@ class DiskRows:
     def _open(self, key: str, values: np.ndarray) -> tuple[int, int, tuple[int, ...], np.dtype]:
         path = self.folder / f"{key}.npy"
         shape = (self.rows, *values.shape[1:])
-        header = {"descr": np.lib.format.dtype_to_descr(values.dtype), "fortran_order": False, "shape": shape}
         self.folder.mkdir(parents=True, exist_ok=True)
         if path.is_file():  # a resumed run: the header must describe the same array
             with path.open("rb") as handle:
@@ -87,8 +87,7 @@ class DiskRows:
                 )
         else:
             with path.open("wb") as handle:
-                np.lib.format.write_array_header_1_0(handle, header)
-                offset = handle.tell()
+                offset = _write_npy_header(handle, values.dtype, shape)
                 handle.truncate(offset + values.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
         entry = (os.open(path, os.O_RDWR), offset, shape, values.dtype)
         self.files[key] = entry
@@ -123,12 +122,7 @@ def stack_rows(
     path = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            header = {
-                "descr": np.lib.format.dtype_to_descr(dtype),
-                "fortran_order": False,
-                "shape": (count, *row_shape),
-            }
-            np.lib.format.write_array_header_1_0(handle, header)
+            _write_npy_header(handle, dtype, (count, *row_shape))
             written = 0
             for row in rows:
                 if row.shape != row_shape or row.dtype != dtype:
@@ -143,3 +137,10 @@ def stack_rows(
         raise
     weakref.finalize(stacked, path.unlink, missing_ok=True)
     return stacked
+
+
+def _write_npy_header(handle: BinaryIO, dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """A C-order `.npy` header for `shape` of `dtype`; returns where the data starts."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(handle, header)
+    return handle.tell()

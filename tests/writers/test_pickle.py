@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import tracemalloc
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -83,3 +84,52 @@ def test_masks_past_the_old_256_mib_limit_unpickle_as_arrays_and_the_writer_hold
         raw = pickle.load(handle)
     assert type(raw["masks"]) is np.ndarray and raw["masks"].shape == shape and raw["masks"].dtype == np.float16
     assert raw["masks"][0, -1, -1, -3:].tolist() == [1.5, 2.5, 3.5] and not raw["masks"][1].any()
+
+
+def per_word_probabilities(rows: int) -> list[np.ndarray]:
+    """Token classification's per-row arrays: (words, 7) float32, words varying from row to row."""
+    rng = np.random.default_rng(1)
+    return [rng.random((int(words), 7), dtype=np.float32) for words in rng.integers(40, 60, rows)]
+
+
+@pytest.mark.parametrize("beside", ["arrays-in-memory", "a-memmap"], ids=["c-pickler", "pure-python-pickler"])
+def test_per_row_arrays_unpickle_as_a_list_of_arrays_and_the_writer_does_not_hold_their_payloads(tmp_path, beside):
+    rows = per_word_probabilities(8_000)  # 8,000 x ~50 x 7 float32: ~11 MiB of payload
+    payload = sum(row.nbytes for row in rows)
+    tags = np.empty(len(rows), dtype=object)
+    for index, row in enumerate(rows):
+        tags[index] = ["O"] * len(row)
+    other = np.arange(6, dtype=np.float32) if beside == "arrays-in-memory" else on_disk(tmp_path / "m.npy", np.ones(6))
+    tracemalloc.start()
+    try:
+        write_raw_predictions(tmp_path / "raw.pkl", {"probabilities": rows, "predictions": tags, "other": other})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # pickle.dump keeps every array's bytes in its memo to the end: a peak above the whole payload.
+    assert peak < payload / 4
+    with (tmp_path / "raw.pkl").open("rb") as handle:
+        raw = pickle.load(handle)
+    assert type(raw["probabilities"]) is list and len(raw["probabilities"]) == len(rows)
+    for written, row in zip(raw["probabilities"], rows):
+        assert type(written) is np.ndarray and written.flags.writeable
+        assert_array_equal(written, row) and written.dtype == np.float32
+    assert raw["predictions"].tolist() == tags.tolist()
+    assert_array_equal(raw["other"], other)
+
+
+def test_a_sequence_of_row_arrays_read_lazily_is_pickled_as_a_plain_list(tmp_path):
+    rows = per_word_probabilities(3)
+
+    class LazyRows(Sequence):  # what the run hands over for rows kept on disk: a sequence, not a list
+        def __len__(self):
+            return len(rows)
+
+        def __getitem__(self, index):
+            return rows[index]
+
+    write_raw_predictions(tmp_path / "raw.pkl", {"probabilities": LazyRows(), "empty": []})
+    with (tmp_path / "raw.pkl").open("rb") as handle:
+        raw = pickle.load(handle)
+    assert type(raw["probabilities"]) is list and raw["empty"] == []
+    assert all(assert_array_equal(written, row) is None for written, row in zip(raw["probabilities"], rows, strict=True))

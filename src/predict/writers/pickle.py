@@ -11,11 +11,21 @@ is read with plain reads, not through the memory map, so its pages stay out of t
 This needs the pure-Python pickler (`pickle._Pickler`): the C pickler writes a payload only from a
 buffer in memory. `tests/writers/test_pickle.py` checks that the file is byte for byte what
 `pickle.dumps` writes for the same arrays in memory, so a change in CPython's pickler shows there.
+
+A list of per-row arrays (token classification's per-word probabilities; `RowArrays` read back
+from the checkpoint's files) is pickled item by item without the pickler's memo. A pickler keeps
+every object it wrote in its memo until the end, and with it the `bytes` payload it made of each
+array: 100,000 rows of 12 x 7 float32 made the pkl writer's memory grow by 106 MB (issue 18).
+Such a list is written as `list()` plus its items appended (it unpickles as a plain `list` of
+`np.ndarray`, as before); its first array is memoized as usual, so numpy's reconstructor and
+the dtype are written once and referred to by the others, which are written in the pickler's
+"fast" mode (no memo; `fast` is a documented, deprecated attribute of both picklers).
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from struct import pack
 from typing import Any, BinaryIO
@@ -35,11 +45,62 @@ def write_raw_predictions(path: Path, raw_predictions: dict[str, Any]) -> None:
     object than the C one (measured: 5.3 s vs 1.4 s for a dict with 100,000 per-row arrays and
     strings), which matters for many small objects, not for a few big arrays. Both write the same bytes.
     """
+    values = {
+        key: _RowsWithoutMemo(value) if _is_row_arrays(value) else value for key, value in raw_predictions.items()
+    }
     with atomic_path(path) as temp, temp.open("wb") as handle:
-        if any(isinstance(value, np.memmap) for value in raw_predictions.values()):
-            _ArrayPickler(_PayloadFile(handle), protocol=PROTOCOL).dump(raw_predictions)
+        if any(isinstance(value, np.memmap) for value in values.values()):
+            _ArrayPickler(_PayloadFile(handle), protocol=PROTOCOL).dump(values)
         else:
-            pickle.dump(raw_predictions, handle, protocol=PROTOCOL)
+            _RowsPickler(handle, protocol=PROTOCOL).dump(values)
+
+
+def _is_row_arrays(value: Any) -> bool:
+    """A list (or another sequence that is not an array) of NumPy arrays, one per row."""
+    if isinstance(value, (np.ndarray, str, bytes)) or not isinstance(value, Sequence) or not len(value):
+        return False
+    return all(isinstance(item, np.ndarray) for item in value) if isinstance(value, list) else True
+
+
+class _RowsWithoutMemo:
+    """Per-row arrays to pickle as a plain `list`, without holding each one (and its payload) in the memo."""
+
+    def __init__(self, rows: Sequence[np.ndarray]) -> None:
+        self.rows = rows
+
+
+class _RowsWithoutMemoMixin:
+    """`reducer_override` for `_RowsWithoutMemo`, shared by the C and the pure-Python pickler."""
+
+    fast: bool
+    _in_rows = False
+    _memoized_one = False
+
+    def _reduce_rows(self, obj: Any) -> Any:
+        """The reduce value of `_RowsWithoutMemo`, or None for any other object."""
+        if isinstance(obj, _RowsWithoutMemo):
+            return list, (), None, self._each_row(obj.rows)
+        if self._in_rows and isinstance(obj, np.ndarray):
+            # The rows' first array goes through the memo (numpy's globals and the dtype with it), the rest not.
+            self.fast = self._memoized_one
+            self._memoized_one = True
+        return None
+
+    def _each_row(self, rows: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+        # Pickled while the pickler takes items from this iterator (a batch of them ahead, in the pure-Python one).
+        self._in_rows, self._memoized_one = True, False
+        try:
+            yield from rows
+        finally:
+            self._in_rows, self.fast = False, False
+
+
+class _RowsPickler(_RowsWithoutMemoMixin, pickle.Pickler):
+    """The C pickler, with per-row arrays written without the memo."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = self._reduce_rows(obj)
+        return NotImplemented if reduced is None else reduced
 
 
 class _FilePayload:
@@ -76,12 +137,15 @@ class _PayloadFile:
             self.handle.write(data)
 
 
-class _ArrayPickler(pickle._Pickler):
+class _ArrayPickler(_RowsWithoutMemoMixin, pickle._Pickler):
     """The pure-Python pickler; an `np.memmap` becomes the `np.ndarray` it holds (from its file, if a whole `.npy`)."""
 
     dispatch = pickle._Pickler.dispatch.copy()
 
     def reducer_override(self, obj: Any) -> Any:
+        reduced = self._reduce_rows(obj)
+        if reduced is not None:
+            return reduced
         if not isinstance(obj, np.memmap):
             return NotImplemented
         array = obj.view(np.ndarray)  # unpickles as np.ndarray, not as a memmap without its file

@@ -69,6 +69,29 @@ def test_text_example_writes_the_contract(name, keys, columns, metric, lowest, t
             assert len(tags) == len(text.split()) == len(probabilities)
 
 
+def test_token_classification_files_are_the_same_when_its_rows_come_back_from_checkpoint_chunks(tmp_path):
+    # Chunks of 4 rows: the per-word probabilities of every complete chunk are read back from its file
+    # (writers.checkpoint.StoredRows) for the CSV, the metrics and the pkl, the last rows from memory.
+    config = str(ROOT / "configs" / "text_token_classification.yaml")
+    for name, chunk_rows in (("whole", 4096), ("chunked", 4)):
+        settings = ["--set", f"output.dir={tmp_path / name}", "--set", f"output.checkpoint_rows={chunk_rows}"]
+        assert main(["--config", config, "--quiet", "--set", "runtime.batch_size=2", *settings]) == 0
+    for file in ("validation_predictions.csv", "validation_metrics.json"):
+        assert (tmp_path / "chunked" / file).read_bytes() == (tmp_path / "whole" / file).read_bytes()
+    with (
+        open(tmp_path / "whole" / "validation_raw_predictions.pkl", "rb") as whole,
+        open(tmp_path / "chunked" / "validation_raw_predictions.pkl", "rb") as chunked,
+    ):
+        expected, got = pickle.load(whole), pickle.load(chunked)
+    assert list(got) == list(expected) and type(got["probabilities"]) is list
+    assert len(got["probabilities"]) == len(expected["probabilities"]) > 8
+    for written, scored in zip(got["probabilities"], expected["probabilities"]):
+        assert type(written) is np.ndarray and written.dtype == scored.dtype == np.float32
+        np.testing.assert_array_equal(written, scored)
+    assert got["predictions"].tolist() == expected["predictions"].tolist()
+    assert not (tmp_path / "chunked" / ".validation.partial").exists()
+
+
 class TinyTextRegressor(torch.nn.Module):
     """Masked mean of token embeddings through a linear layer: padding must not change the result."""
 

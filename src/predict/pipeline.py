@@ -136,9 +136,13 @@ def _metrics(head: Head, predictions: dict[str, np.ndarray], valid: np.ndarray) 
     restricted to them scores them)."""
     if valid.all():
         return head.metrics(predictions)
-    # Arrays on disk (np.memmap) are not subset: that would read them whole. Heads compute what their
-    # metrics need from such arrays in `postprocess`.
-    subset = {key: values[valid] for key, values in predictions.items() if not isinstance(values, np.memmap)}
+    # Arrays on disk (np.memmap, per-row arrays in the checkpoint's files) are not subset: that would
+    # read them whole. Heads compute what their metrics need from such arrays in `postprocess`.
+    subset = {
+        key: values[valid]
+        for key, values in predictions.items()
+        if isinstance(values, np.ndarray) and not isinstance(values, np.memmap)
+    }
     return head.restricted_to(valid).metrics(subset)
 
 

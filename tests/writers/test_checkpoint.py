@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import pickle
+import tracemalloc
 
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
 from predict.errors import ConfigError
-from predict.writers.checkpoint import Checkpoint, Chunk, load_arrays, save_arrays
+from predict.writers.checkpoint import Checkpoint, Chunk, RowArrays, StoredRows, load_arrays, save_arrays
+from predict.writers.run import merge_chunks
 
 KEY = {"config": "abc", "model": "def", "rows": 10}
 
@@ -114,3 +116,61 @@ def test_without_resume_a_partial_run_is_dropped(tmp_path):
     Checkpoint.open(tmp_path, "test", KEY, resume=False).save(chunk(0, 4))
     assert Checkpoint.open(tmp_path, "test", KEY, resume=False).rows_done == 0
     assert not (tmp_path / ".test.partial" / "manifest.json").exists()
+
+
+def per_word_chunk(start: int, stop: int, rng: np.random.Generator) -> Chunk:
+    """Token classification's predictions: (words, 7) float32 per row, and tags."""
+    probabilities = np.empty(stop - start, dtype=object)
+    tags = np.empty(stop - start, dtype=object)
+    for row, words in enumerate(rng.integers(0, 30, stop - start)):
+        probabilities[row] = rng.random((int(words), 7), dtype=np.float32)
+        tags[row] = ["O"] * int(words)
+    return Chunk(
+        start=start,
+        stop=stop,
+        predictions={"probabilities": probabilities, "predictions": tags},
+        valid=np.ones(stop - start, bool),
+        errors=[],
+    )
+
+
+def test_saved_per_row_arrays_are_read_back_from_the_chunk_files_when_used(tmp_path):
+    rng = np.random.default_rng(0)
+    scored = [per_word_chunk(0, 5, rng), per_word_chunk(5, 9, rng), per_word_chunk(9, 12, rng)]
+    checkpoint = Checkpoint.open(tmp_path, "validation", KEY, resume=False)
+    kept = [checkpoint.save(scored[0]), checkpoint.save(scored[1]), scored[2]]  # the last rows: not saved yet
+    assert isinstance(kept[0].predictions["probabilities"], StoredRows)
+    assert isinstance(kept[0].predictions["predictions"], np.ndarray)  # tags (JSON in the file) stay in memory
+    resumed = Checkpoint.open(tmp_path, "validation", KEY, resume=True).load()
+    assert all(isinstance(chunk.predictions["probabilities"], StoredRows) for chunk in resumed)
+    expected = [row for chunk in scored for row in chunk.predictions["probabilities"]]
+    for chunks in (kept, [*resumed, scored[2]]):
+        rows = merge_chunks(chunks).predictions["probabilities"]
+        assert isinstance(rows, RowArrays) and len(rows) == 12
+        for got, row in zip(rows, expected, strict=True):
+            assert got.dtype == np.float32 and got.shape == row.shape
+            assert_array_equal(got, row)
+        assert_array_equal(rows[6], expected[6]) and assert_array_equal(rows[-1], expected[-1])
+        with pytest.raises(IndexError):
+            rows[12]
+    # The chunks merged while scoring (all in memory) stay one object array.
+    assert merge_chunks(scored).predictions["probabilities"].dtype == object
+
+
+def test_the_rows_of_saved_chunks_are_not_kept_in_memory(tmp_path):
+    rng = np.random.default_rng(1)
+    checkpoint = Checkpoint.open(tmp_path, "validation", KEY, resume=False)
+    kept, payload = [], 0
+    tracemalloc.start()
+    try:
+        for start in range(0, 20_000, 2_000):
+            chunk = per_word_chunk(start, start + 2_000, rng)
+            chunk.predictions.pop("predictions")
+            payload += sum(row.nbytes for row in chunk.predictions["probabilities"])
+            kept.append(checkpoint.save(chunk))
+            del chunk
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < payload / 10  # ~8 MB of arrays scored; what stays is a file name per chunk
+    assert sum(len(row) for row in merge_chunks(kept).predictions["probabilities"]) > 0

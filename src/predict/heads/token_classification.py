@@ -154,8 +154,10 @@ class TokenClassificationHead(Head):
         return {f"pred_{self.label_column}": [" ".join(tags) for tags in predictions["predictions"]]}
 
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        probabilities = predictions["probabilities"]
         return {
-            "probabilities": list(predictions["probabilities"]),
+            # A list; a run's rows still on disk (a sequence, writers.checkpoint.RowArrays) are pickled as one.
+            "probabilities": list(probabilities) if isinstance(probabilities, np.ndarray) else probabilities,
             "predictions": predictions["predictions"],
             "labels": np.asarray(self.class_names),
             self.input_column: column_values(dataframe, self.input_column),

@@ -11,12 +11,18 @@ resumed run never unpickles a file it did not write itself. Object arrays (strin
 are stored as JSON, except, in chunks, one array per row of one dtype (token classification's
 per-word probabilities): those are stored as their values one after another and each one's shape.
 As JSON, 4,096 rows of them took 73 MB of memory to save (issue 18); this way a few MB, exactly.
+Once saved, such per-row arrays are not kept in memory: the run holds a `StoredRows` for them,
+which reads the chunk's file when the rows are used (while the prediction files are written), so
+the run's memory does not grow with them (100,000 rows of token classification: about 40 MB).
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import json
 import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +49,8 @@ class Chunk:
     """Predictions of the rows [start, stop).
 
     Attributes:
-        predictions: head output name to array, first axis = stop - start rows.
+        predictions: head output name to array, first axis = stop - start rows (per-row arrays already
+            saved in a chunk file: a `StoredRows`, or `RowArrays` of several chunks' rows).
         valid: bool[stop - start], False for rows that failed to load (`data.on_error: skip`).
         errors: (row, message) of the failed rows.
     """
@@ -94,10 +101,10 @@ class Checkpoint:
         return self.chunks[-1]["stop"] if self.chunks else 0
 
     def load(self) -> list[Chunk]:
-        """Read the complete chunks back, in row order."""
+        """Read the complete chunks back, in row order (per-row arrays stay in their files: `StoredRows`)."""
         loaded = []
         for entry in self.chunks:
-            arrays = load_arrays(self.folder / entry["file"])
+            arrays = load_arrays(self.folder / entry["file"], stored_rows=True)
             valid = arrays.pop("__valid__")
             errors = [
                 (int(row), str(message)) for row, message in json.loads(str(arrays.pop("__errors__" + _JSON_SUFFIX)))
@@ -107,20 +114,30 @@ class Checkpoint:
             )
         return loaded
 
-    def save(self, chunk: Chunk) -> None:
-        """Write a chunk, then the manifest that names it."""
+    def save(self, chunk: Chunk) -> Chunk:
+        """Write a chunk, then the manifest that names it.
+
+        Returns:
+            the chunk to keep in memory: its per-row arrays as `StoredRows` of the file just written.
+        """
         if chunk.start != self.rows_done:
             raise ValueError(f"chunk starts at row {chunk.start}, expected {self.rows_done}")
         name = f"chunk_{len(self.chunks):05d}.npz"
         arrays = {**chunk.predictions, "__valid__": chunk.valid}
         arrays["__errors__" + _JSON_SUFFIX] = np.array(json.dumps([[row, message] for row, message in chunk.errors]))
         save_arrays(self.folder / name, arrays, flat_row_arrays=True)
+        stored = {
+            key: StoredRows(self.folder / name, key, len(values))
+            for key, values in chunk.predictions.items()
+            if _is_row_arrays(values)
+        }
         self.chunks.append({"file": name, "start": chunk.start, "stop": chunk.stop})
         manifest = {"version": MANIFEST_VERSION, "key": self.key, "rows_done": self.rows_done, "chunks": self.chunks}
         with atomic_path(self.folder / "manifest.json") as temp:
             # One line: it is rewritten at every chunk; encoding its growing chunk list with indents took a
             # third of the checkpoint time on 1,000,000 rows (244 chunks, scripts/bench_arrays.py).
             temp.write_text(json.dumps(manifest, separators=(",", ":")) + "\n", encoding="utf-8")
+        return dataclasses.replace(chunk, predictions={**chunk.predictions, **stored})
 
     def discard(self) -> None:
         """Remove the partial state once the final files are written."""
@@ -151,14 +168,23 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray], *, flat_row_arrays: b
         np.savez(handle, **entries)
 
 
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Load what `save_arrays` wrote; JSON entries come back as object arrays (or stay JSON for `__` keys)."""
-    arrays = {}
+def load_arrays(path: Path, *, stored_rows: bool = False) -> dict[str, Any]:
+    """Load what `save_arrays` wrote; JSON entries come back as object arrays (or stay JSON for `__` keys).
+
+    Args:
+        stored_rows: per-row arrays saved flat come back as a `StoredRows` that reads them when used,
+            not as an object array.
+    """
+    arrays: dict[str, Any] = {}
     with np.load(path, allow_pickle=False) as archive:
         for name in archive.files:
-            value = archive[name]
             if name.endswith(_SHAPES_SUFFIX):
                 continue  # read with its values
+            if name.endswith(_VALUES_SUFFIX) and stored_rows:
+                base = name.removesuffix(_VALUES_SUFFIX)
+                arrays[base] = StoredRows(path, base, len(archive[base + _SHAPES_SUFFIX]))
+                continue
+            value = archive[name]
             if name.endswith(_VALUES_SUFFIX):
                 base = name.removesuffix(_VALUES_SUFFIX)
                 arrays[base] = _split_rows(value, archive[base + _SHAPES_SUFFIX])
@@ -171,6 +197,58 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
             else:
                 arrays[name] = value
     return arrays
+
+
+class StoredRows(Sequence):
+    """One chunk's per-row arrays, read from its `.npz` file each time they are used (not kept)."""
+
+    def __init__(self, path: Path, key: str, rows: int) -> None:
+        self.path = path
+        self.key = key
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.load()[index]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.load())
+
+    def load(self) -> np.ndarray:
+        """The rows as an object array of arrays (views of one array of their values)."""
+        with np.load(self.path, allow_pickle=False) as archive:
+            return _split_rows(archive[self.key + _VALUES_SUFFIX], archive[self.key + _SHAPES_SUFFIX])
+
+
+class RowArrays(Sequence):
+    """A split's per-row arrays, part after part: object arrays in memory and `StoredRows` on disk.
+
+    Iterating reads one stored part at a time, so the rows are never all in memory; the pkl writer
+    pickles this as a plain list, row by row (predict.writers.pickle).
+    """
+
+    def __init__(self, parts: Sequence[Sequence[np.ndarray]]) -> None:
+        self.parts = list(parts)
+        self.stops = np.cumsum([len(part) for part in self.parts]).tolist()
+
+    def __len__(self) -> int:
+        return self.stops[-1] if self.stops else 0
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, int):
+            raise TypeError(f"RowArrays takes a row number, not {type(index).__name__}")
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"row {index} of {len(self)}")
+        part = bisect.bisect_right(self.stops, index)
+        return self.parts[part][index - (self.stops[part - 1] if part else 0)]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for part in self.parts:
+            yield from part.load() if isinstance(part, StoredRows) else part
 
 
 def _is_row_arrays(array: np.ndarray) -> bool:

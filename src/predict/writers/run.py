@@ -27,7 +27,7 @@ from predict.model_file import file_sha256
 from predict.summary import RunSummary
 from predict.writers._atomic import atomic_path
 from predict.writers.archive import write_archive
-from predict.writers.checkpoint import Checkpoint, Chunk, save_arrays
+from predict.writers.checkpoint import Checkpoint, Chunk, RowArrays, save_arrays
 from predict.writers.csv import write_predictions_csv
 from predict.writers.pickle import write_raw_predictions
 from predict.writers.row_arrays import DiskRows
@@ -88,8 +88,7 @@ class RunWriter:
         self.pending.append(dataclasses.replace(chunk, predictions=kept))
         if len(self.pending) == self.chunk_batches:
             started = time.perf_counter()
-            self.chunks.append(merge_chunks(self.pending))
-            self.checkpoint.save(self.chunks[-1])
+            self.chunks.append(self.checkpoint.save(merge_chunks(self.pending)))
             self.pending.clear()
             self.seconds += time.perf_counter() - started
 
@@ -167,7 +166,9 @@ def merge_chunks(chunks: list[Chunk]) -> Chunk:
     )
 
 
-def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
+def _concatenate(arrays: list[np.ndarray]) -> np.ndarray | RowArrays:
+    if not all(isinstance(array, np.ndarray) for array in arrays):
+        return RowArrays(arrays)  # per-row arrays, some of them still in the checkpoint's files
     if arrays[0].dtype != object:
         return np.concatenate(arrays)
     # Object arrays of equal-length lists must not be turned into 2-D arrays on the way.
@@ -180,7 +181,7 @@ def _blank_rows(predictions: dict[str, np.ndarray], valid: np.ndarray) -> dict[s
         return predictions
     blanked = {}
     for key, values in predictions.items():
-        if values.dtype.kind == "f":
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
             values = values.copy()
             values[~valid] = np.nan
         blanked[key] = values
@@ -225,7 +226,10 @@ def _write_npz(path: Path, raw: dict[str, Any], files: dict[str, Path], *, wante
     if not wanted:
         path.unlink(missing_ok=True)
         return
-    arrays = {key: _object_array(value) if isinstance(value, list) else np.asarray(value) for key, value in raw.items()}
+    arrays = {
+        key: _object_array(list(value)) if isinstance(value, (list, RowArrays)) else np.asarray(value)
+        for key, value in raw.items()
+    }
     save_arrays(path, arrays)
     files["npz"] = path
 

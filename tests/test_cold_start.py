@@ -91,6 +91,25 @@ def test_other_onnxruntime_runs_import_no_torch_or_sklearn(tmp_path, config):
     assert offending(modules, NOT_FOR_ONNXRUNTIME + ("predict.data.audio",)) == []
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        "text_token_classification.yaml",
+        "text_span_prediction.yaml",
+        "text_sequence_to_sequence.yaml",
+        "image_object_detection.yaml",
+        "image_instance_segmentation.yaml",
+    ],
+)
+def test_labelled_runs_whose_metrics_are_not_scikit_learns_import_no_sklearn(tmp_path, config):
+    # Entity F1, Jaccard, BLEU and COCO mAP: the background import of scikit-learn would be 1.3-3 CPU-s for nothing.
+    modules, _ = imported(
+        "--config", str(ROOT / "configs" / config), "--set", f"output.dir={tmp_path}", *LOCAL_CPU, "--quiet"
+    )
+    assert (tmp_path / "validation_metrics.json").is_file()  # labelled: metrics were computed
+    assert offending(modules, ("sklearn", "tensorflow")) == []
+
+
 def test_a_split_without_labels_imports_no_sklearn(tmp_path):
     config = str(ROOT / "configs" / "image_classification.yaml")
     test_split = ("--set", "data.split=test", "--set", "data.dataframe=data/shapes/test.csv")

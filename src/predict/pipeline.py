@@ -26,6 +26,7 @@ from predict.fidelity import FidelityCheck
 from predict.heads.base import Head
 from predict.model_file import ResolvedModel
 from predict.plan import Plan, build_plan, read_rows
+from predict.problems import PROBLEMS
 from predict.report import metrics as metrics_library
 from predict.runners.backend import resolve_model
 from predict.summary import RunSummary
@@ -53,7 +54,8 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     started = time.perf_counter()
     check_output_dir(task.output_dir, task.data.split.value, resume=resume, overwrite=overwrite)
     task, dataframe = read_rows(task)
-    if task.data.label_columns and set(task.data.label_columns) <= set(dataframe.columns):
+    labelled = task.data.label_columns and set(task.data.label_columns) <= set(dataframe.columns)
+    if labelled and PROBLEMS[task.problem_type].head.metrics_use_sklearn:
         metrics_library.start_import()  # metrics will be computed: their library loads while the model does
     model = resolve_model(task, output_dir=task.output_dir)  # the .onnx, a .pt/.pt2, or a converted .h5
     fidelity = FidelityCheck(task, converted=model.path)  # an .h5: the first batch also goes through Keras, once

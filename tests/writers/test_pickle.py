@@ -132,4 +132,6 @@ def test_a_sequence_of_row_arrays_read_lazily_is_pickled_as_a_plain_list(tmp_pat
     with (tmp_path / "raw.pkl").open("rb") as handle:
         raw = pickle.load(handle)
     assert type(raw["probabilities"]) is list and raw["empty"] == []
-    assert all(assert_array_equal(written, row) is None for written, row in zip(raw["probabilities"], rows, strict=True))
+    assert all(
+        assert_array_equal(written, row) is None for written, row in zip(raw["probabilities"], rows, strict=True)
+    )

@@ -54,6 +54,8 @@ class Config:
 class MetricLearningHead(Head):
     """L2-normalised embeddings, the top-K most similar other rows, and retrieval mAP."""
 
+    metrics_use_sklearn = True
+
     Config = Config
     split_level = True
 

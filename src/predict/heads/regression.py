@@ -33,6 +33,8 @@ class Config:
 class RegressionHead(Head):
     """One predicted value per label column, and regression metrics."""
 
+    metrics_use_sklearn = True
+
     Config = Config
     model_keys = ("labels",)
 

@@ -78,6 +78,12 @@ def test_rle_exact_strings():
     assert encode_rle(np.zeros((2, 2))) == ""
 
 
+def test_overlapping_and_unsorted_runs_decode_as_the_union_of_their_pixels():
+    # Written by other tools: runs out of order, touching or overlapping; each pixel is set once.
+    mask = decode_rle("5 2 1 3 3 2 9 1", (3, 4), column_major=False)
+    assert np.flatnonzero(mask.reshape(-1)).tolist() == [0, 1, 2, 3, 4, 5, 8]
+
+
 def test_rle_errors():
     with pytest.raises(ValueError, match="whole numbers"):
         parse_rle("1 x")

@@ -86,14 +86,15 @@ def decode_rle(text: str, shape: tuple[int, int], *, column_major: bool = True) 
     """
     runs = parse_rle(text)
     height, width = int(shape[0]), int(shape[1])
-    flat = np.zeros(height * width + 1, dtype=np.int8)
+    mask = np.zeros(height * width, dtype=bool)
     if runs.size:
         starts, lengths = runs[0::2] - 1, runs[1::2]
         if int((starts + lengths).max()) > height * width:
             raise ValueError(f"a run ends at pixel {int((starts + lengths).max())}, past the {height}x{width} image")
-        np.add.at(flat, starts, 1)
-        np.add.at(flat, starts + lengths, -1)
-    mask = np.cumsum(flat[:-1]) > 0
+        # Only the runs' own pixels are touched (a cumulative sum over the whole image was 4x slower at
+        # 256x256, issue 18): run k's first pixel repeated over its length, plus 0, 1, 2, ... within it.
+        firsts = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        mask[firsts + np.arange(int(lengths.sum()))] = True
     return mask.reshape((height, width), order="F" if column_major else "C")
 
 

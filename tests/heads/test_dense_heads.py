@@ -387,6 +387,54 @@ def test_h2o_layout_splits_instances_at_borders_and_keeps_one_pixel_instances():
     assert columns["class_name"] == ['["a", "a", "b"]'] and columns["confidence"] == ["[0.9, 0.9, 0.8]"]
 
 
+def whole_image_instances(probabilities, classes, threshold=0.5, border_threshold=0.5, min_pixels=4):
+    """The h2o layout's instances labelled over the whole image (the head labels a window around each class)."""
+    from scipy import ndimage
+
+    border = np.maximum(probabilities[classes], probabilities[classes + 1]) >= border_threshold
+    labelled, confidences = np.zeros((*probabilities.shape[1:], classes), dtype=np.int32), []
+    for index in range(classes):
+        region = probabilities[index] >= threshold
+        cores, count = ndimage.label(region & ~border)
+        regions, region_count = ndimage.label(region)
+        instance_map = np.zeros_like(cores)
+        if count:
+            nearest = ndimage.distance_transform_edt(cores == 0, return_distances=False, return_indices=True)
+            same_region = regions == regions[nearest[0], nearest[1]]
+            instance_map = np.where(region & same_region, cores[nearest[0], nearest[1]], 0)
+        orphans = np.setdiff1d(np.arange(1, region_count + 1), np.unique(regions[instance_map > 0]))
+        lookup = np.zeros(region_count + 1, dtype=np.int64)
+        lookup[orphans] = count + np.arange(1, orphans.size + 1)
+        instance_map = np.where(instance_map > 0, instance_map, lookup[regions])
+        ids, counts = np.unique(instance_map[instance_map > 0], return_counts=True)
+        kept = ids[counts >= min_pixels]
+        renumber = np.zeros(int(instance_map.max()) + 1, dtype=np.int32)
+        renumber[kept] = np.arange(1, kept.size + 1)
+        labelled[..., index] = renumber[instance_map]
+        means = ndimage.mean(probabilities[index], labels=labelled[..., index], index=np.arange(1, kept.size + 1))
+        confidences.append([float(value) for value in np.atleast_1d(means)] if kept.size else [])
+    return labelled, confidences
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_h2o_instances_labelled_in_a_window_equal_those_of_the_whole_image(seed):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    maps = np.zeros((4, 40, 48), dtype=np.float32)
+    for _ in range(int(rng.integers(0, 5))):  # blobs of either class, some on the image's edges, some touching
+        index, top, left = int(rng.integers(0, 2)), int(rng.integers(-5, 38)), int(rng.integers(-5, 46))
+        height, width = int(rng.integers(1, 14)), int(rng.integers(1, 14))
+        box = (slice(max(top, 0), max(top + height, 0)), slice(max(left, 0), max(left + width, 0)))
+        maps[index][box] = rng.uniform(0.5, 1.0)
+        edge = ndimage.binary_dilation(maps[index] > 0) & ~ndimage.binary_erosion(maps[index] > 0)
+        maps[2 + int(rng.integers(0, 2))][edge & (rng.random(edge.shape) < 0.7)] = 0.9
+    labelled, confidences = instance_head(min_instance_pixels=4)._h2o_instances(maps)
+    expected_labelled, expected_confidences = whole_image_instances(maps, classes=2)
+    assert_array_equal(labelled, expected_labelled)
+    assert confidences == expected_confidences
+
+
 def test_mask_rcnn_layout_box_relative_masks_and_no_instances():
     outputs = {
         "boxes": np.array([[[0, 0, 4, 4], [4, 4, 8, 8]], [[0, 0, 0, 0], [0, 0, 0, 0]]], dtype=np.float32),

@@ -240,8 +240,15 @@ class InstanceSegmentationHead(Head):
         labelled = np.zeros((*probabilities.shape[1:], classes), dtype=np.int32)
         confidences = []
         for index in range(classes):
-            region = probabilities[index] >= config.threshold
-            cores, count = ndimage.label(region & ~border)
+            # Only the box around the class's pixels is labelled (cores lie inside it, so every border
+            # pixel's nearest core does too): the same ids and confidences, for a fraction of the work
+            # when objects are small next to the image (issue 18).
+            window = _bounding_window(probabilities[index] >= config.threshold)
+            if window is None:
+                confidences.append([])
+                continue
+            region = probabilities[index][window] >= config.threshold
+            cores, count = ndimage.label(region & ~border[window])
             regions, region_count = ndimage.label(region)
             if count:
                 # Border pixels join the nearest core of the same connected region.
@@ -257,7 +264,7 @@ class InstanceSegmentationHead(Head):
                 lookup = np.zeros(region_count + 1, dtype=np.int64)
                 lookup[orphans] = count + np.arange(1, orphans.size + 1)
                 instance_map = np.where(instance_map > 0, instance_map, lookup[regions])
-            labelled[..., index], class_confidences = self._relabel(instance_map, probabilities[index])
+            labelled[(*window, index)], class_confidences = self._relabel(instance_map, probabilities[index][window])
             confidences.append(class_confidences)
         return labelled, confidences
 
@@ -469,3 +476,12 @@ def _paste(mask: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarr
     )[0, 0].numpy()
     canvas[y_min:y_max, x_min:x_max] = resized
     return canvas
+
+
+def _bounding_window(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The smallest (rows, columns) slices holding every True pixel of a 2-D mask; None when there is none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
+        return None
+    columns = np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1)

@@ -75,8 +75,9 @@ def test_token_classification_files_are_the_same_when_its_rows_come_back_from_ch
     config = str(ROOT / "configs" / "text_token_classification.yaml")
     for name, chunk_rows in (("whole", 4096), ("chunked", 4)):
         settings = ["--set", f"output.dir={tmp_path / name}", "--set", f"output.checkpoint_rows={chunk_rows}"]
+        settings += ["--set", "output.write_npz=true"]
         assert main(["--config", config, "--quiet", "--set", "runtime.batch_size=2", *settings]) == 0
-    for file in ("validation_predictions.csv", "validation_metrics.json"):
+    for file in ("validation_predictions.csv", "validation_metrics.json", "validation_raw_predictions.npz"):
         assert (tmp_path / "chunked" / file).read_bytes() == (tmp_path / "whole" / file).read_bytes()
     with (
         open(tmp_path / "whole" / "validation_raw_predictions.pkl", "rb") as whole,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pickle
 import tracemalloc
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
+from predict.writers.checkpoint import RowArrays, StoredRows, save_arrays
 from predict.writers.pickle import write_raw_predictions
 
 MIB = 2**20
@@ -118,20 +118,19 @@ def test_per_row_arrays_unpickle_as_a_list_of_arrays_and_the_writer_does_not_hol
     assert_array_equal(raw["other"], other)
 
 
-def test_a_sequence_of_row_arrays_read_lazily_is_pickled_as_a_plain_list(tmp_path):
-    rows = per_word_probabilities(3)
-
-    class LazyRows(Sequence):  # what the run hands over for rows kept on disk: a sequence, not a list
-        def __len__(self):
-            return len(rows)
-
-        def __getitem__(self, index):
-            return rows[index]
-
-    write_raw_predictions(tmp_path / "raw.pkl", {"probabilities": LazyRows(), "empty": []})
+def test_the_runs_row_arrays_read_from_chunk_files_are_pickled_as_a_plain_list(tmp_path):
+    rows = per_word_probabilities(5)
+    stored = np.empty(3, dtype=object)
+    stored[:] = rows[:3]
+    save_arrays(tmp_path / "chunk.npz", {"probabilities": stored}, flat_row_arrays=True)
+    in_memory = np.empty(2, dtype=object)
+    in_memory[:] = rows[3:]
+    run_rows = RowArrays([StoredRows(tmp_path / "chunk.npz", "probabilities", 3), in_memory])
+    names = ("a", "b")  # a tuple stays a tuple
+    write_raw_predictions(tmp_path / "raw.pkl", {"probabilities": run_rows, "empty": [], "names": names})
     with (tmp_path / "raw.pkl").open("rb") as handle:
         raw = pickle.load(handle)
-    assert type(raw["probabilities"]) is list and raw["empty"] == []
+    assert type(raw["probabilities"]) is list and raw["empty"] == [] and raw["names"] == names
     assert all(
         assert_array_equal(written, row) is None for written, row in zip(raw["probabilities"], rows, strict=True)
     )

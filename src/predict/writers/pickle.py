@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from predict.writers._atomic import atomic_path
+from predict.writers.checkpoint import RowArrays
 
 PROTOCOL = 4  # readable by Python 3.4+ and H2O's own tooling; BINBYTES8 payloads past 4 GiB
 _COPY_BYTES = 16 * 2**20  # one read/write of an on-disk payload: memory stays at this, whatever the array's size
@@ -43,7 +44,7 @@ def write_raw_predictions(path: Path, raw_predictions: dict[str, Any]) -> None:
 
     Only a dict with such values goes through the pure-Python pickler: it is about 4x slower per
     object than the C one (measured: 5.3 s vs 1.4 s for a dict with 100,000 per-row arrays and
-    strings), which matters for many small objects, not for a few big arrays. Both write the same bytes.
+    strings), which matters for many small objects, not for a few big arrays. Both write the same values.
     """
     values = {
         key: _RowsWithoutMemo(value) if _is_row_arrays(value) else value for key, value in raw_predictions.items()
@@ -56,10 +57,10 @@ def write_raw_predictions(path: Path, raw_predictions: dict[str, Any]) -> None:
 
 
 def _is_row_arrays(value: Any) -> bool:
-    """A list (or another sequence that is not an array) of NumPy arrays, one per row."""
-    if isinstance(value, (np.ndarray, str, bytes)) or not isinstance(value, Sequence) or not len(value):
-        return False
-    return all(isinstance(item, np.ndarray) for item in value) if isinstance(value, list) else True
+    """A non-empty list of NumPy arrays, one per row, or the run's `RowArrays` (pickled as a list)."""
+    if isinstance(value, RowArrays):
+        return True
+    return isinstance(value, list) and bool(value) and all(isinstance(item, np.ndarray) for item in value)
 
 
 class _RowsWithoutMemo:
@@ -87,7 +88,9 @@ class _RowsWithoutMemoMixin:
         return None
 
     def _each_row(self, rows: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
-        # Pickled while the pickler takes items from this iterator (a batch of them ahead, in the pure-Python one).
+        # The C pickler saves each item before it takes the one after the next from this iterator, so the
+        # iterator ends after the last one is saved. The pure-Python one takes a batch of 1,000 ahead: its
+        # last batch (all of a shorter list) is saved after the end, with the memo, as before.
         self._in_rows, self._memoized_one = True, False
         try:
             yield from rows

@@ -14,7 +14,7 @@ Metrics: `F1` at entity level (BIO), micro-averaged, with `Precision` and `Recal
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +58,7 @@ class TokenClassificationHead(Head):
         overflow_tag: str,
         label_column: str,
         input_column: str,
-        labels: list[list[str]] | None,
+        labels: Sequence[str] | None,
         notes: list[str],
     ) -> None:
         self.output = output
@@ -88,12 +88,12 @@ class TokenClassificationHead(Head):
                 f"(got {list(task.data.label_columns)})"
             )
         label_column = task.data.label_columns[0]
-        labels = None
+        labels, seen = None, set()
         if label_column in dataframe.columns:
-            labels = _read_tags(dataframe, task.input_column, label_column, source=task.data.dataframe.name)
+            labels, seen = _read_tags(dataframe, task.input_column, label_column, source=task.data.dataframe.name)
         class_names = config.class_names
         if not class_names and labels is not None:
-            class_names = tuple(sorted({tag for row in labels for tag in row}))
+            class_names = tuple(sorted(seen))
         if not class_names:
             raise ConfigError(
                 f"head.class_names is missing: the dataframe has no '{label_column}' column to read tags from; "
@@ -105,7 +105,7 @@ class TokenClassificationHead(Head):
                 f"head.class_names: model {model_name} output '{spec.name}' scores {width} classes but "
                 f"{len(class_names)} tags are known ({', '.join(class_names)}); list all {width} in output order"
             )
-        if labels is not None:
+        if labels is not None and not seen <= set(class_names):
             _check_tags(labels, class_names, label_column=label_column, source=task.data.dataframe.name)
         softmax, notes = _softmax(config.activation, spec)
         return cls(
@@ -166,10 +166,10 @@ class TokenClassificationHead(Head):
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.labels is None:
             return {}
-        return entity_f1(self.labels, predictions["predictions"])
+        return entity_f1((_split_tags(tags) for tags in self.labels), predictions["predictions"])
 
 
-def _check_tags(labels: list[list[str]], class_names: tuple[str, ...], *, label_column: str, source: str) -> None:
+def _check_tags(labels: Sequence[str], class_names: tuple[str, ...], *, label_column: str, source: str) -> None:
     """Every label tag is one of the model's tags.
 
     Raises:
@@ -177,7 +177,7 @@ def _check_tags(labels: list[list[str]], class_names: tuple[str, ...], *, label_
     """
     known = set(class_names)
     for row, tags in enumerate(labels):
-        unknown = [tag for tag in tags if tag not in known]
+        unknown = [tag for tag in _split_tags(tags) if tag not in known]
         if unknown:
             raise InputError(
                 f"{source}: row {row}, label column '{label_column}': tag {unknown[0]!r} is not "
@@ -196,21 +196,30 @@ def _softmax(activation: Activation, spec: TensorSpec) -> tuple[bool, list[str]]
     return activation is Activation.SOFTMAX, []
 
 
-def _read_tags(dataframe: pd.DataFrame, text_column: str, label_column: str, *, source: str) -> list[list[str]]:
-    """Each row's tags, checked to be one per whitespace word of the text.
+def _read_tags(
+    dataframe: pd.DataFrame, text_column: str, label_column: str, *, source: str
+) -> tuple[pd.Series, set[str]]:
+    """The label column as it is, checked to give one tag per whitespace word of the text, and the
+    tags it holds. A row's tags are split again where they are used (the metrics): lists of tags
+    for every row, held for the whole run, took 17 MB at 100,000 rows (issue 18).
 
     Raises:
         InputError: naming the first row whose tag count differs from its word count.
     """
-    labels = []
-    for row, (text, tags) in enumerate(zip(dataframe[text_column], dataframe[label_column])):
+    seen: set[str] = set()
+    column = dataframe[label_column]
+    for row, (text, tags) in enumerate(zip(dataframe[text_column], column)):
         words = text.split() if isinstance(text, str) else []
-        # One string object per distinct tag: `split()` makes one per word, 50 MB at 100,000 rows (issue 18).
-        tags = [sys.intern(tag) for tag in tags.split()] if isinstance(tags, str) else []
+        tags = _split_tags(tags)
         if len(tags) != len(words):
             raise InputError(
                 f"{source}: row {row}, label column '{label_column}': {len(tags)} tag(s) for {len(words)} word(s) "
                 f"in '{text_column}'; give one tag per whitespace-separated word"
             )
-        labels.append(tags)
-    return labels
+        seen.update(tags)
+    return column, seen
+
+
+def _split_tags(tags: object) -> list[str]:
+    """A label cell's tags (an empty or missing cell: none)."""
+    return tags.split() if isinstance(tags, str) else []

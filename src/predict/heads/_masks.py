@@ -24,7 +24,12 @@ def encode_rle(mask: np.ndarray, *, column_major: bool = True) -> str:
         `"start length ..."` with 1-indexed starts; `""` when the mask is empty.
     """
     flat = np.asarray(mask).ravel(order="F" if column_major else "C") != 0
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], flat, [False])).astype(np.int8)))
+    if not flat.size:
+        return ""
+    # Where a run starts or stops: one comparison of neighbours, plus the image's ends when a run touches
+    # them (padding the whole mask and differencing it as integers was 2.7x slower at 256x256, issue 18).
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    edges = np.concatenate(([0] if flat[0] else [], changes, [flat.size] if flat[-1] else [])).astype(np.int64)
     if edges.size == 0:
         return ""
     starts, stops = edges[0::2], edges[1::2]

@@ -61,7 +61,14 @@ from predict.heads._masks import (
     to_original_sizes,
 )
 from predict.heads.base import Head, column_values, context_of, select_output
-from predict.heads.semantic_segmentation import MaskActivation, RleOrder, activate, channel_axis, read_mask_labels
+from predict.heads.semantic_segmentation import (
+    MaskActivation,
+    RleOrder,
+    activate,
+    channel_axis,
+    channels_first,
+    read_mask_labels,
+)
 from predict.report.coco_metrics import coco_map
 from predict.runners.base import TensorSpec
 from predict.writers.checkpoint import checkpoint_folder
@@ -204,8 +211,7 @@ class InstanceSegmentationHead(Head):
         sizes = context.original_sizes
         instances = np.empty(rows, dtype=object)  # per row: [[class index, id in class, confidence, rle], ...]
         if self.config.layout is InstanceLayout.H2O:
-            maps = np.asarray(outputs[self.output], dtype=np.float32)
-            probabilities = activate(maps.transpose(0, 3, 1, 2) if self.channels_last else maps, self.config.activation)
+            probabilities = activate(channels_first(outputs[self.output], self.channels_last), self.config.activation)
         else:  # assembled from the detections, row by row, at the model input's size
             input_height, input_width = (int(value) for value in context.input_sizes.max(axis=0))
             channels = len(self.config.class_names) + 2

@@ -47,7 +47,7 @@ def write_raw_predictions(path: Path, raw_predictions: dict[str, Any]) -> None:
     strings), which matters for many small objects, not for a few big arrays. Both write the same values.
     """
     values = {
-        key: _RowsWithoutMemo(value) if _is_row_arrays(value) else value for key, value in raw_predictions.items()
+        key: _RowsWithoutMemo(value) if _is_row_list(value) else value for key, value in raw_predictions.items()
     }
     with atomic_path(path) as temp, temp.open("wb") as handle:
         if any(isinstance(value, np.memmap) for value in values.values()):
@@ -56,7 +56,7 @@ def write_raw_predictions(path: Path, raw_predictions: dict[str, Any]) -> None:
             _RowsPickler(handle, protocol=PROTOCOL).dump(values)
 
 
-def _is_row_arrays(value: Any) -> bool:
+def _is_row_list(value: Any) -> bool:
     """A non-empty list of NumPy arrays, one per row, or the run's `RowArrays` (pickled as a list)."""
     if isinstance(value, RowArrays):
         return True

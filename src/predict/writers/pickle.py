@@ -46,9 +46,7 @@ def write_raw_predictions(path: Path, raw_predictions: dict[str, Any]) -> None:
     object than the C one (measured: 5.3 s vs 1.4 s for a dict with 100,000 per-row arrays and
     strings), which matters for many small objects, not for a few big arrays. Both write the same values.
     """
-    values = {
-        key: _RowsWithoutMemo(value) if _is_row_list(value) else value for key, value in raw_predictions.items()
-    }
+    values = {key: _RowsWithoutMemo(value) if _is_row_list(value) else value for key, value in raw_predictions.items()}
     with atomic_path(path) as temp, temp.open("wb") as handle:
         if any(isinstance(value, np.memmap) for value in values.values()):
             _ArrayPickler(_PayloadFile(handle), protocol=PROTOCOL).dump(values)

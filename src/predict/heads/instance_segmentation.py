@@ -249,11 +249,12 @@ class InstanceSegmentationHead(Head):
             # Only the box around the class's pixels is labelled (cores lie inside it, so every border
             # pixel's nearest core does too): the same ids and confidences, for a fraction of the work
             # when objects are small next to the image (issue 18).
-            window = _bounding_window(probabilities[index] >= config.threshold)
+            in_class = probabilities[index] >= config.threshold
+            window = _bounding_window(in_class)
             if window is None:
                 confidences.append([])
                 continue
-            region = probabilities[index][window] >= config.threshold
+            region = in_class[window]
             cores, count = ndimage.label(region & ~border[window])
             regions, region_count = ndimage.label(region)
             if count:

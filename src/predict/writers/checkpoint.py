@@ -125,12 +125,8 @@ class Checkpoint:
         name = f"chunk_{len(self.chunks):05d}.npz"
         arrays = {**chunk.predictions, "__valid__": chunk.valid}
         arrays["__errors__" + _JSON_SUFFIX] = np.array(json.dumps([[row, message] for row, message in chunk.errors]))
-        save_arrays(self.folder / name, arrays, flat_row_arrays=True)
-        stored = {
-            key: StoredRows(self.folder / name, key, len(values))
-            for key, values in chunk.predictions.items()
-            if _is_row_arrays(values)
-        }
+        flat = save_arrays(self.folder / name, arrays, flat_row_arrays=True)
+        stored = {key: StoredRows(self.folder / name, key, len(chunk.predictions[key])) for key in flat}
         self.chunks.append({"file": name, "start": chunk.start, "stop": chunk.stop})
         manifest = {"version": MANIFEST_VERSION, "key": self.key, "rows_done": self.rows_done, "chunks": self.chunks}
         with atomic_path(self.folder / "manifest.json") as temp:
@@ -144,18 +140,22 @@ class Checkpoint:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def save_arrays(path: Path, arrays: dict[str, np.ndarray], *, flat_row_arrays: bool = False) -> None:
+def save_arrays(path: Path, arrays: dict[str, np.ndarray], *, flat_row_arrays: bool = False) -> list[str]:
     """Save arrays to an `.npz` that loads without pickle: object arrays become one JSON string each.
 
     Args:
         flat_row_arrays: an object array of arrays of one dtype and rank becomes two arrays instead
             (values, shapes), which `load_arrays` splits back; `output.write_npz` keeps JSON (FORMATS.md).
+
+    Returns:
+        the names of the arrays saved that way.
     """
-    entries = {}
+    entries, flat = {}, []
     for name, array in arrays.items():
         if name.endswith(_JSON_SUFFIX):
             entries[name] = array
         elif flat_row_arrays and _is_row_arrays(array):
+            flat.append(name)
             entries[name + _VALUES_SUFFIX] = np.concatenate([item.reshape(-1) for item in array])
             entries[name + _SHAPES_SUFFIX] = np.array([item.shape for item in array], dtype=np.int64).reshape(
                 len(array), array[0].ndim
@@ -166,6 +166,7 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray], *, flat_row_arrays: b
             entries[name] = array
     with atomic_path(path) as temp, temp.open("wb") as handle:
         np.savez(handle, **entries)
+    return flat
 
 
 def load_arrays(path: Path, *, stored_rows: bool = False) -> dict[str, Any]:

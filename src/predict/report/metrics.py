@@ -55,9 +55,9 @@ def classification_metrics(
         Metric name to value.
     """
     sk = _sklearn()
-    probabilities = np.asarray(probabilities, dtype=np.float64)
     result: dict[str, float] = {}
     if kind is ClassificationKind.BINARY:
+        probabilities = np.asarray(probabilities, dtype=np.float64)
         result["ROC_AUC"] = _roc_auc_columns(labels[:, None], probabilities[:, None], notes)
         result["LogLoss"] = sk.log_loss(labels, probabilities, labels=[0, 1])
         predicted = (probabilities >= 0.5).astype(int)
@@ -65,18 +65,15 @@ def classification_metrics(
         result["F1"] = sk.f1_score(labels, predicted, zero_division=0.0)
     elif kind is ClassificationKind.MULTICLASS:
         classes = probabilities.shape[1]
-        # 0/1 as int8 and each copy dropped once used: sklearn's log_loss makes four more of rows x classes,
-        # the run's peak at 100,000 rows (issue 18).
+        # 0/1 as int8, and scores in float64 a column or a block of rows at a time, not whole: scikit-learn's
+        # log_loss alone made five float64 copies of rows x classes, the run's peak at 100,000 rows (issue 18).
         result["ROC_AUC"] = _roc_auc_columns(np.eye(classes, dtype=np.int8)[labels], probabilities, notes)
+        result["LogLoss"] = _multiclass_log_loss(labels, probabilities)
         predicted = probabilities.argmax(axis=1)
-        # Rows of a softmax sum to 1 within float32 rounding; renormalise in float64 so sklearn agrees.
-        normalised = probabilities / probabilities.sum(axis=1, keepdims=True)
-        del probabilities
-        result["LogLoss"] = sk.log_loss(labels, normalised, labels=list(range(classes)))
-        del normalised
         result["Accuracy"] = sk.accuracy_score(labels, predicted)
         result["F1"] = sk.f1_score(labels, predicted, average="macro", labels=list(range(classes)), zero_division=0.0)
     else:
+        probabilities = np.asarray(probabilities, dtype=np.float64)
         result["ROC_AUC"] = _roc_auc_columns(labels, probabilities, notes)
         result["LogLoss"] = float(
             np.mean([sk.log_loss(labels[:, j], probabilities[:, j], labels=[0, 1]) for j in range(labels.shape[1])])
@@ -121,7 +118,24 @@ def _roc_auc_columns(labels: np.ndarray, scores: np.ndarray, notes: list[str]) -
         )
     if not usable:
         return math.nan
-    return float(np.mean([sk.roc_auc_score(labels[:, j], scores[:, j]) for j in usable]))
+    return float(np.mean([sk.roc_auc_score(labels[:, j], np.asarray(scores[:, j], dtype=np.float64)) for j in usable]))
+
+
+_LOG_LOSS_ROWS = 16_384  # rows per scikit-learn log_loss call: it copies its input five times (41 MB at 100,000 x 10)
+
+
+def _multiclass_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """scikit-learn's multiclass log_loss over blocks of rows (their summed losses, over the row count), each
+    block renormalised in float64: a softmax's rows sum to 1 only within float32 rounding, and scikit-learn
+    warns then. Up to `_LOG_LOSS_ROWS` rows this is one call, the same value as `log_loss(normalize=True)`."""
+    sk = _sklearn()
+    classes = list(range(probabilities.shape[1]))
+    total = 0.0
+    for start in range(0, len(labels), _LOG_LOSS_ROWS):
+        block = probabilities[start : start + _LOG_LOSS_ROWS].astype(np.float64)  # a copy, divided in place
+        block /= block.sum(axis=1, keepdims=True)
+        total += sk.log_loss(labels[start : start + _LOG_LOSS_ROWS], block, labels=classes, normalize=False)
+    return total / len(labels)
 
 
 def _finite(result: dict[str, float], notes: list[str]) -> dict[str, float]:

@@ -24,17 +24,28 @@ def read_columns(path: Path) -> list[str]:
     return list(pd.read_csv(path, nrows=0, encoding="utf-8").columns)
 
 
+_CSV_BLOCK_ROWS = 16_384  # rows parsed at a time: each block's Python strings are gone before the next is read
+
+
 def read_dataframe(path: Path) -> pd.DataFrame:
-    """Read the whole dataframe.
+    """Read the whole dataframe, a CSV in blocks of rows.
+
+    pandas parses CSV text into Python strings before it stores them in Arrow; read whole, a 10 MB CSV of
+    100,000 rows raised the run's peak by 61 MB, in blocks with Arrow on the C allocator by 19 MB (issue 18).
 
     Raises:
         InputError: the file is not UTF-8, cannot be parsed, or has no rows.
     """
+    _arrow_on_the_c_allocator()
     try:
         if _is_parquet(path):
             dataframe = pd.read_parquet(path)
         else:
-            dataframe = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+            blocks = pd.read_csv(
+                path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8", chunksize=_CSV_BLOCK_ROWS
+            )
+            with blocks:
+                dataframe = pd.concat(list(blocks), ignore_index=True)
     except UnicodeDecodeError as error:
         raise InputError(
             f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save the CSV as UTF-8"
@@ -44,6 +55,16 @@ def read_dataframe(path: Path) -> pd.DataFrame:
     if len(dataframe) == 0:
         raise InputError(f"{path}: the dataframe has no rows")
     return dataframe.reset_index(drop=True)
+
+
+def _arrow_on_the_c_allocator() -> None:
+    """Arrow's buffers (pandas' strings, Parquet columns) from malloc, for the whole process: Arrow's own
+    mimalloc pool kept the 25 MB that reading 100,000 rows freed resident for the rest of the run, where
+    nothing else allocates from Arrow to reuse it (issue 18)."""
+    import pyarrow
+
+    if pyarrow.default_memory_pool().backend_name != "system":
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
 
 
 def numeric_labels(dataframe: pd.DataFrame, columns: tuple[str, ...], *, source: Path) -> np.ndarray:

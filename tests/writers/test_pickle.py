@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import pickletools
 import tracemalloc
 
 import numpy as np
@@ -28,15 +29,10 @@ def on_disk(path, array: np.ndarray) -> np.memmap:
 def test_a_memmap_is_pickled_byte_for_byte_as_the_array_in_memory(tmp_path, shape):
     array = np.random.default_rng(0).random(shape).astype(np.float16)
     masks = on_disk(tmp_path / "masks.npy", array)
-    names = np.array(["x.png", "y.png", "z.png"], dtype=object)
     # The same memmap twice: the second is a reference to the first, as for any pickled object.
-    write_raw_predictions(
-        tmp_path / "raw.pkl", {"masks": masks, "again": masks, "class_names": ["a", "b"], "image_path": names}
-    )
+    write_raw_predictions(tmp_path / "raw.pkl", {"masks": masks, "again": masks, "class_names": ["a", "b"]})
     written = (tmp_path / "raw.pkl").read_bytes()
-    assert written == pickle.dumps(
-        {"masks": array, "again": array, "class_names": ["a", "b"], "image_path": names}, protocol=4
-    )
+    assert written == pickle.dumps({"masks": array, "again": array, "class_names": ["a", "b"]}, protocol=4)
     raw = pickle.loads(written)
     assert type(raw["masks"]) is np.ndarray and raw["masks"].dtype == np.float16 and raw["masks"].flags.writeable
     assert_array_equal(raw["masks"], array) and raw["again"] is raw["masks"]
@@ -116,6 +112,22 @@ def test_per_row_arrays_unpickle_as_a_list_of_arrays_and_the_writer_does_not_hol
         assert_array_equal(written, row) and written.dtype == np.float32
     assert raw["predictions"].tolist() == tags.tolist()
     assert_array_equal(raw["other"], other)
+
+
+@pytest.mark.parametrize("beside", ["arrays-in-memory", "a-memmap"], ids=["c-pickler", "pure-python-pickler"])
+def test_a_column_of_texts_unpickles_as_the_same_object_array_and_its_strings_skip_the_memo(tmp_path, beside):
+    texts = np.array([f"row {index}: some words" for index in range(20_000)], dtype=object)
+    other = np.arange(6, dtype=np.float32) if beside == "arrays-in-memory" else on_disk(tmp_path / "m.npy", np.ones(6))
+    write_raw_predictions(tmp_path / "raw.pkl", {"image_path": texts, "other": other, "empty": texts[:0]})
+    written = (tmp_path / "raw.pkl").read_bytes()
+    raw = pickle.loads(written)
+    assert type(raw["image_path"]) is np.ndarray and raw["image_path"].dtype == object
+    assert raw["image_path"].shape == texts.shape and raw["image_path"].tolist() == texts.tolist()
+    assert raw["empty"].dtype == object and raw["empty"].shape == (0,)
+    assert_array_equal(raw["other"], other)
+    # The memo would hold (and the file memoize) every string; here only the arrays' parts are memoized.
+    memoized = sum(opcode.name == "MEMOIZE" for opcode, _, _ in pickletools.genops(written))
+    assert memoized < 50
 
 
 def test_the_runs_row_arrays_read_from_chunk_files_are_pickled_as_a_plain_list(tmp_path):

@@ -12,10 +12,15 @@ from predict.heads import _ops
 from predict.heads._masks import (
     boxes_to_original,
     boxes_to_originals,
+    common_pixels,
     decode_rle,
+    edge_pixels,
+    edges_to_rle,
     encode_rle,
     encode_rles_by_id,
+    mask_edges,
     parse_rle,
+    rle_edges,
     to_original_size,
     to_original_sizes,
 )
@@ -93,6 +98,54 @@ def test_rle_errors():
         parse_rle("0 2")
     with pytest.raises(ValueError, match="past the 2x2 image"):
         decode_rle("3 3", (2, 2))
+
+
+def random_mask_stacks():
+    """Stacks of masks of many sizes and densities, one-row and one-column images and every edge pixel among them."""
+    rng = np.random.default_rng(2)
+    stacks = [np.stack([mask for mask in MASKS.values() if mask.shape == (5, 7)])]
+    for height, width in [(1, 1), (1, 7), (7, 1), (2, 2), (5, 9), (16, 3), (31, 32)]:
+        for density in (0.0, 0.1, 0.5, 0.9, 1.0):
+            stacks.append(rng.random((3, height, width)) < density)
+    stacks.append(np.zeros((0, 4, 4), dtype=bool))
+    return stacks
+
+
+@pytest.mark.parametrize("column_major", [True, False])
+def test_mask_edges_give_encode_rle_strings_and_pixel_counts(column_major):
+    for masks in random_mask_stacks():
+        edges = mask_edges(masks, column_major=column_major)
+        assert [edges_to_rle(mask) for mask in edges] == [encode_rle(mask, column_major=column_major) for mask in masks]
+        assert [edge_pixels(mask) for mask in edges] == [np.count_nonzero(mask) for mask in masks]
+
+
+@pytest.mark.parametrize("column_major", [True, False])
+def test_common_pixels_of_edges_equal_the_decoded_masks_overlap(column_major):
+    rng = np.random.default_rng(3)
+    for masks in random_mask_stacks():
+        others = rng.permutation(masks) if len(masks) else masks
+        for mask, other in zip(masks, others):
+            first, second = mask_edges(np.stack([mask, other]), column_major=column_major)
+            assert common_pixels(first, second) == np.count_nonzero(mask & other)
+            assert common_pixels(second, first) == np.count_nonzero(mask & other)
+
+
+@pytest.mark.parametrize("column_major", [True, False])
+def test_rle_edges_read_an_rle_as_mask_edges_of_its_decoded_mask(column_major):
+    for masks in random_mask_stacks():
+        for mask in masks:
+            text = encode_rle(mask, column_major=column_major)
+            expected = mask_edges(mask[None], column_major=column_major)[0]
+            assert_array_equal(rle_edges(text, mask.shape), expected)
+
+
+def test_rle_edges_merge_unsorted_and_overlapping_runs_and_reject_runs_past_the_image():
+    text = "5 2 1 3 3 2 9 1"  # pixels 0-5 and 8, as decode_rle paints them
+    assert_array_equal(rle_edges(text, (3, 4)), [0, 6, 8, 9])
+    assert_array_equal(rle_edges("1 2 3 2", (3, 4)), [0, 2, 2, 4])  # touching runs: the same pixels
+    assert edge_pixels(rle_edges("1 2 3 2", (3, 4))) == 4
+    with pytest.raises(ValueError, match="past the 2x2 image"):
+        rle_edges("3 3", (2, 2))
 
 
 def test_box_convert_round_trips():

@@ -21,6 +21,7 @@ from predict.heads._masks import (
     mask_edges,
     parse_rle,
     rle_edges,
+    to_float16,
     to_original_size,
     to_original_sizes,
 )
@@ -146,6 +147,39 @@ def test_rle_edges_merge_unsorted_and_overlapping_runs_and_reject_runs_past_the_
     assert edge_pixels(rle_edges("1 2 3 2", (3, 4))) == 4
     with pytest.raises(ValueError, match="past the 2x2 image"):
         rle_edges("3 3", (2, 2))
+
+
+def float16_edge_cases() -> np.ndarray:
+    """float32 values where float16 rounding is delicate: every float16 value, the ties halfway between
+    neighbours (round to even), just either side of them, float16's subnormals and underflow, overflow."""
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.sort(halves[np.isfinite(halves)].astype(np.float32))
+    ties = (finite[:-1] + finite[1:]) / 2  # exact in float32
+    beside = np.concatenate([np.nextafter(ties, np.float32(-np.inf)), np.nextafter(ties, np.float32(np.inf))])
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 65504, 65520, 65519.996, 1e-8, 3e-8, 6e-8, 1e-45, 1e38], np.float32)
+    return np.concatenate([finite, ties, beside, special, -special])
+
+
+def test_to_float16_equals_numpys_conversion_bit_for_bit():
+    rng = np.random.default_rng(4)
+    random_bits = rng.integers(0, 1 << 32, size=1 << 20, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    probabilities = rng.random((3, 2, 16, 16)).astype(np.float32) ** 8  # many under float16's normal range
+    for values in (float16_edge_cases(), random_bits[~np.isnan(random_bits)], probabilities):
+        with np.errstate(over="ignore"):
+            expected = values.astype(np.float16)
+        converted = to_float16(values)
+        assert converted.dtype == np.float16 and converted.shape == values.shape
+        assert_array_equal(converted.view(np.uint16), expected.view(np.uint16))
+
+
+def test_to_float16_leaves_nan_strided_and_other_dtypes_to_numpy():
+    signalling, payload = np.array([0x7F800001, 0xFFC12345], dtype=np.uint32).view(np.float32)  # NaNs with payloads
+    values = np.array([[0.25, np.nan], [signalling, payload]], dtype=np.float32)
+    assert_array_equal(to_float16(values).view(np.uint16), values.astype(np.float16).view(np.uint16))
+    assert_array_equal(to_float16(values.T[:, ::-1]), values.T[:, ::-1].astype(np.float16))  # a strided view
+    doubles = np.array([1 + 2**-11 + 2**-40], dtype=np.float64)  # rounds up in one step, to even via float32
+    assert to_float16(doubles) == doubles.astype(np.float16) and to_float16(doubles) != np.float16(np.float32(doubles))
+    assert to_float16(np.zeros((0, 3), dtype=np.float32)).shape == (0, 3)
 
 
 def test_box_convert_round_trips():

@@ -264,6 +264,22 @@ def _resized(maps: np.ndarray, original_size: tuple[int, int], *, resize_mode: R
     return resized.numpy()
 
 
+def to_float16(maps: np.ndarray) -> np.ndarray:
+    """`maps.astype(np.float16)`, bit for bit, converted by torch when they are float32 without NaN.
+
+    numpy converts in software, and slowly for values under float16's normal range (most background
+    probabilities): a batch of 32 2x64x64 maps took 7 ms, 0.1 ms in torch (issue 18). Both round to
+    nearest even (every non-NaN float32 checked); NaN payloads may differ, so maps with a NaN, and
+    other dtypes (float64 would round twice), stay with numpy.
+    """
+    maps = np.asarray(maps)
+    if maps.dtype != np.float32 or np.isnan(maps).any():
+        return maps.astype(np.float16)
+    import torch  # here only, as in `_resized`
+
+    return torch.from_numpy(np.ascontiguousarray(maps)).to(torch.float16).numpy()
+
+
 def coco_rle(mask: np.ndarray) -> dict:
     """A mask as pycocotools' compressed RLE (for COCOeval), `counts` as bytes: bool[H, W] to dict."""
     from pycocotools import mask as mask_utils

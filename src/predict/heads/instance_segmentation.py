@@ -57,6 +57,7 @@ from predict.heads._masks import (
     coco_rle,
     decode_rle,
     encode_rles_by_id,
+    to_float16,
     to_original_size,
     to_original_sizes,
 )
@@ -231,7 +232,7 @@ class InstanceSegmentationHead(Head):
                 probabilities[slot] = self._mask_rcnn_probabilities(outputs, slot, probabilities.shape[2:], input_size)
             instances[slot] = self._describe(labelled, confidences)
         return {
-            "raw_probabilities": probabilities.astype(np.float16),
+            "raw_probabilities": to_float16(probabilities),
             "instances": instances,
             "original_image_shapes": sizes.astype(np.int64),
         }

@@ -52,6 +52,7 @@ from predict.heads._masks import (
     mask_edges,
     parse_rle,
     rle_edges,
+    to_float16,
     to_original_sizes,
 )
 from predict.heads.base import Head, column_values, context_of, select_output
@@ -211,7 +212,7 @@ class SemanticSegmentationHead(Head):
                 counts["predicted_pixels"][slot] = [edge_pixels(mask) for mask in edges]
                 counts["true_pixels"][slot] = [edge_pixels(true) for true in truth]
         return {
-            "masks": probabilities.astype(np.float16),
+            "masks": to_float16(probabilities),
             "original_image_shapes": sizes.astype(np.int64),
             "rle_predictions": rles,
             **counts,

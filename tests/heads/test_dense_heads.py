@@ -429,7 +429,11 @@ def test_h2o_instances_labelled_in_a_window_equal_those_of_the_whole_image(seed)
         maps[index][box] = rng.uniform(0.5, 1.0)
         edge = ndimage.binary_dilation(maps[index] > 0) & ~ndimage.binary_erosion(maps[index] > 0)
         maps[2 + int(rng.integers(0, 2))][edge & (rng.random(edge.shape) < 0.7)] = 0.9
-    labelled, confidences = instance_head(min_instance_pixels=4)._h2o_instances(maps)
+    found, confidences = instance_head(min_instance_pixels=4)._h2o_instances(maps)
+    labelled = np.zeros((*maps.shape[1:], 2), dtype=np.int32)
+    for index, instances in enumerate(found):
+        if instances is not None:
+            labelled[(*instances.window, index)] = instances.ids
     expected_labelled, expected_confidences = whole_image_instances(maps, classes=2)
     assert_array_equal(labelled, expected_labelled)
     assert confidences == expected_confidences

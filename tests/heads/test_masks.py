@@ -101,6 +101,25 @@ def test_rle_errors():
         decode_rle("3 3", (2, 2))
 
 
+@pytest.mark.parametrize("column_major", [True, False])
+def test_rles_by_id_of_a_window_equal_those_of_the_whole_image(column_major):
+    rng = np.random.default_rng(5)
+    image = np.zeros((9, 11), dtype=np.int32)
+    # Windows touching each edge, spanning the whole height or width (runs then go on from one column or
+    # row of the window to the next), one pixel, and the whole image.
+    windows = [(0, 0, 4, 5), (5, 6, 9, 11), (0, 3, 9, 7), (2, 0, 6, 11), (4, 4, 5, 5), (0, 0, 9, 11), (3, 2, 8, 9)]
+    for top, left, bottom, right in windows:
+        for density in (0.3, 1.0):
+            window = rng.integers(1, 4, size=(bottom - top, right - left)) * (
+                rng.random((bottom - top, right - left)) < density
+            )
+            image[:] = 0
+            image[top:bottom, left:right] = window
+            rles = encode_rles_by_id(window, 4, column_major=column_major, origin=(top, left), shape=image.shape)
+            assert rles == encode_rles_by_id(image, 4, column_major=column_major)
+            assert rles == [encode_rle(image == number, column_major=column_major) for number in range(1, 5)]
+
+
 def random_mask_stacks():
     """Stacks of masks of many sizes and densities, one-row and one-column images and every edge pixel among them."""
     rng = np.random.default_rng(2)

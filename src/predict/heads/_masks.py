@@ -147,20 +147,44 @@ def _pixels_before(edges: np.ndarray, numbers: np.ndarray) -> np.ndarray:
     return before_run[started] - np.where(started > 0, unreached, 0)
 
 
-def encode_rles_by_id(labelled: np.ndarray, count: int, *, column_major: bool = True) -> list[str]:
-    """`encode_rle(labelled == id)` for every id 1..count, in one pass over the image.
+def encode_rles_by_id(
+    labelled: np.ndarray,
+    count: int,
+    *,
+    column_major: bool = True,
+    origin: tuple[int, int] = (0, 0),
+    shape: tuple[int, int] | None = None,
+) -> list[str]:
+    """`encode_rle(image == id)` for every id 1..count, in one pass over `labelled`.
+
+    The image may be larger than `labelled`, 0 outside it: only the window around an image's instances
+    is then read and copied (issue 18: the instance segmentation head's full-image id maps, and their
+    strided Fortran-order copies, cost more than the rest of its RLE work).
 
     Args:
-        labelled: int[H, W], 0 for background and 1..count for the instances.
+        labelled: int[h, w], 0 for background and 1..count for the instances.
         count: the highest id; an id with no pixel gets `""`.
+        origin: (row, column) of `labelled`'s first pixel in the image.
+        shape: (height, width) of the image; default `labelled`'s own.
     """
-    flat = np.asarray(labelled).ravel(order="F" if column_major else "C")
+    labelled = np.asarray(labelled)
+    height, width = labelled.shape if shape is None else (int(shape[0]), int(shape[1]))
+    top, left = int(origin[0]), int(origin[1])
+    if column_major:  # the transposed image, numbered along its rows
+        labelled, (height, width), (top, left) = labelled.T, (width, height), (left, top)
+    # A zero column after the window unless it spans the image's width: no run goes on from one of its
+    # rows to the next, where the image has pixels outside the window in between.
+    padded = np.zeros((labelled.shape[0], labelled.shape[1] + (labelled.shape[1] < width)), dtype=labelled.dtype)
+    padded[:, : labelled.shape[1]] = labelled
+    flat = padded.ravel()
     boundaries = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     starts = np.concatenate(([0], boundaries))
     lengths = np.diff(np.concatenate((starts, [flat.size])))
     ids = flat[starts]
     chosen = (ids >= 1) & (ids <= count)
     starts, lengths, ids = starts[chosen], lengths[chosen], ids[chosen]
+    row, column = np.divmod(starts, padded.shape[1])
+    starts = (top + row) * width + left + column  # pixel numbers in the image
     order = np.argsort(ids, kind="stable")  # per id, its runs in pixel order
     runs = np.stack([starts[order] + 1, lengths[order]], axis=1)
     first_run = np.searchsorted(ids[order], np.arange(1, count + 2))

@@ -83,6 +83,14 @@ class InstanceLayout(StrEnum):
     MASK_RCNN = "mask_rcnn"
 
 
+@dataclass(frozen=True)
+class ClassInstances:
+    """One class's instances in an image: ids 1..k on a window of the image, 0 elsewhere in it."""
+
+    window: tuple[slice, slice]  # (rows, columns) of the image
+    ids: np.ndarray  # int32[window rows, window columns]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """`head:` keys of instance segmentation."""
@@ -225,27 +233,27 @@ class InstanceSegmentationHead(Head):
                 instances[slot] = []
                 continue
             if h2o:
-                labelled, confidences = self._h2o_instances(restored[slot])
+                found, confidences = self._h2o_instances(restored[slot])
             else:
                 input_size = context.input_sizes[slot]
-                labelled, confidences = self._mask_rcnn_instances(outputs, slot, size, input_size)
+                found, confidences = self._mask_rcnn_instances(outputs, slot, size, input_size)
                 probabilities[slot] = self._mask_rcnn_probabilities(outputs, slot, probabilities.shape[2:], input_size)
-            instances[slot] = self._describe(labelled, confidences)
+            instances[slot] = self._describe(found, confidences, size)
         return {
             "raw_probabilities": to_float16(probabilities),
             "instances": instances,
             "original_image_shapes": sizes.astype(np.int64),
         }
 
-    def _h2o_instances(self, probabilities: np.ndarray) -> tuple[np.ndarray, list[list[float]]]:
-        """float32[C + 2, h, w] to int32[h, w, C] instance ids and per class the confidences of ids 1..k."""
+    def _h2o_instances(self, probabilities: np.ndarray) -> tuple[list[ClassInstances | None], list[list[float]]]:
+        """float32[C + 2, h, w] to per class its instances (None without any pixel) and the confidences of
+        their ids 1..k."""
         from scipy import ndimage
 
         config = self.config
         classes = len(config.class_names)
         border = np.maximum(probabilities[classes], probabilities[classes + 1]) >= config.border_threshold
-        labelled = np.zeros((*probabilities.shape[1:], classes), dtype=np.int32)
-        confidences = []
+        found, confidences = [], []
         for index in range(classes):
             # Only the box around the class's pixels is labelled (cores lie inside it, so every border
             # pixel's nearest core does too): the same ids and confidences, for a fraction of the work
@@ -253,6 +261,7 @@ class InstanceSegmentationHead(Head):
             in_class = probabilities[index] >= config.threshold
             window = _bounding_window(in_class)
             if window is None:
+                found.append(None)
                 confidences.append([])
                 continue
             region = in_class[window]
@@ -272,9 +281,10 @@ class InstanceSegmentationHead(Head):
                 lookup = np.zeros(region_count + 1, dtype=np.int64)
                 lookup[orphans] = count + np.arange(1, orphans.size + 1)
                 instance_map = np.where(instance_map > 0, instance_map, lookup[regions])
-            labelled[(*window, index)], class_confidences = self._relabel(instance_map, probabilities[index][window])
+            ids, class_confidences = self._relabel(instance_map, probabilities[index][window])
+            found.append(ClassInstances(window, ids))
             confidences.append(class_confidences)
-        return labelled, confidences
+        return found, confidences
 
     def _relabel(self, instance_map: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, list[float]]:
         """Drop instances under `min_instance_pixels`, number the rest 1..k; their mean probabilities."""
@@ -306,8 +316,8 @@ class InstanceSegmentationHead(Head):
 
     def _mask_rcnn_instances(
         self, outputs: dict[str, np.ndarray], slot: int, size: tuple[int, int], input_size: np.ndarray
-    ) -> tuple[np.ndarray, list[list[float]]]:
-        """One image's detections to int32[h, w, C] instance ids and per class the confidences of ids 1..k."""
+    ) -> tuple[list[ClassInstances], list[list[float]]]:
+        """One image's detections to per class its instances (on the whole image) and the confidences of ids 1..k."""
         config = self.config
         classes = len(config.class_names)
         scores, class_ids, masks, order = self._detections(outputs, slot)
@@ -327,19 +337,19 @@ class InstanceSegmentationHead(Head):
                 mask = _paste(masks[index], boxes[index], size) >= config.threshold
             channel = owner[..., class_ids[index]]
             channel[mask & (channel == 0)] = index + 1  # the more confident instance keeps shared pixels
-        labelled = np.zeros(owner.shape, dtype=np.int32)
-        confidences = []
+        found, confidences = [], []
+        whole_image = (slice(0, size[0]), slice(0, size[1]))
         for class_index in range(classes):
             detections = [i for i in order if class_ids[i] == class_index]
             instance_map = np.zeros(size, dtype=np.int64)
             for number, index in enumerate(detections, start=1):
                 instance_map[owner[..., class_index] == index + 1] = number
-            labelled[..., class_index], _ = self._relabel(instance_map, np.zeros(size, dtype=np.float32))
+            found.append(ClassInstances(whole_image, self._relabel(instance_map, np.zeros(size, dtype=np.float32))[0]))
             pixels = np.bincount(instance_map.ravel(), minlength=len(detections) + 1)[1:]
             confidences.append(
                 [float(scores[i]) for i, count in zip(detections, pixels) if count >= config.min_instance_pixels]
             )
-        return labelled, confidences
+        return found, confidences
 
     def _mask_rcnn_probabilities(
         self, outputs: dict[str, np.ndarray], slot: int, shape: tuple[int, int], input_size: np.ndarray
@@ -376,12 +386,19 @@ class InstanceSegmentationHead(Head):
         maps[classes + 1, :height, :width][inside & (covering >= 2)] = 1.0
         return maps
 
-    def _describe(self, labelled: np.ndarray, confidences: list[list[float]]) -> list[list]:
+    def _describe(
+        self, found: list[ClassInstances | None], confidences: list[list[float]], size: tuple[int, int]
+    ) -> list[list]:
         """[[class index, id, confidence, rle], ...] for every instance, class by class, ids ascending."""
         column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
         described = []
-        for class_index, class_confidences in enumerate(confidences):
-            rles = encode_rles_by_id(labelled[..., class_index], len(class_confidences), column_major=column_major)
+        for class_index, (instances, class_confidences) in enumerate(zip(found, confidences, strict=True)):
+            if not class_confidences:
+                continue
+            origin = (instances.window[0].start, instances.window[1].start)
+            rles = encode_rles_by_id(
+                instances.ids, len(class_confidences), column_major=column_major, origin=origin, shape=size
+            )
             for number, (confidence, rle) in enumerate(zip(class_confidences, rles, strict=True), start=1):
                 described.append([class_index, number, round(confidence, 6), rle])
         return described

@@ -429,10 +429,32 @@ def test_h2o_instances_labelled_in_a_window_equal_those_of_the_whole_image(seed)
         maps[index][box] = rng.uniform(0.5, 1.0)
         edge = ndimage.binary_dilation(maps[index] > 0) & ~ndimage.binary_erosion(maps[index] > 0)
         maps[2 + int(rng.integers(0, 2))][edge & (rng.random(edge.shape) < 0.7)] = 0.9
-    labelled, confidences = instance_head(min_instance_pixels=4)._h2o_instances(maps)
+    found, confidences = instance_head(min_instance_pixels=4)._h2o_instances(maps)
+    labelled = np.zeros((*maps.shape[1:], 2), dtype=np.int32)
+    for index, instances in enumerate(found):
+        if instances is not None:
+            labelled[(*instances.window, index)] = instances.ids
     expected_labelled, expected_confidences = whole_image_instances(maps, classes=2)
     assert_array_equal(labelled, expected_labelled)
     assert confidences == expected_confidences
+
+
+def test_grown_instances_number_coreless_regions_after_the_cores_in_region_order():
+    region = np.zeros((5, 9), dtype=bool)
+    region[0:2, 0:2] = region[0, 4] = region[3:5, 3:5] = region[1:4, 7:9] = True  # four regions
+    border = np.zeros_like(region)
+    border[0, 4] = border[3:5, 3:5] = True  # regions 2 and 3 are all border: no core
+    border[1, 1] = True  # region 1: a core plus one border pixel, grown over
+    expected = np.zeros((5, 9), dtype=np.int64)
+    expected[0:2, 0:2], expected[0, 4], expected[3:5, 3:5], expected[1:4, 7:9] = 1, 3, 4, 2
+    assert_array_equal(instance_segmentation._grown_instances(region, border), expected)
+    assert_array_equal(instance_segmentation._grown_instances(region, np.ones_like(region)), ndimage_regions(region))
+
+
+def ndimage_regions(region):
+    from scipy import ndimage
+
+    return ndimage.label(region)[0]
 
 
 def test_mask_rcnn_layout_box_relative_masks_and_no_instances():

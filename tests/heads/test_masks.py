@@ -12,10 +12,16 @@ from predict.heads import _ops
 from predict.heads._masks import (
     boxes_to_original,
     boxes_to_originals,
+    common_pixels,
     decode_rle,
+    edge_pixels,
+    edges_to_rle,
     encode_rle,
     encode_rles_by_id,
+    mask_edges,
     parse_rle,
+    rle_edges,
+    to_float16,
     to_original_size,
     to_original_sizes,
 )
@@ -93,6 +99,106 @@ def test_rle_errors():
         parse_rle("0 2")
     with pytest.raises(ValueError, match="past the 2x2 image"):
         decode_rle("3 3", (2, 2))
+
+
+@pytest.mark.parametrize("column_major", [True, False])
+def test_rles_by_id_of_a_window_equal_those_of_the_whole_image(column_major):
+    rng = np.random.default_rng(5)
+    image = np.zeros((9, 11), dtype=np.int32)
+    # Windows touching each edge, spanning the whole height or width (runs then go on from one column or
+    # row of the window to the next), one pixel, and the whole image.
+    windows = [(0, 0, 4, 5), (5, 6, 9, 11), (0, 3, 9, 7), (2, 0, 6, 11), (4, 4, 5, 5), (0, 0, 9, 11), (3, 2, 8, 9)]
+    for top, left, bottom, right in windows:
+        for density in (0.3, 1.0):
+            window = rng.integers(1, 4, size=(bottom - top, right - left)) * (
+                rng.random((bottom - top, right - left)) < density
+            )
+            image[:] = 0
+            image[top:bottom, left:right] = window
+            rles = encode_rles_by_id(window, 4, column_major=column_major, origin=(top, left), shape=image.shape)
+            assert rles == encode_rles_by_id(image, 4, column_major=column_major)
+            assert rles == [encode_rle(image == number, column_major=column_major) for number in range(1, 5)]
+
+
+def random_mask_stacks():
+    """Stacks of masks of many sizes and densities, one-row and one-column images and every edge pixel among them."""
+    rng = np.random.default_rng(2)
+    stacks = [np.stack([mask for mask in MASKS.values() if mask.shape == (5, 7)])]
+    for height, width in [(1, 1), (1, 7), (7, 1), (2, 2), (5, 9), (16, 3), (31, 32)]:
+        for density in (0.0, 0.1, 0.5, 0.9, 1.0):
+            stacks.append(rng.random((3, height, width)) < density)
+    stacks.append(np.zeros((0, 4, 4), dtype=bool))
+    return stacks
+
+
+@pytest.mark.parametrize("column_major", [True, False])
+def test_mask_edges_give_encode_rle_strings_and_pixel_counts(column_major):
+    for masks in random_mask_stacks():
+        edges = mask_edges(masks, column_major=column_major)
+        assert [edges_to_rle(mask) for mask in edges] == [encode_rle(mask, column_major=column_major) for mask in masks]
+        assert [edge_pixels(mask) for mask in edges] == [np.count_nonzero(mask) for mask in masks]
+
+
+@pytest.mark.parametrize("column_major", [True, False])
+def test_common_pixels_of_edges_equal_the_decoded_masks_overlap(column_major):
+    rng = np.random.default_rng(3)
+    for masks in random_mask_stacks():
+        others = rng.permutation(masks) if len(masks) else masks
+        for mask, other in zip(masks, others):
+            first, second = mask_edges(np.stack([mask, other]), column_major=column_major)
+            assert common_pixels(first, second) == np.count_nonzero(mask & other)
+            assert common_pixels(second, first) == np.count_nonzero(mask & other)
+
+
+@pytest.mark.parametrize("column_major", [True, False])
+def test_rle_edges_read_an_rle_as_mask_edges_of_its_decoded_mask(column_major):
+    for masks in random_mask_stacks():
+        for mask in masks:
+            text = encode_rle(mask, column_major=column_major)
+            expected = mask_edges(mask[None], column_major=column_major)[0]
+            assert_array_equal(rle_edges(text, mask.shape), expected)
+
+
+def test_rle_edges_merge_unsorted_and_overlapping_runs_and_reject_runs_past_the_image():
+    text = "5 2 1 3 3 2 9 1"  # pixels 0-5 and 8, as decode_rle paints them
+    assert_array_equal(rle_edges(text, (3, 4)), [0, 6, 8, 9])
+    assert_array_equal(rle_edges("1 2 3 2", (3, 4)), [0, 2, 2, 4])  # touching runs: the same pixels
+    assert edge_pixels(rle_edges("1 2 3 2", (3, 4))) == 4
+    with pytest.raises(ValueError, match="past the 2x2 image"):
+        rle_edges("3 3", (2, 2))
+
+
+def float16_edge_cases() -> np.ndarray:
+    """float32 values where float16 rounding is delicate: every float16 value, the ties halfway between
+    neighbours (round to even), just either side of them, float16's subnormals and underflow, overflow."""
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.sort(halves[np.isfinite(halves)].astype(np.float32))
+    ties = (finite[:-1] + finite[1:]) / 2  # exact in float32
+    beside = np.concatenate([np.nextafter(ties, np.float32(-np.inf)), np.nextafter(ties, np.float32(np.inf))])
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 65504, 65520, 65519.996, 1e-8, 3e-8, 6e-8, 1e-45, 1e38], np.float32)
+    return np.concatenate([finite, ties, beside, special, -special])
+
+
+def test_to_float16_equals_numpys_conversion_bit_for_bit():
+    rng = np.random.default_rng(4)
+    random_bits = rng.integers(0, 1 << 32, size=1 << 20, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    probabilities = rng.random((3, 2, 16, 16)).astype(np.float32) ** 8  # many under float16's normal range
+    for values in (float16_edge_cases(), random_bits[~np.isnan(random_bits)], probabilities):
+        with np.errstate(over="ignore"):
+            expected = values.astype(np.float16)
+        converted = to_float16(values)
+        assert converted.dtype == np.float16 and converted.shape == values.shape
+        assert_array_equal(converted.view(np.uint16), expected.view(np.uint16))
+
+
+def test_to_float16_leaves_nan_strided_and_other_dtypes_to_numpy():
+    signalling, payload = np.array([0x7F800001, 0xFFC12345], dtype=np.uint32).view(np.float32)  # NaNs with payloads
+    values = np.array([[0.25, np.nan], [signalling, payload]], dtype=np.float32)
+    assert_array_equal(to_float16(values).view(np.uint16), values.astype(np.float16).view(np.uint16))
+    assert_array_equal(to_float16(values.T[:, ::-1]), values.T[:, ::-1].astype(np.float16))  # a strided view
+    doubles = np.array([1 + 2**-11 + 2**-40], dtype=np.float64)  # rounds up in one step, to even via float32
+    assert to_float16(doubles) == doubles.astype(np.float16) and to_float16(doubles) != np.float16(np.float32(doubles))
+    assert to_float16(np.zeros((0, 3), dtype=np.float32)).shape == (0, 3)
 
 
 def test_box_convert_round_trips():

@@ -57,6 +57,7 @@ from predict.heads._masks import (
     coco_rle,
     decode_rle,
     encode_rles_by_id,
+    to_float16,
     to_original_size,
     to_original_sizes,
 )
@@ -80,6 +81,14 @@ class InstanceLayout(StrEnum):
 
     H2O = "h2o"
     MASK_RCNN = "mask_rcnn"
+
+
+@dataclass(frozen=True)
+class ClassInstances:
+    """One class's instances in an image: ids 1..k on a window of the image, 0 elsewhere in it."""
+
+    window: tuple[slice, slice]  # (rows, columns) of the image
+    ids: np.ndarray  # int32[window rows, window columns]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,27 +233,24 @@ class InstanceSegmentationHead(Head):
                 instances[slot] = []
                 continue
             if h2o:
-                labelled, confidences = self._h2o_instances(restored[slot])
+                found, confidences = self._h2o_instances(restored[slot])
             else:
                 input_size = context.input_sizes[slot]
-                labelled, confidences = self._mask_rcnn_instances(outputs, slot, size, input_size)
+                found, confidences = self._mask_rcnn_instances(outputs, slot, size, input_size)
                 probabilities[slot] = self._mask_rcnn_probabilities(outputs, slot, probabilities.shape[2:], input_size)
-            instances[slot] = self._describe(labelled, confidences)
+            instances[slot] = self._describe(found, confidences, size)
         return {
-            "raw_probabilities": probabilities.astype(np.float16),
+            "raw_probabilities": to_float16(probabilities),
             "instances": instances,
             "original_image_shapes": sizes.astype(np.int64),
         }
 
-    def _h2o_instances(self, probabilities: np.ndarray) -> tuple[np.ndarray, list[list[float]]]:
-        """float32[C + 2, h, w] to int32[h, w, C] instance ids and per class the confidences of ids 1..k."""
-        from scipy import ndimage
-
+    def _h2o_instances(self, probabilities: np.ndarray) -> tuple[list[ClassInstances | None], list[list[float]]]:
+        """float32[C + 2, h, w] to per class its instances (None without any pixel) and the confidences of
+        their ids 1..k."""
         config = self.config
         classes = len(config.class_names)
-        border = np.maximum(probabilities[classes], probabilities[classes + 1]) >= config.border_threshold
-        labelled = np.zeros((*probabilities.shape[1:], classes), dtype=np.int32)
-        confidences = []
+        found, confidences = [], []
         for index in range(classes):
             # Only the box around the class's pixels is labelled (cores lie inside it, so every border
             # pixel's nearest core does too): the same ids and confidences, for a fraction of the work
@@ -252,40 +258,32 @@ class InstanceSegmentationHead(Head):
             in_class = probabilities[index] >= config.threshold
             window = _bounding_window(in_class)
             if window is None:
+                found.append(None)
                 confidences.append([])
                 continue
-            region = in_class[window]
-            cores, count = ndimage.label(region & ~border[window])
-            regions, region_count = ndimage.label(region)
-            if count:
-                # Border pixels join the nearest core of the same connected region.
-                nearest = ndimage.distance_transform_edt(cores == 0, return_distances=False, return_indices=True)
-                grown = cores[nearest[0], nearest[1]]
-                same_region = regions == regions[nearest[0], nearest[1]]
-                instance_map = np.where(region & same_region, grown, 0)
-            else:
-                instance_map = np.zeros_like(cores)
-            # Regions with no core at all (thin or tiny objects) are instances of their own.
-            orphans = np.setdiff1d(np.arange(1, region_count + 1), np.unique(regions[instance_map > 0]))
-            if orphans.size:
-                lookup = np.zeros(region_count + 1, dtype=np.int64)
-                lookup[orphans] = count + np.arange(1, orphans.size + 1)
-                instance_map = np.where(instance_map > 0, instance_map, lookup[regions])
-            labelled[(*window, index)], class_confidences = self._relabel(instance_map, probabilities[index][window])
+            # Borders only inside the window, all that is read of them (with orphans marked, not found by
+            # np.unique, and `_relabel`'s bincounts: 2.7 -> 1.6 ms per 256x256 image here; issue 18).
+            borders = probabilities[classes][window], probabilities[classes + 1][window]
+            instance_map = _grown_instances(in_class[window], np.maximum(*borders) >= config.border_threshold)
+            ids, class_confidences = self._relabel(instance_map, probabilities[index][window])
+            found.append(ClassInstances(window, ids))
             confidences.append(class_confidences)
-        return labelled, confidences
+        return found, confidences
 
     def _relabel(self, instance_map: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, list[float]]:
-        """Drop instances under `min_instance_pixels`, number the rest 1..k; their mean probabilities."""
-        from scipy import ndimage
+        """Drop instances under `min_instance_pixels`, number the rest 1..k; their mean probabilities.
 
-        ids, counts = np.unique(instance_map[instance_map > 0], return_counts=True)
-        kept = ids[counts >= self.config.min_instance_pixels]
-        lookup = np.zeros(int(instance_map.max()) + 1, dtype=np.int32)
+        Pixel counts and sums by `np.bincount`, as `scipy.ndimage.mean` computes them for non-negative int
+        labels (the same floats, tested; with np.unique and ndimage.mean: 1.43 instead of 1.27 ms per
+        256x256 image for `_h2o_instances`, issue 18).
+        """
+        pixels = np.bincount(instance_map.ravel())  # per id, [0] the background
+        kept = np.flatnonzero(pixels[1:] >= self.config.min_instance_pixels) + 1
+        lookup = np.zeros(pixels.size, dtype=np.int32)
         lookup[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
         relabelled = lookup[instance_map]
-        means = ndimage.mean(probability, labels=relabelled, index=np.arange(1, kept.size + 1)) if kept.size else []
-        return relabelled, [float(value) for value in np.atleast_1d(means)]
+        sums = np.bincount(relabelled.ravel(), weights=probability.ravel(), minlength=kept.size + 1)[1:]
+        return relabelled, (sums / pixels[kept].astype(np.float64)).tolist()
 
     def _detections(
         self, outputs: dict[str, np.ndarray], slot: int
@@ -305,8 +303,8 @@ class InstanceSegmentationHead(Head):
 
     def _mask_rcnn_instances(
         self, outputs: dict[str, np.ndarray], slot: int, size: tuple[int, int], input_size: np.ndarray
-    ) -> tuple[np.ndarray, list[list[float]]]:
-        """One image's detections to int32[h, w, C] instance ids and per class the confidences of ids 1..k."""
+    ) -> tuple[list[ClassInstances], list[list[float]]]:
+        """One image's detections to per class its instances (on the whole image) and the confidences of ids 1..k."""
         config = self.config
         classes = len(config.class_names)
         scores, class_ids, masks, order = self._detections(outputs, slot)
@@ -326,19 +324,19 @@ class InstanceSegmentationHead(Head):
                 mask = _paste(masks[index], boxes[index], size) >= config.threshold
             channel = owner[..., class_ids[index]]
             channel[mask & (channel == 0)] = index + 1  # the more confident instance keeps shared pixels
-        labelled = np.zeros(owner.shape, dtype=np.int32)
-        confidences = []
+        found, confidences = [], []
+        whole_image = (slice(0, size[0]), slice(0, size[1]))
         for class_index in range(classes):
             detections = [i for i in order if class_ids[i] == class_index]
             instance_map = np.zeros(size, dtype=np.int64)
             for number, index in enumerate(detections, start=1):
                 instance_map[owner[..., class_index] == index + 1] = number
-            labelled[..., class_index], _ = self._relabel(instance_map, np.zeros(size, dtype=np.float32))
+            found.append(ClassInstances(whole_image, self._relabel(instance_map, np.zeros(size, dtype=np.float32))[0]))
             pixels = np.bincount(instance_map.ravel(), minlength=len(detections) + 1)[1:]
             confidences.append(
                 [float(scores[i]) for i, count in zip(detections, pixels) if count >= config.min_instance_pixels]
             )
-        return labelled, confidences
+        return found, confidences
 
     def _mask_rcnn_probabilities(
         self, outputs: dict[str, np.ndarray], slot: int, shape: tuple[int, int], input_size: np.ndarray
@@ -375,12 +373,19 @@ class InstanceSegmentationHead(Head):
         maps[classes + 1, :height, :width][inside & (covering >= 2)] = 1.0
         return maps
 
-    def _describe(self, labelled: np.ndarray, confidences: list[list[float]]) -> list[list]:
+    def _describe(
+        self, found: list[ClassInstances | None], confidences: list[list[float]], size: tuple[int, int]
+    ) -> list[list]:
         """[[class index, id, confidence, rle], ...] for every instance, class by class, ids ascending."""
         column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
         described = []
-        for class_index, class_confidences in enumerate(confidences):
-            rles = encode_rles_by_id(labelled[..., class_index], len(class_confidences), column_major=column_major)
+        for class_index, (instances, class_confidences) in enumerate(zip(found, confidences, strict=True)):
+            if not class_confidences:
+                continue
+            origin = (instances.window[0].start, instances.window[1].start)
+            rles = encode_rles_by_id(
+                instances.ids, len(class_confidences), column_major=column_major, origin=origin, shape=size
+            )
             for number, (confidence, rle) in enumerate(zip(class_confidences, rles, strict=True), start=1):
                 described.append([class_index, number, round(confidence, 6), rle])
         return described
@@ -483,6 +488,33 @@ def _paste(mask: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarr
     )[0, 0].numpy()
     canvas[y_min:y_max, x_min:x_max] = resized
     return canvas
+
+
+def _grown_instances(region: np.ndarray, border: np.ndarray) -> np.ndarray:
+    """int[h, w] instance ids 1..k of a class's bool[h, w] pixels split at bool[h, w] borders: the connected
+    cores off the borders, each grown over the border pixels of its region nearest to it, then every region
+    without a core as one more instance."""
+    from scipy import ndimage
+
+    cores, count = ndimage.label(region & ~border)
+    regions, region_count = ndimage.label(region)
+    if count:
+        # Border pixels join the nearest core of the same connected region.
+        nearest = ndimage.distance_transform_edt(cores == 0, return_distances=False, return_indices=True)
+        grown = cores[nearest[0], nearest[1]]
+        same_region = regions == regions[nearest[0], nearest[1]]
+        instance_map = np.where(region & same_region, grown, 0)
+    else:
+        instance_map = np.zeros_like(cores)
+    # Regions with no core at all (thin or tiny objects) are instances of their own, in region order.
+    has_core = np.zeros(region_count + 1, dtype=bool)
+    has_core[regions[instance_map > 0]] = True
+    orphans = np.flatnonzero(~has_core[1:]) + 1
+    if orphans.size:
+        lookup = np.zeros(region_count + 1, dtype=np.int64)
+        lookup[orphans] = count + np.arange(1, orphans.size + 1)
+        instance_map = np.where(instance_map > 0, instance_map, lookup[regions])
+    return instance_map
 
 
 def _bounding_window(mask: np.ndarray) -> tuple[slice, slice] | None:

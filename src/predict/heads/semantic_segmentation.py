@@ -45,7 +45,16 @@ from predict.data.lists import list_columns
 from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
-from predict.heads._masks import decode_rle, encode_rle, parse_rle, to_original_sizes
+from predict.heads._masks import (
+    common_pixels,
+    edge_pixels,
+    edges_to_rle,
+    mask_edges,
+    parse_rle,
+    rle_edges,
+    to_float16,
+    to_original_sizes,
+)
 from predict.heads.base import Head, column_values, context_of, select_output
 from predict.runners.base import TensorSpec
 
@@ -192,15 +201,18 @@ class SemanticSegmentationHead(Head):
             if restored[slot] is None:  # a row that could not be read
                 rles[slot] = [""] * classes
                 continue
-            masks = self._binary_masks(restored[slot])
-            rles[slot] = [encode_rle(mask, column_major=self._column_major) for mask in masks]
+            # Masks as the starts and stops of their runs: the RLE strings and every pixel count come from
+            # those, the label masks are never painted (issue 18: post-processing of 2,048 rows at 256x256,
+            # 2.5 -> 1.9 s CPU).
+            edges = mask_edges(self._binary_masks(restored[slot]), column_major=self._column_major)
+            rles[slot] = [edges_to_rle(mask) for mask in edges]
             if self.labels is not None:
-                truth = self._true_masks(int(row), size)
-                counts["intersections"][slot] = _pixel_counts(masks & truth)
-                counts["predicted_pixels"][slot] = _pixel_counts(masks)
-                counts["true_pixels"][slot] = _pixel_counts(truth)
+                truth = self._true_edges(int(row), size)
+                counts["intersections"][slot] = [common_pixels(mask, true) for mask, true in zip(edges, truth)]
+                counts["predicted_pixels"][slot] = [edge_pixels(mask) for mask in edges]
+                counts["true_pixels"][slot] = [edge_pixels(true) for true in truth]
         return {
-            "masks": probabilities.astype(np.float16),
+            "masks": to_float16(probabilities),
             "original_image_shapes": sizes.astype(np.int64),
             "rle_predictions": rles,
             **counts,
@@ -216,17 +228,17 @@ class SemanticSegmentationHead(Head):
             return probabilities.argmax(axis=0)[None] == np.arange(len(probabilities))[:, None, None]
         return probabilities >= self.config.threshold
 
-    def _true_masks(self, row: int, size: tuple[int, int]) -> np.ndarray:
-        """bool[C, h, w] label masks of one row.
+    def _true_edges(self, row: int, size: tuple[int, int]) -> list[np.ndarray]:
+        """Per class, the starts and stops of one row's label mask (see `predict.heads._masks.mask_edges`).
 
         Raises:
             InputError: an RLE runs past the image, naming the row and class.
         """
-        truth = np.zeros((len(self.config.class_names), *size), dtype=bool)
-        for index, name in enumerate(self.config.class_names):
+        truth = []
+        for name in self.config.class_names:
             text = self.labels[row].get(name, "")
             try:
-                truth[index] = decode_rle(text, size, column_major=self._column_major)
+                truth.append(rle_edges(text, size))
             except ValueError as error:
                 raise InputError(
                     f"{self.source_name}: row {row}, column '{self.mask_column}', class {name!r}: RLE {error}"
@@ -288,12 +300,6 @@ def channels_first(maps: np.ndarray, channels_last: bool) -> np.ndarray:
     (float16 of a batch of 32 maps: 6.5 ms strided, 0.5 ms contiguous; issue 18)."""
     maps = np.asarray(maps, dtype=np.float32)
     return np.ascontiguousarray(maps.transpose(0, 3, 1, 2) if channels_last else maps)
-
-
-def _pixel_counts(masks: np.ndarray) -> np.ndarray:
-    """int64[C]: the True pixels of each bool[H, W] mask (`count_nonzero` per mask: 6x faster than a sum
-    over both axes at 256x256)."""
-    return np.array([np.count_nonzero(mask) for mask in masks], dtype=np.int64)
 
 
 def activate(maps: np.ndarray, activation: MaskActivation) -> np.ndarray:

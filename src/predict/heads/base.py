@@ -107,6 +107,8 @@ class Head(ABC):
             values = getattr(self, name)
             if isinstance(values, np.ndarray):
                 setattr(restricted, name, values[rows])
+            elif isinstance(values, pd.Series):  # a label column as read (token classification, seq2seq)
+                setattr(restricted, name, values[rows].reset_index(drop=True))
             elif values is not None:
                 setattr(restricted, name, [value for value, keep in zip(values, rows) if keep])
         return restricted

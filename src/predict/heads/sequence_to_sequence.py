@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ class SequenceToSequenceHead(Head):
         decoder: TargetDecoder,
         label_column: str,
         input_column: str,
-        labels: list[str] | None,
+        labels: pd.Series | None,
         notes: list[str],
     ) -> None:
         self.decoder = decoder
@@ -120,7 +120,9 @@ class SequenceToSequenceHead(Head):
         label_column = task.data.label_columns[0]
         labels = None
         if label_column in dataframe.columns:
-            labels = ["" if not isinstance(value, str) else value for value in dataframe[label_column]]
+            # The column as read; its rows become Python strings a chunk at a time, for BLEU (a list of
+            # every row's string, held for the whole run, was 9.5 MB at 100,000 rows; issue 18).
+            labels = dataframe[label_column]
         return cls(
             decoder=vocabulary.decoder(),
             label_column=label_column,
@@ -147,11 +149,12 @@ class SequenceToSequenceHead(Head):
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.labels is None:
             return {}
-        return {"BLEU": corpus_bleu(list(predictions["predicted_text"]), self.labels)}
+        return {"BLEU": corpus_bleu(list(predictions["predicted_text"]), self.labels.array)}
 
 
-def corpus_bleu(predicted: list[str], references: list[str]) -> float:
+def corpus_bleu(predicted: Sequence[str], references: Sequence[object]) -> float:
     """sacrebleu's corpus BLEU (0-100) of one reference per row, its defaults (13a, exp smoothing); 0.0 for no rows.
+    A reference that is not text (an empty Parquet cell) is "".
 
     Corpus BLEU is a function of n-gram counts summed over rows, so the rows are counted
     `BLEU_CHUNK_ROWS` at a time and the sums scored once: the same value as `sacrebleu.corpus_bleu`
@@ -170,7 +173,7 @@ def corpus_bleu(predicted: list[str], references: list[str]) -> float:
     with _each_warning_once(logging.getLogger("sacrebleu")):  # its "tokenized period" warning, per chunk
         for start in range(0, len(predicted), BLEU_CHUNK_ROWS):
             hypotheses = [str(text) for text in predicted[start : start + BLEU_CHUNK_ROWS]]
-            targets = [str(text) for text in references[start : start + BLEU_CHUNK_ROWS]]
+            targets = [text if isinstance(text, str) else "" for text in references[start : start + BLEU_CHUNK_ROWS]]
             counts = sum_of_lists(metric._extract_corpus_statistics(hypotheses, [targets]))
             totals = counts if totals is None else [total + count for total, count in zip(totals, counts, strict=True)]
     return float(metric._compute_score_from_stats(totals).score)

@@ -15,6 +15,7 @@ from predict.cli import main
 from predict.data.text import text_inputs_from
 from predict.errors import ConfigError
 from predict.pipeline import run_task
+from predict.report.text_metrics import entity_f1
 from predict.runners.base import TensorSpec
 from predict.task import load_config
 from tests.conftest import write_config
@@ -91,6 +92,28 @@ def test_token_classification_files_are_the_same_when_its_rows_come_back_from_ch
         np.testing.assert_array_equal(written, scored)
     assert got["predictions"].tolist() == expected["predictions"].tolist()
     assert not (tmp_path / "chunked" / ".validation.partial").exists()
+
+
+def test_token_classification_metrics_leave_out_a_row_not_read_whether_its_chunk_is_on_disk_or_not(tmp_path):
+    # A Parquet cell that is not text: that row is not read, and the metrics are those of the others, from
+    # tag indices read back from chunk files (writers.checkpoint.KeptRows) or kept in memory.
+    config = load_config(ROOT / "configs" / "text_token_classification.yaml")
+    frame = pd.read_csv(config.data.dataframe, dtype=str, keep_default_na=False)
+    frame[config.input_column] = frame[config.input_column].astype(object)
+    frame.loc[3, config.input_column], frame.loc[3, "tags"] = None, ""
+    frame.to_parquet(tmp_path / "rows.parquet")
+    for name, chunk_rows in (("whole", 4096), ("chunked", 4)):
+        settings = ["--set", f"output.dir={tmp_path / name}", "--set", f"output.checkpoint_rows={chunk_rows}"]
+        settings += ["--set", f"data.dataframe={tmp_path / 'rows.parquet'}", "--set", "data.on_error=skip"]
+        settings += ["--set", "runtime.batch_size=2"]
+        assert main(["--config", str(ROOT / "configs" / "text_token_classification.yaml"), "--quiet", *settings]) == 0
+    metrics = (tmp_path / "whole" / "validation_metrics.json").read_bytes()
+    assert (tmp_path / "chunked" / "validation_metrics.json").read_bytes() == metrics
+    with open(tmp_path / "chunked" / "validation_raw_predictions.pkl", "rb") as handle:
+        raw = pickle.load(handle)
+    kept = [row for row in range(len(frame)) if row != 3]
+    truth = [frame.loc[row, "tags"].split() for row in kept]
+    assert json.loads(metrics) == pytest.approx(entity_f1(truth, [raw["predictions"][row] for row in kept]))
 
 
 class TinyTextRegressor(torch.nn.Module):

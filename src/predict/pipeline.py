@@ -30,7 +30,7 @@ from predict.problems import PROBLEMS
 from predict.report import metrics as metrics_library
 from predict.runners.backend import resolve_model
 from predict.summary import RunSummary
-from predict.writers.checkpoint import Chunk
+from predict.writers.checkpoint import Chunk, KeptRows, RowArrays
 from predict.writers.run import RunWriter, check_output_dir
 
 __all__ = ["RunSummary", "run_task"]
@@ -138,13 +138,14 @@ def _metrics(head: Head, predictions: dict[str, np.ndarray], valid: np.ndarray) 
     restricted to them scores them)."""
     if valid.all():
         return head.metrics(predictions)
-    # Arrays on disk (np.memmap, per-row arrays in the checkpoint's files) are not subset: that would
-    # read them whole. Heads compute what their metrics need from such arrays in `postprocess`.
-    subset = {
-        key: values[valid]
-        for key, values in predictions.items()
-        if isinstance(values, np.ndarray) and not isinstance(values, np.memmap)
-    }
+    # Arrays on disk are not subset: an np.memmap would be read whole (heads compute what their metrics need
+    # from such arrays in `postprocess`); per-row arrays in the checkpoint's files are skipped as they are read.
+    subset = {}
+    for key, values in predictions.items():
+        if isinstance(values, RowArrays):
+            subset[key] = KeptRows(values, valid)
+        elif isinstance(values, np.ndarray) and not isinstance(values, np.memmap):
+            subset[key] = values[valid]
     return head.restricted_to(valid).metrics(subset)
 
 

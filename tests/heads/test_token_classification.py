@@ -52,7 +52,9 @@ def test_words_take_their_first_sub_token_and_cut_words_get_the_overflow_tag(tmp
     context = WordContext(word_ids=word_ids, word_counts=np.array([3, 0, 1], dtype=np.int32))
     batch = Batch(np.arange(3), {}, [], context)
     predictions = head.finalize(head.postprocess({"logits": logits}, batch))
-    assert [list(tags) for tags in predictions["predictions"]] == [["B-PER", "I-PER", "O"], [], ["B-PER"]]
+    # Tag indices per row (the last index is the overflow tag), the tags made from them when read.
+    assert [ids.tolist() for ids in predictions["tag_ids"]] == [[1, 2, 3], [], [1]]
+    assert list(head.predicted_tags(predictions)) == [["B-PER", "I-PER", "O"], [], ["B-PER"]]
     first = predictions["probabilities"][0]
     assert first.shape == (3, 3) and np.isnan(first[2]).all()
     np.testing.assert_allclose(first[:2].sum(axis=1), 1.0, rtol=1e-6)
@@ -82,9 +84,10 @@ def test_label_tags_stay_in_the_dataframe_until_the_metrics_split_them(tmp_path)
     # The label column itself: lists of tags for every row, held all run, were 17 MB at 100,000 rows (issue 18).
     assert list(head.labels) == ["B-PER I-PER O", "B-PER O", "B-PER"]
     predicted = np.empty(3, dtype=object)
-    predicted[:] = [["B-PER", "I-PER", "O"], ["O", "O"], ["B-PER"]]
+    predicted[:] = [np.array(ids, dtype=np.int32) for ids in ([1, 2, 0], [0, 0], [1])]  # indices into TAGS
     truth = [["B-PER", "I-PER", "O"], ["B-PER", "O"], ["B-PER"]]
-    assert head.metrics({"predictions": predicted}) == entity_f1(truth, list(predicted))
-    assert head.metrics({"predictions": predicted})["Recall"] == pytest.approx(2 / 3)
+    tags = [["B-PER", "I-PER", "O"], ["O", "O"], ["B-PER"]]
+    assert head.metrics({"tag_ids": predicted}) == entity_f1(truth, tags)
+    assert head.metrics({"tag_ids": predicted})["Recall"] == pytest.approx(2 / 3)
     kept = np.array([True, False, True])
-    assert head.restricted_to(kept).metrics({"predictions": predicted[kept]})["F1"] == 1.0
+    assert head.restricted_to(kept).metrics({"tag_ids": predicted[kept]})["F1"] == 1.0

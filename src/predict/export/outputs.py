@@ -269,7 +269,7 @@ class TokenClassificationExport(HeadExport):
             for rows in (graph["probabilities"], pipeline["probabilities"])
         ]
         agreement.max_difference("word probabilities", per_word[0], per_word[1], tolerance=atol)
-        graph_tags = [tag for tags in graph["predictions"] for tag in tags]
-        pipeline_tags = [tag for tags in pipeline["predictions"] for tag in tags]
+        graph_tags = [tag for tags in graph["tag_ids"] for tag in tags]
+        pipeline_tags = [tag for tags in pipeline["tag_ids"] for tag in tags]
         agreement.fraction("word tag agreement", np.array(graph_tags) == np.array(pipeline_tags))
         return agreement

@@ -26,7 +26,7 @@ from predict.data.collate import Batch
 from predict.data.context import WordContext
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
-from predict.heads.base import Head, column_values, context_of, select_output
+from predict.heads.base import Head, NamesByRow, column_values, context_of, select_output
 from predict.heads.classification import Activation
 from predict.report.text_metrics import entity_f1
 from predict.runners.base import TensorSpec
@@ -128,18 +128,29 @@ class TokenClassificationHead(Head):
         # The first sub-token of a word: a word id that differs from the token before it.
         previous = np.concatenate([np.full((len(word_ids), 1), -1, dtype=word_ids.dtype), word_ids[:, :-1]], axis=1)
         first = (word_ids >= 0) & (word_ids != previous)
-        names = np.asarray(self.class_names, dtype=object)
+        overflow = len(self.class_names)  # the tag index of a word cut off: `self.tag_names[overflow]`
         per_word = np.empty(len(counts), dtype=object)
-        tags = np.empty(len(counts), dtype=object)
+        tag_ids = np.empty(len(counts), dtype=object)
         for row, count in enumerate(counts):
             values = np.full((int(count), len(self.class_names)), np.nan, dtype=np.float32)
             positions = np.flatnonzero(first[row])
             values[word_ids[row, positions]] = probabilities[row, positions]
             per_word[row] = values
-            row_tags = names[values.argmax(axis=1)] if count else names[:0]
-            row_tags[np.isnan(values[:, 0])] = self.overflow_tag
-            tags[row] = list(row_tags)
-        return {"probabilities": per_word, "predictions": tags}
+            ids = values.argmax(axis=1).astype(np.int32) if count else np.zeros(0, dtype=np.int32)
+            ids[np.isnan(values[:, 0])] = overflow
+            tag_ids[row] = ids
+        return {"probabilities": per_word, "tag_ids": tag_ids}
+
+    @property
+    def tag_names(self) -> np.ndarray:
+        """object[C + 1]: the tag of each tag index, the last `overflow_tag` (a word cut off by max_length)."""
+        names = np.empty(len(self.class_names) + 1, dtype=object)
+        names[:] = [*self.class_names, self.overflow_tag]
+        return names
+
+    def predicted_tags(self, predictions: dict[str, np.ndarray]) -> NamesByRow:
+        """Per row, its list of predicted tags, made from the row's tag indices when read."""
+        return NamesByRow(predictions["tag_ids"], self.tag_names)
 
     def finalize(self, predictions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cut = sum(bool(np.isnan(values).any()) for values in predictions["probabilities"])
@@ -151,14 +162,14 @@ class TokenClassificationHead(Head):
         return predictions
 
     def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
-        return {f"pred_{self.label_column}": [" ".join(tags) for tags in predictions["predictions"]]}
+        return {f"pred_{self.label_column}": [" ".join(tags) for tags in self.predicted_tags(predictions)]}
 
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
         probabilities = predictions["probabilities"]
         return {
             # A list; a run's rows still on disk (a sequence, writers.checkpoint.RowArrays) are pickled as one.
             "probabilities": list(probabilities) if isinstance(probabilities, np.ndarray) else probabilities,
-            "predictions": predictions["predictions"],
+            "predictions": self.predicted_tags(predictions),
             "labels": np.asarray(self.class_names),
             self.input_column: column_values(dataframe, self.input_column),
         }
@@ -166,7 +177,7 @@ class TokenClassificationHead(Head):
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.labels is None:
             return {}
-        return entity_f1((_split_tags(tags) for tags in self.labels), predictions["predictions"])
+        return entity_f1((_split_tags(tags) for tags in self.labels), self.predicted_tags(predictions))
 
 
 def _check_tags(labels: Sequence[str], class_names: tuple[str, ...], *, label_column: str, source: str) -> None:

@@ -252,6 +252,25 @@ class RowArrays(Sequence):
             yield from part.load() if isinstance(part, StoredRows) else part
 
 
+class KeptRows(Sequence):
+    """The rows of a sequence of per-row arrays where `keep` (bool) is True, read as iterated: the metrics of
+    the rows that were read, from rows still in the checkpoint's files."""
+
+    def __init__(self, rows: Sequence[np.ndarray], keep: np.ndarray) -> None:
+        self.rows = rows
+        self.keep = np.asarray(keep, dtype=bool)
+        self.positions = np.flatnonzero(self.keep)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.rows[int(self.positions[index])]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (row for row, kept in zip(self.rows, self.keep.tolist(), strict=True) if kept)
+
+
 def _is_row_arrays(array: np.ndarray) -> bool:
     """A non-empty object array whose items are all arrays of one (non-object) dtype and one rank."""
     if array.dtype != object or not len(array) or not isinstance(array[0], np.ndarray):

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from predict.heads.base import NamesByRow
 from predict.writers._atomic import atomic_path
 from predict.writers.checkpoint import RowArrays
 
@@ -60,6 +61,8 @@ def _without_memo(value: Any) -> Any:
         return _RowsWithoutMemo(value)
     if _is_text_column(value):
         return _TextsWithoutMemo(value)
+    if isinstance(value, NamesByRow):
+        return _NamesWithoutMemo(value)
     return value
 
 
@@ -101,6 +104,28 @@ class _TextsWithoutMemo:
         self.array = array
 
 
+class _NamesWithoutMemo:
+    """Rows of names (`NamesByRow`), pickled as the object array of lists they stand for, each row's list made
+    as it is written and not held by the memo; a name goes through the memo once, where it first appears, so
+    every row refers to the same string object when unpickled, as before."""
+
+    def __init__(self, rows: NamesByRow) -> None:
+        self.rows = rows
+        self.seen: set[str] = set()
+
+    def lists(self) -> Iterator[_NamesRow]:
+        for names in self.rows:
+            yield _NamesRow(names, self)
+
+
+class _NamesRow:
+    """One row's list of names, pickled as `list` plus its items: with the memo only if it has a new name."""
+
+    def __init__(self, names: list[str], owner: _NamesWithoutMemo) -> None:
+        self.names = names
+        self.owner = owner
+
+
 class _RowsWithoutMemoMixin:
     """`reducer_override` for `_RowsWithoutMemo` and `_TextsWithoutMemo`, shared by the C and the pure-Python pickler."""
 
@@ -116,6 +141,17 @@ class _RowsWithoutMemoMixin:
             # numpy's own reduce value; its state's last item is the list of the array's objects.
             reconstruct, arguments, state = obj.array.__reduce__()
             return reconstruct, arguments, (*state[:-1], _RowsWithoutMemo(state[-1], memoize_first=False))
+        if isinstance(obj, _NamesWithoutMemo):
+            # numpy's reduce value of an object array of len(rows), its list of items made row by row.
+            reconstruct, arguments, state = np.empty(0, dtype=object).__reduce__()
+            rows = _RowsWithoutMemo(obj.lists(), memoize_first=False)
+            return reconstruct, arguments, (state[0], (len(obj.rows),), *state[2:-1], rows)
+        if isinstance(obj, _NamesRow):
+            # Saved now (each item is reduced when saved, after the row before it): the memo takes this row and
+            # its names only if one of them is new.
+            self.fast = obj.owner.seen.issuperset(obj.names)
+            obj.owner.seen.update(obj.names)
+            return list, (), None, iter(obj.names)
         if self._in_rows and isinstance(obj, np.ndarray):
             # The rows' first array goes through the memo (numpy's globals and the dtype with it), the rest not.
             self.fast = self._memoized_one

@@ -22,7 +22,7 @@ import pandas as pd
 from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.errors import ConfigError
-from predict.heads.base import Head
+from predict.heads.base import Head, NamesByRow
 from predict.model_file import file_sha256
 from predict.summary import RunSummary
 from predict.writers._atomic import atomic_path
@@ -233,7 +233,7 @@ def _write_npz(path: Path, raw: dict[str, Any], files: dict[str, Path], *, wante
         path.unlink(missing_ok=True)
         return
     arrays = {
-        key: _object_array(list(value)) if isinstance(value, (list, RowArrays)) else np.asarray(value)
+        key: _object_array(list(value)) if isinstance(value, (list, RowArrays, NamesByRow)) else np.asarray(value)
         for key, value in raw.items()
     }
     save_arrays(path, arrays)

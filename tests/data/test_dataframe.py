@@ -22,11 +22,12 @@ def test_a_csv_longer_than_a_block_reads_as_one_frame_with_every_cell_as_written
     assert list(frame.index) == list(range(rows))
     pd.testing.assert_frame_equal(frame, whole)
     assert frame.loc[_CSV_BLOCK_ROWS, "id"] == f"{_CSV_BLOCK_ROWS:07d}"  # 0016384, not 16384
-    assert frame.loc[0, "text"] == "two\nlines, quoted" and frame.loc[5, "text"] == "" and frame.loc[7, "number"] == "NA"
+    assert frame.loc[0, "text"] == "two\nlines, quoted" and frame.loc[5, "text"] == ""
+    assert frame.loc[7, "number"] == "NA"
 
 
 def test_a_csv_with_a_header_only_has_no_rows(tmp_path):
     path = tmp_path / "empty.csv"
     path.write_text("id,text\n", encoding="utf-8")
-    with pytest.raises(InputError, match="empty.csv: the dataframe has no rows"):
+    with pytest.raises(InputError, match=r"empty\.csv: the dataframe has no rows"):
         read_dataframe(path)

@@ -203,4 +203,3 @@ class NamesByRow(Sequence):
     def __iter__(self) -> Iterator[list[str]]:
         for indices in self.indices:
             yield list(self.names[indices])
-

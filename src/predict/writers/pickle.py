@@ -127,7 +127,7 @@ class _NamesRow:
 
 
 class _RowsWithoutMemoMixin:
-    """`reducer_override` for `_RowsWithoutMemo` and `_TextsWithoutMemo`, shared by the C and the pure-Python pickler."""
+    """`reducer_override` for the values wrapped by `_without_memo`, shared by the C and the pure-Python pickler."""
 
     fast: bool
     _in_rows = False

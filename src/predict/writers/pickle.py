@@ -20,6 +20,16 @@ Such a list is written as `list()` plus its items appended (it unpickles as a pl
 `np.ndarray`, as before); its first array is memoized as usual, so numpy's reconstructor and
 the dtype are written once and referred to by the others, which are written in the pickler's
 "fast" mode (no memo; `fast` is a documented, deprecated attribute of both picklers).
+
+Two more kinds of value are written without holding each row in the memo (issue 18). A column of
+texts (a 1-D object array of strings: the input column) is written as numpy writes it, its strings in
+fast mode: pandas makes a string object per cell, so the memo never shared one, only held them (a
+string that is one object in several rows is then written, and loaded, once per row). Rows of tags
+(`NamesByRow`, token classification) are written as the object array of lists they stand for, each
+row's list made as it is written; a tag goes through the memo where it first appears, so the loaded
+rows share one string per tag as before. Both load as before, but their bytes are not `pickle.dumps`'
+(each row's list is `list()` plus items), and in the pure-Python pickler the last batch of a list's
+items is saved after its iterator ends, with the memo.
 """
 
 from __future__ import annotations
@@ -134,7 +144,7 @@ class _RowsWithoutMemoMixin:
     _memoized_one = False
 
     def _reduce_rows(self, obj: Any) -> Any:
-        """The reduce value of `_RowsWithoutMemo` or `_TextsWithoutMemo`, or None for any other object."""
+        """The reduce value of a value wrapped by `_without_memo` (or of one of its rows), or None for any other."""
         if isinstance(obj, _RowsWithoutMemo):
             return list, (), None, self._each_row(obj.rows, memoize_first=obj.memoize_first)
         if isinstance(obj, _TextsWithoutMemo):

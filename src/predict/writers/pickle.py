@@ -148,14 +148,9 @@ class _RowsWithoutMemoMixin:
         if isinstance(obj, _RowsWithoutMemo):
             return list, (), None, self._each_row(obj.rows, memoize_first=obj.memoize_first)
         if isinstance(obj, _TextsWithoutMemo):
-            # numpy's own reduce value; its state's last item is the list of the array's objects.
-            reconstruct, arguments, state = obj.array.__reduce__()
-            return reconstruct, arguments, (*state[:-1], _RowsWithoutMemo(state[-1], memoize_first=False))
+            return _object_array_reduce(len(obj.array), _RowsWithoutMemo(obj.array, memoize_first=False))
         if isinstance(obj, _NamesWithoutMemo):
-            # numpy's reduce value of an object array of len(rows), its list of items made row by row.
-            reconstruct, arguments, state = np.empty(0, dtype=object).__reduce__()
-            rows = _RowsWithoutMemo(obj.lists(), memoize_first=False)
-            return reconstruct, arguments, (state[0], (len(obj.rows),), *state[2:-1], rows)
+            return _object_array_reduce(len(obj.rows), _RowsWithoutMemo(obj.lists(), memoize_first=False))
         if isinstance(obj, _NamesRow):
             # Saved now (each item is reduced when saved, after the row before it): the memo takes this row and
             # its names only if one of them is new.
@@ -178,6 +173,12 @@ class _RowsWithoutMemoMixin:
             yield from rows
         finally:
             self._in_rows, self.fast = False, False
+
+
+def _object_array_reduce(length: int, items: _RowsWithoutMemo) -> tuple:
+    """numpy's reduce value of a 1-D object array of `length` items, its list of items given as `items`."""
+    reconstruct, arguments, state = np.empty(0, dtype=object).__reduce__()
+    return reconstruct, arguments, (state[0], (length,), *state[2:-1], items)
 
 
 class _RowsPickler(_RowsWithoutMemoMixin, pickle.Pickler):

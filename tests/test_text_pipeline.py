@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from predict.cli import main
+from predict.data import dataframe as dataframe_module
+from predict.data.dataframe import read_dataframe
+from predict.data.spilled import SpilledTexts
 from predict.data.text import text_inputs_from
 from predict.errors import ConfigError
 from predict.pipeline import run_task
@@ -114,6 +117,48 @@ def test_token_classification_metrics_leave_out_a_row_not_read_whether_its_chunk
     kept = [row for row in range(len(frame)) if row != 3]
     truth = [frame.loc[row, "tags"].split() for row in kept]
     assert json.loads(metrics) == pytest.approx(entity_f1(truth, [raw["predictions"][row] for row in kept]))
+
+
+FILLER = " ".join(["Nothing else happened that week."] * 12)
+# Per example: each column lengthened past SPILL_MIN_CHARS characters on average, by (text, words added).
+LONG_COLUMNS = {
+    "text_span_prediction": {"context": FILLER},
+    "text_classification": {"review": FILLER},
+    "text_sequence_to_sequence": {"english": FILLER, "fictish": FILLER},  # the BLEU references too
+    "text_metric_learning": {"text": FILLER},
+    "text_token_classification": {"sentence": " ".join(["word"] * 140), "tags": " ".join(["O"] * 140)},
+}
+
+
+@pytest.mark.parametrize("name", list(LONG_COLUMNS))
+def test_files_are_the_same_with_long_text_columns_kept_on_disk(name, tmp_path, monkeypatch):
+    # Columns averaging over SPILL_MIN_CHARS characters are read from a temporary file (predict.data.spilled):
+    # by the loader (in forked workers too: span prediction), the head's labels, the CSV writer and the pkl
+    # writer. The files must be byte for byte those of the same run with the columns in memory.
+    config = str(ROOT / "configs" / f"{name}.yaml")
+    frame = pd.read_csv(load_config(config).data.dataframe, dtype=str, keep_default_na=False)
+    for column, filler in LONG_COLUMNS[name].items():
+        frame[column] = [f"{text} {filler}" for text in frame[column]]
+    frame.to_csv(tmp_path / "long.csv", index=False)
+    read = read_dataframe(tmp_path / "long.csv")
+    assert all(isinstance(read[column].array, SpilledTexts) for column in LONG_COLUMNS[name])
+    common = ["--config", config, "--quiet", "--set", f"data.dataframe={tmp_path / 'long.csv'}"]
+    common += ["--set", "runtime.batch_size=16"]
+    runs = (("disk", 0), ("disk-workers", 2)) if name == "text_span_prediction" else (("disk", 0),)
+    for folder, workers in runs:
+        assert (
+            main([*common, "--set", f"output.dir={tmp_path / folder}", "--set", f"runtime.num_workers={workers}"]) == 0
+        )
+    monkeypatch.setattr(dataframe_module, "SPILL_MIN_CHARS", 10**9)
+    assert not any(isinstance(read_dataframe(tmp_path / "long.csv")[column].array, SpilledTexts) for column in frame)
+    assert main([*common, "--set", f"output.dir={tmp_path / 'memory'}", "--set", "runtime.num_workers=0"]) == 0
+    files = ["validation_predictions.csv", "validation_raw_predictions.pkl", "validation_metrics.json"]
+    for file in files:
+        expected = (tmp_path / "memory" / file).read_bytes()
+        for folder, _ in runs:
+            assert (tmp_path / folder / file).read_bytes() == expected, (folder, file)
+    written = pd.read_csv(tmp_path / "disk" / files[0], dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(written[frame.columns], frame)
 
 
 class TinyTextRegressor(torch.nn.Module):

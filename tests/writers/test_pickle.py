@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
+from predict.data.spilled import SpilledTexts
 from predict.writers.checkpoint import RowArrays, StoredRows, save_arrays
 from predict.writers.pickle import write_raw_predictions
 
@@ -128,6 +129,16 @@ def test_a_column_of_texts_unpickles_as_the_same_object_array_and_its_strings_sk
     # The memo would hold (and the file memoize) every string; here only the arrays' parts are memoized.
     memoized = sum(opcode.name == "MEMOIZE" for opcode, _, _ in pickletools.genops(written))
     assert memoized < 50
+
+
+def test_a_column_of_texts_kept_on_disk_is_pickled_byte_for_byte_as_the_same_column_in_memory(tmp_path):
+    texts = [f"context {index}: " + "words " * (index % 90) for index in range(9_000)]
+    in_memory = np.array(texts, dtype=object)
+    write_raw_predictions(tmp_path / "memory.pkl", {"context": in_memory, "other": np.ones(3)})
+    write_raw_predictions(tmp_path / "disk.pkl", {"context": SpilledTexts.from_texts(texts), "other": np.ones(3)})
+    assert (tmp_path / "disk.pkl").read_bytes() == (tmp_path / "memory.pkl").read_bytes()
+    raw = pickle.loads((tmp_path / "disk.pkl").read_bytes())
+    assert type(raw["context"]) is np.ndarray and raw["context"].tolist() == texts
 
 
 def test_the_runs_row_arrays_read_from_chunk_files_are_pickled_as_a_plain_list(tmp_path):

@@ -13,6 +13,7 @@ import pandas as pd
 from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.data.context import ChunkContext, ImageContext, WindowContext, WordContext
+from predict.data.spilled import SpilledTexts
 from predict.enums import ROW_COLUMN
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
@@ -173,6 +174,9 @@ def column_values(dataframe: pd.DataFrame, column: str) -> np.ndarray:
     rows without an id column, FORMATS.md "Arrays and tables") is 0..n-1 unless the dataframe has one."""
     if column == ROW_COLUMN and column not in dataframe.columns:
         return np.arange(len(dataframe))
+    values = dataframe[column].array
+    if isinstance(values, SpilledTexts):  # long texts stay in their file: the pkl writer reads them in blocks
+        return values
     return dataframe[column].to_numpy()
 
 

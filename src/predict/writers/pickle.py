@@ -42,6 +42,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from predict.data.spilled import SpilledTexts
 from predict.heads.base import NamesByRow
 from predict.writers._atomic import atomic_path
 from predict.writers.checkpoint import RowArrays
@@ -69,7 +70,7 @@ def _without_memo(value: Any) -> Any:
     """Per-row arrays and a column of texts wrapped to be pickled without the memo; any other value as it is."""
     if _is_row_list(value):
         return _RowsWithoutMemo(value)
-    if _is_text_column(value):
+    if _is_text_column(value) or isinstance(value, SpilledTexts):
         return _TextsWithoutMemo(value)
     if isinstance(value, NamesByRow):
         return _NamesWithoutMemo(value)
@@ -108,9 +109,10 @@ class _RowsWithoutMemo:
 
 
 class _TextsWithoutMemo:
-    """A 1-D object array of strings, pickled as numpy pickles it but with its list of strings without the memo."""
+    """A 1-D object array of strings, pickled as numpy pickles it but with its list of strings without the memo;
+    a column kept on disk (`SpilledTexts`) is pickled as the object array of its cells, read in blocks."""
 
-    def __init__(self, array: np.ndarray) -> None:
+    def __init__(self, array: np.ndarray | SpilledTexts) -> None:
         self.array = array
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from predict.data.spilled import SpilledTexts, TextStore
 from predict.errors import InputError
+from predict.heap import return_freed_memory
 
 
 def read_columns(path: Path) -> list[str]:
@@ -52,6 +53,7 @@ def read_dataframe(path: Path) -> pd.DataFrame:
         ) from None
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise InputError(f"{path}: cannot be read as a dataframe: {' '.join(str(error).split())}") from None
+    return_freed_memory()  # the blocks' parsed strings
     if len(dataframe) == 0:
         raise InputError(f"{path}: the dataframe has no rows")
     return dataframe.reset_index(drop=True)

@@ -59,15 +59,43 @@ def test_best_spans_across_windows_are_exact_substrings(tmp_path):
         contexts=np.array([CONTEXT, "x"], dtype=object),
     )
     predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(2), {}, [], context))
-    assert list(predictions["predictions"]) == ["New York", ""]
-    assert predictions["top_k"][0][:2] == ["New York", "New"]
-    assert all(answer in CONTEXT for answer in predictions["top_k"][0])
-    assert predictions["top_k"][1] == ["", "", ""]
-    columns = head.prediction_columns(predictions)
+    assert predictions["answer_spans"].dtype == np.int32
+    assert predictions["answer_spans"][1].tolist() == [[0, 0]] * 3  # no valid span: the empty answer
+    texts = head.answer_texts(predictions, frame)
+    assert list(texts["predictions"]) == ["New York", ""]
+    assert texts["top_k"][0][:2] == ["New York", "New"]
+    assert all(answer in CONTEXT for answer in texts["top_k"][0])
+    assert texts["top_k"][1] == ["", "", ""]
+    columns = head.prediction_columns(texts)
     assert list(columns) == ["pred_answer", "pred_answer_top_1", "pred_answer_top_2", "pred_answer_top_3"]
+    assert list(columns["pred_answer_top_2"]) == ["New", ""]
+    table, csv_columns, blank = head.csv_table(frame, predictions, valid=np.ones(2, dtype=bool))
+    assert table is frame and list(csv_columns["pred_answer"]) == ["New York", ""] and not blank.any()
     assert head.metrics(predictions) == {"Jaccard": 1.0, "ExactMatch": 1.0}
     raw = head.raw_predictions(predictions, frame)
     assert list(raw) == ["question", "context", "predictions", "predicted_answer_top_k"]
+    assert raw["predicted_answer_top_k"][0][0] == "New York"
+    served = head.row_predictions(predictions, frame)
+    assert served["predictions"].dtype == object and served["predictions"].tolist() == ["New York", ""]
+    assert served["predicted_answer_top_k"][1] == ["", "", ""]
+
+
+def test_metrics_are_means_of_the_rows_scores(tmp_path):
+    head, frame = _head(tmp_path, number_of_predicted_answers=1, max_answer_length=3)
+    start = np.full((2, 10), -5.0, dtype=np.float32)
+    end = np.full((2, 10), -5.0, dtype=np.float32)
+    start[0, 7], end[0, 7] = 4.0, 4.0  # row 0: "York" against "New York": Jaccard 1/2, no exact match
+    offsets = np.array([OFFSETS, [(-1, -1)] * 10], dtype=np.int32)  # row 1: "" against "": 1 and a match
+    context = WindowContext(offsets=offsets, window_rows=np.array([0, 1]), contexts=frame["context"].to_numpy())
+    predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(2), {}, [], context))
+    assert predictions["jaccard"].tolist() == [0.5, 1.0]
+    assert predictions["exact_match"].tolist() == [False, True]
+    assert head.metrics(predictions) == {"Jaccard": 0.75, "ExactMatch": 0.5}
+    kept = np.array([True, False])
+    assert head.restricted_to(kept).metrics({key: value[kept] for key, value in predictions.items()}) == {
+        "Jaccard": 0.5,
+        "ExactMatch": 0.0,
+    }
 
 
 def test_max_answer_length_limits_spans(tmp_path):
@@ -81,7 +109,8 @@ def test_max_answer_length_limits_spans(tmp_path):
         contexts=np.array([CONTEXT], dtype=object),
     )
     predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(1), {}, [], context))
-    assert len(predictions["predictions"][0].split()) == 1
+    first, last = predictions["answer_spans"][0, 0]
+    assert len(CONTEXT[first:last].split()) == 1
 
 
 def test_output_names_must_be_found(tmp_path):
@@ -110,4 +139,4 @@ def test_a_span_scores_its_best_window_and_ties_keep_the_first_seen(tmp_path, yo
         contexts=np.array([CONTEXT], dtype=object),
     )
     predictions = head.postprocess({"start_logits": start, "end_logits": end}, Batch(np.arange(1), {}, [], context))
-    assert list(predictions["top_k"][0]) == expected
+    assert [CONTEXT[first:last] for first, last in predictions["answer_spans"][0]] == expected

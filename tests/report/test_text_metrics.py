@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from predict.report.text_metrics import bio_entities, entity_f1, jaccard, span_metrics
+from predict.report.text_metrics import bio_entities, entity_f1, jaccard, span_metrics, span_scores
 
 
 def test_bio_entities_follow_conlleval():
@@ -29,6 +29,9 @@ def test_jaccard_and_exact_match():
     assert jaccard("New York City", "new york") == pytest.approx(2 / 3)
     assert jaccard("", "") == 1.0
     assert jaccard("a", "") == 0.0
-    result = span_metrics(["Lisbon", "Acme Corp", ""], ["Lisbon ", "Acme", "x"])
+    scores = span_scores(["Lisbon", "Acme Corp", ""], ["Lisbon ", "Acme", "x"])
+    assert scores["exact_match"].tolist() == [True, False, False]
+    result = span_metrics(scores)
     assert result["ExactMatch"] == pytest.approx(1 / 3)
     assert result["Jaccard"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert span_metrics(span_scores([], [])) == {}

@@ -11,6 +11,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from predict.data.spilled import SpilledTexts
+from predict.heads.base import RowsByBlock
 from predict.writers.checkpoint import RowArrays, StoredRows, save_arrays
 from predict.writers.pickle import write_raw_predictions
 
@@ -139,6 +140,29 @@ def test_a_column_of_texts_kept_on_disk_is_pickled_byte_for_byte_as_the_same_col
     assert (tmp_path / "disk.pkl").read_bytes() == (tmp_path / "memory.pkl").read_bytes()
     raw = pickle.loads((tmp_path / "disk.pkl").read_bytes())
     assert type(raw["context"]) is np.ndarray and raw["context"].tolist() == texts
+
+
+class _Made(RowsByBlock):
+    def __init__(self, values: list) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def block(self, start: int, stop: int) -> list:
+        return self.values[start:stop]
+
+
+def test_values_made_by_block_unpickle_as_the_object_arrays_they_stand_for(tmp_path):
+    answers = [f"answer {index}" if index % 3 else "" for index in range(9_000)]
+    ranked = [[answer, "", "x"] for answer in answers]
+    write_raw_predictions(tmp_path / "raw.pkl", {"predictions": _Made(answers), "top_k": _Made(ranked)})
+    written = (tmp_path / "raw.pkl").read_bytes()
+    raw = pickle.loads(written)
+    assert type(raw["predictions"]) is np.ndarray and raw["predictions"].dtype == object
+    assert raw["predictions"].tolist() == answers
+    assert raw["top_k"].dtype == object and raw["top_k"].shape == (9_000,) and raw["top_k"].tolist() == ranked
+    assert sum(opcode.name == "MEMOIZE" for opcode, _, _ in pickletools.genops(written)) < 50
 
 
 def test_the_runs_row_arrays_read_from_chunk_files_are_pickled_as_a_plain_list(tmp_path):

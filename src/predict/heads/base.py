@@ -180,6 +180,14 @@ def column_values(dataframe: pd.DataFrame, column: str) -> np.ndarray:
     return dataframe[column].to_numpy()
 
 
+def object_array(values: list) -> np.ndarray:
+    """A 1-D object array holding `values` as they are (lists stay lists, even of equal length)."""
+    array = np.empty(len(values), dtype=object)
+    for index, value in enumerate(values):
+        array[index] = value
+    return array
+
+
 def rows_by_values(raw: np.ndarray, *, rows: int) -> np.ndarray:
     """A (batch,) or (batch, k) output as a float32 (batch, k) array."""
     return np.asarray(raw, dtype=np.float32).reshape(rows, -1)
@@ -207,3 +215,28 @@ class NamesByRow(Sequence):
     def __iter__(self) -> Iterator[list[str]]:
         for indices in self.indices:
             yield list(self.names[indices])
+
+
+class RowsByBlock(Sequence):
+    """Per-row values made a block of rows at a time when read (span prediction's answers, cut from contexts kept
+    on disk), never all at once: the CSV writer takes a block per chunk of rows, the pkl writer pickles them as
+    the object array they stand for, without the memo (`predict.writers.pickle`)."""
+
+    BLOCK_ROWS = 4096
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def block(self, start: int, stop: int) -> list:
+        """The values of rows `start:stop`, in order."""
+
+    def __getitem__(self, row: int) -> Any:
+        if not -len(self) <= row < len(self):
+            raise IndexError(row)
+        row %= len(self)
+        return self.block(row, row + 1)[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        for start in range(0, len(self), self.BLOCK_ROWS):
+            yield from self.block(start, min(start + self.BLOCK_ROWS, len(self)))

@@ -13,10 +13,16 @@ Writes (FORMATS.md "Text", span prediction):
 - CSV: every input column, `pred_{answer_column}`, then `pred_{answer_column}_top_{k}` for k = 1..K
   ("" where fewer valid spans exist).
 Metrics: `Jaccard` (word level, Kaggle Tweet Sentiment Extraction) and `ExactMatch`.
+
+While a run scores, each row keeps its answers as character offsets (int32 first, end per answer) and, with
+labels, its Jaccard and exact match; the answer strings are cut from the dataframe's contexts when the files
+are written. A run of 100,000 rows kept 400,000 small strings and lists from its first batch to its last file,
+and the allocator's pages they pinned grew its peak by about 70 MB (issue 18).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +33,8 @@ from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.data.context import WindowContext
 from predict.errors import ConfigError
-from predict.heads.base import Head, column_values, context_of
-from predict.report.text_metrics import span_metrics
+from predict.heads.base import Head, RowsByBlock, column_values, context_of, object_array
+from predict.report.text_metrics import span_metrics, span_scores
 from predict.runners.base import TensorSpec
 
 
@@ -101,23 +107,27 @@ class SpanPredictionHead(Head):
         )
 
     def postprocess(self, outputs: dict[str, np.ndarray], batch: Batch) -> dict[str, np.ndarray]:
-        """Window logits float[W, T] to answers per row; reads the `WindowContext` (windows loader)."""
+        """Window logits float[W, T] to each row's ranked answers, as int32[n, K, 2] character offsets into its
+        context ((0, 0), the empty answer, where fewer valid spans exist), and, with labels, each row's `jaccard`
+        and `exact_match`; reads the `WindowContext` (windows loader)."""
         start_logits = np.asarray(outputs[self.start_output], dtype=np.float32)
         end_logits = np.asarray(outputs[self.end_output], dtype=np.float32)
         context = context_of(batch, WindowContext, head=self)
-        offsets, window_rows, contexts = context.offsets, context.window_rows, context.contexts
+        offsets, window_rows = context.offsets, context.window_rows
         top_k = self.config.number_of_predicted_answers
-        best = np.empty(len(batch.row_ids), dtype=object)
-        ranked = np.empty(len(batch.row_ids), dtype=object)
+        answer_spans = np.zeros((len(batch.row_ids), top_k, 2), dtype=np.int32)
         firsts, lasts, scores, valid = self._window_spans(start_logits, end_logits, offsets)
         for slot, row in enumerate(batch.row_ids):
             windows = np.flatnonzero(window_rows == row)
             chosen = valid[windows]  # row-major: windows in order, then starts, then ends, as they were generated
             spans = _best_spans(firsts[windows][chosen], lasts[windows][chosen], scores[windows][chosen], top_k)
-            answers = [contexts[slot][first:last] for first, last in spans]
-            best[slot] = answers[0] if answers else ""
-            ranked[slot] = answers + [""] * (top_k - len(answers))
-        return {"predictions": best, "top_k": ranked}
+            if spans:
+                answer_spans[slot, : len(spans)] = spans
+        predictions = {"answer_spans": answer_spans}
+        if self.answers is not None:
+            best = [text[first:last] for text, (first, last) in zip(context.contexts, answer_spans[:, 0].tolist())]
+            predictions.update(span_scores([self.answers[row] for row in batch.row_ids], best))
+        return predictions
 
     def _window_spans(
         self, start: np.ndarray, end: np.ndarray, offsets: np.ndarray
@@ -140,24 +150,78 @@ class SpanPredictionHead(Head):
         flat = (len(start), count * count)
         return firsts.reshape(flat), lasts.reshape(flat), scores.reshape(flat), valid.reshape(flat)
 
-    def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+    def answer_texts(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, RowsByBlock]:
+        """The rows' answers cut from the dataframe's contexts a block of rows at a time: `predictions` (each row's
+        best answer) and `top_k` (each row's list of `number_of_predicted_answers` answers)."""
+        answers = _Answers(dataframe[self.context_column].array, predictions["answer_spans"])
+        return {"predictions": _AnswerColumn(answers, 0), "top_k": answers}
+
+    def prediction_columns(self, predictions: dict[str, Any]) -> dict[str, Any]:
+        """From `answer_texts`."""
         columns: dict[str, Any] = {f"pred_{self.answer_column}": predictions["predictions"]}
         for k in range(self.config.number_of_predicted_answers):
-            columns[f"pred_{self.answer_column}_top_{k + 1}"] = [answers[k] for answers in predictions["top_k"]]
+            columns[f"pred_{self.answer_column}_top_{k + 1}"] = _AnswerColumn(predictions["top_k"], k)
         return columns
 
+    def csv_table(
+        self, dataframe: pd.DataFrame, predictions: dict[str, np.ndarray], *, valid: np.ndarray
+    ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
+        return dataframe, self.prediction_columns(self.answer_texts(predictions, dataframe)), ~valid
+
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        texts = self.answer_texts(predictions, dataframe)
         return {
             self.question_column: column_values(dataframe, self.question_column),
             self.context_column: column_values(dataframe, self.context_column),
-            "predictions": predictions["predictions"],
-            f"predicted_{self.answer_column}_top_k": predictions["top_k"],
+            "predictions": texts["predictions"],
+            f"predicted_{self.answer_column}_top_k": texts["top_k"],
         }
+
+    def row_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
+        """A server's rows: the answers as object arrays, as the pkl loads them."""
+        return {key: object_array(list(value)) for key, value in self.raw_predictions(predictions, dataframe).items()}
 
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.answers is None:
             return {}
-        return span_metrics(self.answers, list(predictions["predictions"]))
+        return span_metrics(predictions)
+
+
+class _Answers(RowsByBlock):
+    """Per row, the list of its ranked answers, cut from its context (a cell that is not text, a row that could
+    not be read, gives ""); the block last cut is kept for the other columns of the same CSV chunk."""
+
+    def __init__(self, contexts: Sequence[object], spans: np.ndarray) -> None:
+        self.contexts = contexts
+        self.spans = spans
+        self._last: tuple[int, int, list[list[str]]] = (0, 0, [])
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def block(self, start: int, stop: int) -> list[list[str]]:
+        if self._last[:2] != (start, stop):
+            contexts = self.contexts[start:stop]  # a SpilledTexts slice reads its cells when iterated
+            answers = [
+                [(text if isinstance(text, str) else "")[first:last] for first, last in spans]
+                for text, spans in zip(contexts, self.spans[start:stop].tolist(), strict=True)
+            ]
+            self._last = (start, stop, answers)
+        return self._last[2]
+
+
+class _AnswerColumn(RowsByBlock):
+    """The k-th answer of every row (k = 0: the best)."""
+
+    def __init__(self, answers: _Answers, k: int) -> None:
+        self.answers = answers
+        self.k = k
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def block(self, start: int, stop: int) -> list[str]:
+        return [ranked[self.k] for ranked in self.answers.block(start, stop)]
 
 
 def _best_spans(firsts: np.ndarray, lasts: np.ndarray, scores: np.ndarray, top_k: int) -> list[tuple[int, int]]:

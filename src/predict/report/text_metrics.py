@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 
 def bio_entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     """The entities of one tagged sentence.
@@ -67,10 +69,21 @@ def jaccard(truth: str, predicted: str) -> float:
     return len(common) / (len(a) + len(b) - len(common))
 
 
-def span_metrics(truths: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Mean `Jaccard` and `ExactMatch` (answers equal after stripping surrounding whitespace)."""
+def span_scores(truths: Sequence[str], predictions: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per row, `jaccard` (float64) and `exact_match` (bool: equal after stripping surrounding whitespace)."""
     pairs = list(zip(truths, predictions, strict=True))
     return {
-        "Jaccard": sum(jaccard(truth, predicted) for truth, predicted in pairs) / len(pairs),
-        "ExactMatch": sum(truth.strip() == predicted.strip() for truth, predicted in pairs) / len(pairs),
+        "jaccard": np.array([jaccard(truth, predicted) for truth, predicted in pairs], dtype=np.float64),
+        "exact_match": np.array([truth.strip() == predicted.strip() for truth, predicted in pairs], dtype=bool),
+    }
+
+
+def span_metrics(scores: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean `Jaccard` and `ExactMatch` of the rows' `span_scores`; none for no rows."""
+    rows = len(scores["jaccard"])
+    if not rows:
+        return {}
+    return {
+        "Jaccard": sum(scores["jaccard"].tolist()) / rows,  # a Python sum, in row order
+        "ExactMatch": sum(scores["exact_match"].tolist()) / rows,
     }

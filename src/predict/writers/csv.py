@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from predict.errors import InputError
+from predict.heads.base import RowsByBlock
 from predict.writers._atomic import atomic_path
 
 # Rows formatted at once. pandas formats a CSV a chunk of rows at a time anyway (each value on its own),
@@ -33,12 +34,21 @@ def write_predictions_csv(
             f"the dataframe already has column(s) {', '.join(clashes)}, which the predictions would overwrite; rename "
             "them"
         )
-    predictions = pd.DataFrame(prediction_columns, index=dataframe.index)  # whole: one dtype per column, as before
+    by_block = {name: values for name, values in prediction_columns.items() if isinstance(values, RowsByBlock)}
+    whole = {name: values for name, values in prediction_columns.items() if name not in by_block}
+    predictions = pd.DataFrame(whole, index=dataframe.index)  # whole: one dtype per column, as before
     any_blank = blank_rows is not None and bool(blank_rows.any())
     with atomic_path(path) as temp, temp.open("w", encoding="utf-8", newline="") as handle:
         for start in range(0, len(dataframe), CSV_CHUNK_ROWS) or [0]:
             rows = slice(start, start + CSV_CHUNK_ROWS)
             chunk = predictions.iloc[rows]
+            if by_block:  # strings made for these rows only (span answers), in the columns' order
+                index = chunk.index
+                stop = start + len(index)
+                made = {name: pd.Series(values.block(start, stop), index=index) for name, values in by_block.items()}
+                chunk = pd.DataFrame(
+                    {name: chunk[name] if name in whole else made[name] for name in prediction_columns}
+                )
             if any_blank:  # every chunk as object, as the whole table was: a float is written the same in all
                 chunk = chunk.astype(object)
                 chunk.loc[blank_rows[rows], :] = ""

@@ -29,7 +29,9 @@ string that is one object in several rows is then written, and loaded, once per 
 row's list made as it is written; a tag goes through the memo where it first appears, so the loaded
 rows share one string per tag as before. Both load as before, but their bytes are not `pickle.dumps`'
 (each row's list is `list()` plus items), and in the pure-Python pickler the last batch of a list's
-items is saved after its iterator ends, with the memo.
+items is saved after its iterator ends, with the memo. Values made a block of rows at a time when read
+(`RowsByBlock`: span prediction's answers, cut from their contexts) are written as the object array they
+stand for, each string or list in fast mode.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from predict.data.spilled import SpilledTexts
-from predict.heads.base import NamesByRow
+from predict.heads.base import NamesByRow, RowsByBlock
 from predict.writers._atomic import atomic_path
 from predict.writers.checkpoint import RowArrays
 
@@ -70,7 +72,7 @@ def _without_memo(value: Any) -> Any:
     """Per-row arrays and a column of texts wrapped to be pickled without the memo; any other value as it is."""
     if _is_row_list(value):
         return _RowsWithoutMemo(value)
-    if _is_text_column(value) or isinstance(value, SpilledTexts):
+    if _is_text_column(value) or isinstance(value, (SpilledTexts, RowsByBlock)):
         return _TextsWithoutMemo(value)
     if isinstance(value, NamesByRow):
         return _NamesWithoutMemo(value)
@@ -110,9 +112,10 @@ class _RowsWithoutMemo:
 
 class _TextsWithoutMemo:
     """A 1-D object array of strings, pickled as numpy pickles it but with its list of strings without the memo;
-    a column kept on disk (`SpilledTexts`) is pickled as the object array of its cells, read in blocks."""
+    a column kept on disk (`SpilledTexts`) and values made a block of rows at a time (`RowsByBlock`: strings, or
+    lists of strings) are pickled as the object array they stand for, a block at a time."""
 
-    def __init__(self, array: np.ndarray | SpilledTexts) -> None:
+    def __init__(self, array: np.ndarray | SpilledTexts | RowsByBlock) -> None:
         self.array = array
 
 

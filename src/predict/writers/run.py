@@ -22,7 +22,7 @@ import pandas as pd
 from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.errors import ConfigError
-from predict.heads.base import Head, NamesByRow
+from predict.heads.base import Head, NamesByRow, RowsByBlock, object_array
 from predict.model_file import file_sha256
 from predict.summary import RunSummary
 from predict.writers._atomic import atomic_path
@@ -172,7 +172,7 @@ def _concatenate(arrays: list[np.ndarray]) -> np.ndarray | RowArrays:
     if arrays[0].dtype != object:
         return np.concatenate(arrays)
     # Object arrays of equal-length lists must not be turned into 2-D arrays on the way.
-    return _object_array([item for array in arrays for item in array])
+    return object_array([item for array in arrays for item in array])
 
 
 def _blank_rows(predictions: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
@@ -233,19 +233,13 @@ def _write_npz(path: Path, raw: dict[str, Any], files: dict[str, Path], *, wante
         path.unlink(missing_ok=True)
         return
     arrays = {
-        key: _object_array(list(value)) if isinstance(value, (list, RowArrays, NamesByRow)) else np.asarray(value)
+        key: object_array(list(value))
+        if isinstance(value, (list, RowArrays, NamesByRow, RowsByBlock))
+        else np.asarray(value)
         for key, value in raw.items()
     }
     save_arrays(path, arrays)
     files["npz"] = path
-
-
-def _object_array(values: list) -> np.ndarray:
-    """A 1-D object array holding `values` as they are (lists stay lists, even of equal length)."""
-    array = np.empty(len(values), dtype=object)
-    for index, value in enumerate(values):
-        array[index] = value
-    return array
 
 
 def _write_errors(path: Path, errors: list[tuple[int, str]], files: dict[str, Path]) -> None:

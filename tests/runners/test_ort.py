@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from predict.config import Precision, Toggle
 from predict.errors import ConfigError
+from predict.runners.backend import load_runner
 from predict.runners.ort import OrtRunner
+from predict.task import load_config
 from tests.conftest import export_torch
 
 pytest.importorskip("onnxconverter_common")
@@ -60,3 +64,13 @@ def test_float16_that_drifts_is_refused(tmp_path, image):
         match=r"runtime.precision: fp16 moves output 'scores' by \S+ \(max \|float32\| .*use precision: fp32",
     ):
         runner.run({"image": image})
+
+
+@pytest.mark.parametrize(
+    ("config", "memory_pattern"), [("text_span_prediction.yaml", False), ("text_token_classification.yaml", True)]
+)
+def test_span_predictions_windows_run_without_a_memory_pattern(config, memory_pattern):
+    # A different window count in nearly every batch: a plan per shape only grew the run's memory (issue 18).
+    task = load_config(Path(__file__).resolve().parents[2] / "configs" / config)
+    runner = load_runner(task, task.model)
+    assert runner.session.get_session_options().enable_mem_pattern is memory_pattern

@@ -59,10 +59,12 @@ class OrtRunner:
         threads: int = 0,
         precision: Precision = Precision.FP32,
         io_binding: Toggle = Toggle.AUTO,
+        memory_pattern: bool = True,
     ) -> None:
         producers = _check_and_inspect(model_path)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_mem_pattern = memory_pattern
         if threads:
             options.intra_op_num_threads = threads
         # Idle intra-op threads would spin on the cores the decoding workers need (docs/performance.md).

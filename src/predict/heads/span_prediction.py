@@ -178,8 +178,11 @@ class SpanPredictionHead(Head):
         }
 
     def row_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
-        """A server's rows: the answers as object arrays, as the pkl loads them."""
-        return {key: object_array(list(value)) for key, value in self.raw_predictions(predictions, dataframe).items()}
+        """A server's rows: the answers as object arrays, as the pkl loads them; the input columns as they are."""
+        raw = self.raw_predictions(predictions, dataframe)
+        return {
+            key: object_array(list(value)) if isinstance(value, RowsByBlock) else value for key, value in raw.items()
+        }
 
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.answers is None:

@@ -38,6 +38,7 @@ and runs of other problem types (and `predict show`) must not pay for them (issu
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from enum import StrEnum
@@ -70,7 +71,7 @@ from predict.heads.semantic_segmentation import (
     channels_first,
     read_mask_labels,
 )
-from predict.report.coco_metrics import coco_map
+from predict.report.coco_metrics import ImageObjects, coco_map
 from predict.runners.base import TensorSpec
 from predict.writers.checkpoint import checkpoint_folder
 from predict.writers.row_arrays import stack_rows
@@ -443,32 +444,30 @@ class InstanceSegmentationHead(Head):
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.labels is None:
             return {}
+        images = zip(itertools.count(), self.labels, predictions["instances"], predictions["original_image_shapes"])
+        objects = itertools.starmap(self._coco_objects, images)
+        return coco_map(objects, classes=len(self.config.class_names), iou_type="segm", notes=self.notes)
+
+    def _coco_objects(self, row: int, pairs: list, instances: list, size: np.ndarray) -> ImageObjects:
+        """An image's labelled and predicted instances as `coco_map` takes them (ids from 1)."""
         column_major = self.config.rle_order is RleOrder.COLUMN_MAJOR
-        index = {name: i for i, name in enumerate(self.config.class_names)}
-        truths, detections = [], []
-        for row, (pairs, instances, size) in enumerate(
-            zip(self.labels, predictions["instances"], predictions["original_image_shapes"])
-        ):
-            shape = (int(size[0]), int(size[1]))
-            objects = []
-            for name, rle in pairs:
-                try:
-                    mask = decode_rle(rle, shape, column_major=column_major)
-                except ValueError as error:
-                    raise InputError(f"{self.source_name}: row {row}, class {name!r}: RLE {error}") from None
-                objects.append({"category_id": index[name] + 1, "segmentation": coco_rle(mask)})
-            truths.append(objects)
-            detections.append(
-                [
-                    {
-                        "category_id": class_index + 1,
-                        "score": float(confidence),
-                        "segmentation": coco_rle(decode_rle(rle, shape, column_major=column_major)),
-                    }
-                    for class_index, _, confidence, rle in instances
-                ]
-            )
-        return coco_map(truths, detections, classes=len(self.config.class_names), iou_type="segm", notes=self.notes)
+        shape = (int(size[0]), int(size[1]))
+        truths = []
+        for name, rle in pairs:
+            try:
+                mask = decode_rle(rle, shape, column_major=column_major)
+            except ValueError as error:
+                raise InputError(f"{self.source_name}: row {row}, class {name!r}: RLE {error}") from None
+            truths.append({"category_id": self.config.class_names.index(name) + 1, "segmentation": coco_rle(mask)})
+        found = [
+            {
+                "category_id": class_index + 1,
+                "score": float(confidence),
+                "segmentation": coco_rle(decode_rle(rle, shape, column_major=column_major)),
+            }
+            for class_index, _, confidence, rle in instances
+        ]
+        return truths, found
 
 
 def _paste(mask: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -341,24 +341,25 @@ class ObjectDetectionHead(Head):
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.labels is None:
             return {}
-        truths = [
-            [
-                {"category_id": class_id + 1, "bbox": [x_min, y_min, x_max - x_min, y_max - y_min]}
-                for x_min, y_min, x_max, y_max, class_id in row
-            ]
-            for row in self.labels
-        ]
-        detections = []
-        for boxes, scores, class_ids in zip(predictions["boxes"], predictions["confidences"], predictions["class_ids"]):
-            kept = np.flatnonzero(class_ids >= 0)
-            xywh = _ops.box_convert(boxes[kept], "xyxy", "xywh").astype(np.float64)
-            detections.append(
-                [
-                    {"category_id": int(class_ids[i]) + 1, "bbox": xywh[k].tolist(), "score": float(scores[i])}
-                    for k, i in enumerate(kept)
-                ]
-            )
-        return coco_map(truths, detections, classes=len(self.config.class_names), iou_type="bbox", notes=self.notes)
+        images = zip(self.labels, predictions["boxes"], predictions["confidences"], predictions["class_ids"])
+        classes = len(self.config.class_names)
+        return coco_map(itertools.starmap(_coco_objects, images), classes=classes, iou_type="bbox", notes=self.notes)
+
+
+def _coco_objects(
+    labels: list[list], boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """An image's labelled boxes and kept detections as `coco_map` takes them (xywh, ids from 1)."""
+    truths = [
+        {"category_id": class_id + 1, "bbox": [x_min, y_min, x_max - x_min, y_max - y_min]}
+        for x_min, y_min, x_max, y_max, class_id in labels
+    ]
+    kept = np.flatnonzero(class_ids >= 0)
+    xywh = _ops.box_convert(boxes[kept], "xyxy", "xywh").astype(np.float64).tolist()
+    found = [
+        {"category_id": int(class_ids[i]) + 1, "bbox": xywh[k], "score": float(scores[i])} for k, i in enumerate(kept)
+    ]
+    return truths, found
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,6 +20,7 @@ from predict.data.image import ImageBatches, image_input_from
 from predict.heads._masks import decode_rle
 from predict.runners.base import TensorSpec
 from predict.task import load_config
+from predict.writers.checkpoint import load_arrays
 from predict.writers.row_arrays import DiskRows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +192,30 @@ def test_semantic_segmentation_columns_and_keys_on_both_splits(tmp_path, split, 
     assert csv["pred_rle_mask"].tolist() == raw["rle_predictions"].ravel().tolist()
     notes = json.loads((out / f"{name}_report.json").read_text())["notes"]
     assert any(note.startswith("masks are float16") for note in notes)
+
+
+def test_semantic_rles_from_runs_in_the_checkpoint_files_are_those_of_a_run_in_memory(tmp_path):
+    # Checkpoint chunks of 2 rows: each row's runs are read back from the chunk files (RowArrays) by block.
+    model = ("model=models/dense_semantic.onnx", "head.activation=sigmoid", "output.write_npz=true")
+    in_memory = run("image_semantic_segmentation.yaml", tmp_path / "memory", *model)
+    chunked = run(
+        "image_semantic_segmentation.yaml",
+        tmp_path / "chunked",
+        *model,
+        "runtime.batch_size=1",
+        "output.checkpoint_rows=2",
+    )
+    raw = load_pkl(chunked)
+    assert raw["rle_predictions"].dtype == object and raw["rle_predictions"].shape == (16, 2)
+    assert_array_equal(raw["rle_predictions"], load_pkl(in_memory)["rle_predictions"])
+    assert any(rle for rle in raw["rle_predictions"].ravel())  # masks predicted, not only empty ones
+    from_npz = load_arrays(chunked / "validation_raw_predictions.npz")["rle_predictions"]
+    assert [list(row) for row in from_npz] == raw["rle_predictions"].tolist()
+    csv = pd.read_csv(chunked / "validation_predictions.csv", dtype=str, keep_default_na=False)
+    assert csv["pred_rle_mask"].tolist() == raw["rle_predictions"].ravel().tolist()
+    assert (chunked / "validation_predictions.csv").read_bytes() == (
+        in_memory / "validation_predictions.csv"
+    ).read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -288,6 +288,14 @@ def test_detection_labels_errors(tmp_path):
 
 
 def semantic_head(labels=None, **config):
+    """A head over classes a and b; `labels`: per row, class name to true RLE (the label columns made of them)."""
+    if labels is not None:
+        labels = pd.DataFrame(
+            {
+                "class_name": [json.dumps(list(row)) for row in labels],
+                "rle_mask": [json.dumps(list(row.values())) for row in labels],
+            }
+        )
     activations = {key: semantic_segmentation.MaskActivation(value) for key, value in config.items()}
     return semantic_segmentation.SemanticSegmentationHead(
         config=semantic_segmentation.Config(class_names=("a", "b"), **activations), output="maps", channels_last=False,
@@ -308,8 +316,9 @@ def test_semantic_masks_resized_before_thresholding_and_metrics():
     head = semantic_head(labels)
     predictions = head.postprocess({"maps": maps}, batch_of([(8, 6), (3, 5)], input_size=(4, 4)))
     assert predictions["masks"].dtype == np.float16 and predictions["masks"].shape == (2, 2, 4, 4)
-    assert_array_equal(decode_rle(predictions["rle_predictions"][0][0], (8, 6)), truth_a)
-    assert predictions["rle_predictions"][0][1] == ""  # an empty mask
+    rles = semantic_segmentation.runs_to_rles(predictions["mask_runs"][0], 2)
+    assert_array_equal(decode_rle(rles[0], (8, 6)), truth_a)
+    assert rles[1] == ""  # an empty mask
     assert predictions["original_image_shapes"].tolist() == [[8, 6], [3, 5]]
     metrics = head.metrics(predictions)
     # a: 24 true pixels in row 0, predicted 24 + the 2x3 image's left part; b: one pixel missed.
@@ -319,6 +328,7 @@ def test_semantic_masks_resized_before_thresholding_and_metrics():
     assert metrics["Dice_a"] == pytest.approx(48 / (a_predicted + 24))
     frame = pd.DataFrame({"image_path": ["x.png", "y.png"], "class_name": ['["a", "b"]', "[]"], "rle_mask": ["", ""]})
     table, columns, blank = head.csv_table(frame, predictions, valid=np.array([True, False]))
+    table = table.block(0, len(table))
     assert table["class_name"].tolist() == ["a", "b", "a", "b"]
     assert table["rle_mask"].tolist() == [encode_rle(truth_a), encode_rle(one_pixel), "", ""]
     assert list(columns) == ["pred_rle_mask"] and blank.tolist() == [False, False, True, True]
@@ -329,8 +339,9 @@ def test_semantic_test_split_gets_class_id_and_the_configured_mask_column_name()
     maps = np.zeros((1, 2, 2, 2), dtype=np.float32)
     maps[0, 1] = 1.0
     predictions = head.postprocess({"maps": maps}, batch_of([(2, 2)], input_size=(2, 2)))
-    assert predictions["rle_predictions"][0] == ["", "1 4"]
+    assert semantic_segmentation.runs_to_rles(predictions["mask_runs"][0], 2) == ["", "1 4"]
     table, columns, _ = head.csv_table(pd.DataFrame({"image_path": ["x.png"]}), predictions, valid=np.array([True]))
+    assert table.block(0, 2).to_dict("list") == {"class_id": ["a", "b"], "image_path": ["x.png", "x.png"]}
     # pred_{rle_mask_column} even though this dataframe has no rle_mask column (FORMATS.md).
     assert list(table.columns) == ["class_id", "image_path"] and list(columns) == ["pred_rle_mask"]
     assert head.metrics(predictions) == {}
@@ -510,3 +521,35 @@ def test_mask_rcnn_raw_probabilities_from_full_image_masks_and_borders_between_i
     assert_array_equal(probabilities[3], between)
     assert any("mask_rcnn" in note and "derived" in note for note in head.notes)
     assert any("float16" in note for note in head.notes)
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_semantic_csv_made_by_block_is_the_whole_table_repeated_per_class(tmp_path, monkeypatch, labelled):
+    from predict.writers import csv
+
+    monkeypatch.setattr(csv, "CSV_CHUNK_ROWS", 3)  # chunk edges inside an input row's pair of CSV rows
+    true_rles = [{"a": "1 2", "b": "3 1"}, {}, {"b": "2 2"}, {"a": "4 1"}, {}]
+    head = semantic_head(true_rles if labelled else None)
+    frame = pd.DataFrame(
+        {
+            "image_path": [f"{row}.png" for row in range(5)],
+            "class_name": [json.dumps(list(rles)) for rles in true_rles],
+            "rle_mask": [json.dumps(list(rles.values())) for rles in true_rles],
+        },
+        index=[10, 10, 11, 12, 13],  # not unique: rows are taken by position
+    )
+    predicted = np.empty(5, dtype=object)
+    for row in range(5):
+        predicted[row] = np.array([[0, row, row + 1]])  # class a: pixel row (RLE "row+1 1"); b: none
+    valid = np.array([True, True, False, True, True])
+    table, columns, blank = head.csv_table(frame, {"mask_runs": predicted}, valid=valid)
+    csv.write_predictions_csv(tmp_path / "p.csv", table, columns, blank_rows=blank)
+    expected = frame.iloc[np.repeat(np.arange(5), 2)].reset_index(drop=True)
+    if labelled:
+        expected["class_name"] = ["a", "b"] * 5
+        expected["rle_mask"] = [rles.get(name, "") for rles in true_rles for name in ("a", "b")]
+    else:
+        expected.insert(0, "class_id", ["a", "b"] * 5)
+    expected["pred_rle_mask"] = [rle for row in range(5) for rle in (f"{row + 1} 1", "")]
+    expected.loc[[4, 5], "pred_rle_mask"] = ""
+    assert (tmp_path / "p.csv").read_bytes() == expected.to_csv(index=False).encode()

@@ -165,6 +165,19 @@ def test_values_made_by_block_unpickle_as_the_object_arrays_they_stand_for(tmp_p
     assert sum(opcode.name == "MEMOIZE" for opcode, _, _ in pickletools.genops(written)) < 50
 
 
+def test_rows_of_a_fixed_count_made_by_block_unpickle_as_a_two_dimensional_object_array(tmp_path):
+    rles = [[f"{index} 1", ""] for index in range(9_000)]  # per row, one RLE per class
+    by_row = _Made(rles)
+    by_row.item_shape = (2,)
+    expected = np.empty((9_000, 2), dtype=object)
+    expected[:] = rles
+    write_raw_predictions(tmp_path / "raw.pkl", {"rle_predictions": by_row})
+    raw = pickle.loads((tmp_path / "raw.pkl").read_bytes())
+    assert type(raw["rle_predictions"]) is np.ndarray and raw["rle_predictions"].shape == (9_000, 2)
+    assert_array_equal(raw["rle_predictions"], expected)
+    assert_array_equal(by_row.whole(), expected)  # what a server's rows and the npz get
+
+
 def test_the_runs_row_arrays_read_from_chunk_files_are_pickled_as_a_plain_list(tmp_path):
     rows = per_word_probabilities(5)
     stored = np.empty(3, dtype=object)

@@ -7,6 +7,7 @@ boxes' coordinates, the class names, the RLE masks of that image).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,17 @@ def list_cell(value: Any, *, row: int, column: str, source: Path) -> list:
     )
 
 
-def list_columns(dataframe: pd.DataFrame, columns: tuple[str, ...], *, source: Path) -> list[list[list]]:
-    """Several list columns read together: result[row][j] is column j's list; lists of a row must be equally long.
+def list_columns(dataframe: pd.DataFrame, columns: tuple[str, ...], *, source: Path) -> Iterator[list[list]]:
+    """Several list columns read together, a row at a time: row[j] is column j's list; lists of a row must be
+    equally long.
 
     Raises:
         InputError: a cell is not a list, or a row's lists differ in length, naming the row.
     """
-    rows = []
     for row in range(len(dataframe)):
         cells = [list_cell(dataframe[column].iloc[row], row=row, column=column, source=source) for column in columns]
         lengths = {len(cell) for cell in cells}
         if len(lengths) > 1:
             detail = ", ".join(f"{column}: {len(cell)}" for column, cell in zip(columns, cells))
             raise InputError(f"{source.name}: row {row}: the lists of one image must be equally long ({detail})")
-        rows.append(cells)
-    return rows
+        yield cells

@@ -88,7 +88,11 @@ class Head(ABC):
         """The pkl's keys for these rows alone, from `postprocess` with no split-level step: what a server
         answers per request. By default `raw_predictions` without the `model_keys`."""
         raw = self.raw_predictions(predictions, dataframe)
-        return {key: value for key, value in raw.items() if key not in self.model_keys}
+        return {
+            key: value.whole() if isinstance(value, RowsByBlock) else value
+            for key, value in raw.items()
+            if key not in self.model_keys
+        }
 
     @abstractmethod
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
@@ -109,7 +113,7 @@ class Head(ABC):
             values = getattr(self, name)
             if isinstance(values, np.ndarray):
                 setattr(restricted, name, values[rows])
-            elif isinstance(values, pd.Series):  # a label column as read (token classification, seq2seq)
+            elif isinstance(values, (pd.Series, pd.DataFrame)):  # label columns as read (seq2seq, segmentation)
                 setattr(restricted, name, values[rows].reset_index(drop=True))
             elif values is not None:
                 setattr(restricted, name, [value for value, keep in zip(values, rows) if keep])
@@ -219,10 +223,17 @@ class NamesByRow(Sequence):
 
 class RowsByBlock(Sequence):
     """Per-row values made a block of rows at a time when read (span prediction's answers, cut from contexts kept
-    on disk), never all at once: the CSV writer takes a block per chunk of rows, the pkl writer pickles them as
-    the object array they stand for, without the memo (`predict.writers.pickle`)."""
+    on disk; semantic segmentation's RLE strings, made from runs kept on disk), never all at once: the CSV writer
+    takes a block per chunk of rows, the pkl writer pickles them as the object array they stand for, without the
+    memo (`predict.writers.pickle`).
+
+    Attributes:
+        item_shape: () when each row's value is one item of a 1-D object array (a string, a list); (k,) when it
+            is a list of k items that make the object array's second axis (semantic segmentation's (n, classes)).
+    """
 
     BLOCK_ROWS = 4096
+    item_shape: tuple[int, ...] = ()
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -240,3 +251,26 @@ class RowsByBlock(Sequence):
     def __iter__(self) -> Iterator[Any]:
         for start in range(0, len(self), self.BLOCK_ROWS):
             yield from self.block(start, min(start + self.BLOCK_ROWS, len(self)))
+
+    def whole(self) -> np.ndarray:
+        """The object array these rows stand for, all at once (a server's few rows, the npz)."""
+        if not self.item_shape:
+            return object_array(list(self))
+        array = np.empty((len(self), *self.item_shape), dtype=object)
+        for row, items in enumerate(self):
+            array[row] = items
+        return array
+
+
+class TableByBlock(ABC):
+    """A CSV's input part made a block of its rows at a time, never whole (semantic segmentation's: each input
+    row once per class, with that class's true RLE); the CSV writer takes a block per chunk of rows."""
+
+    columns: list[str]
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def block(self, start: int, stop: int) -> pd.DataFrame:
+        """Rows `start:stop` (the writer sets their index)."""

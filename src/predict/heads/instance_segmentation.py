@@ -199,8 +199,10 @@ class InstanceSegmentationHead(Head):
         class_column, mask_column = task.data.label_columns
         labels = None
         if class_column in dataframe.columns:
-            labels = read_mask_labels(
-                dataframe, (class_column, mask_column), config.class_names, source=task.data.dataframe, unique=False
+            labels = list(
+                read_mask_labels(
+                    dataframe, (class_column, mask_column), config.class_names, source=task.data.dataframe, unique=False
+                )
             )
         return cls(
             config=config,

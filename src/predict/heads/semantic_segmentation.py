@@ -31,8 +31,10 @@ Metrics: `IoU` and `Dice`, pooled over all pixels of the split per class (`IoU_{
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +43,7 @@ import pandas as pd
 from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.data.context import ImageContext
-from predict.data.lists import list_columns
+from predict.data.lists import list_cell, list_columns
 from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
@@ -55,8 +57,9 @@ from predict.heads._masks import (
     to_float16,
     to_original_sizes,
 )
-from predict.heads.base import Head, column_values, context_of, select_output
+from predict.heads.base import Head, RowsByBlock, TableByBlock, column_values, context_of, select_output
 from predict.runners.base import TensorSpec
+from predict.writers.checkpoint import RowArrays
 
 
 class MaskActivation(StrEnum):
@@ -144,7 +147,7 @@ class SemanticSegmentationHead(Head):
         class_column: str,
         mask_column: str,
         input_column: str,
-        labels: list[dict[str, str]] | None,
+        labels: pd.DataFrame | None,
         source_name: str,
     ) -> None:
         self.config = config
@@ -154,7 +157,7 @@ class SemanticSegmentationHead(Head):
         self.class_column = class_column
         self.mask_column = mask_column
         self.input_column = input_column
-        self.labels = labels
+        self.labels = labels  # [class column, mask column] as read, JSON lists or Parquet lists
         self.source_name = source_name
         self.notes: list[str] = ["masks are float16 in the pkl (half the size of float32, about 3 significant digits)"]
 
@@ -168,10 +171,11 @@ class SemanticSegmentationHead(Head):
         class_column, mask_column = _label_columns(task)
         labels = None
         if class_column in dataframe.columns:
-            labels = read_mask_labels(
+            for _ in read_mask_labels(
                 dataframe, (class_column, mask_column), config.class_names, source=task.data.dataframe, unique=True
-            )
-            labels = [dict(row) for row in labels]
+            ):
+                pass  # checked now, read again row by row when used: never all parsed at once (issue 18)
+            labels = dataframe[[class_column, mask_column]]
         return cls(
             config=config,
             output=spec.name,
@@ -194,18 +198,18 @@ class SemanticSegmentationHead(Head):
             name: np.zeros((rows, classes), dtype=np.int64)
             for name in ("intersections", "predicted_pixels", "true_pixels")
         }
-        rles = np.empty(rows, dtype=object)
+        runs = np.empty(rows, dtype=object)
         restored = to_original_sizes(probabilities, sizes, resize_mode=self.resize_mode)
         for slot, row in enumerate(batch.row_ids):
             size = (int(sizes[slot][0]), int(sizes[slot][1]))
             if restored[slot] is None:  # a row that could not be read
-                rles[slot] = [""] * classes
+                runs[slot] = np.zeros((0, 3), dtype=np.int64)
                 continue
             # Masks as the starts and stops of their runs: the RLE strings and every pixel count come from
             # those, the label masks are never painted (issue 18: post-processing of 2,048 rows at 256x256,
             # 2.5 -> 1.9 s CPU).
             edges = mask_edges(self._binary_masks(restored[slot]), column_major=self._column_major)
-            rles[slot] = [edges_to_rle(mask) for mask in edges]
+            runs[slot] = edges_to_runs(edges)
             if self.labels is not None:
                 truth = self._true_edges(int(row), size)
                 counts["intersections"][slot] = [common_pixels(mask, true) for mask, true in zip(edges, truth)]
@@ -214,7 +218,7 @@ class SemanticSegmentationHead(Head):
         return {
             "masks": to_float16(probabilities),
             "original_image_shapes": sizes.astype(np.int64),
-            "rle_predictions": rles,
+            "mask_runs": runs,
             **counts,
         }
 
@@ -235,8 +239,9 @@ class SemanticSegmentationHead(Head):
             InputError: an RLE runs past the image, naming the row and class.
         """
         truth = []
+        true_rles = self._true_rles(row)
         for name in self.config.class_names:
-            text = self.labels[row].get(name, "")
+            text = true_rles.get(name, "")
             try:
                 truth.append(rle_edges(text, size))
             except ValueError as error:
@@ -245,31 +250,29 @@ class SemanticSegmentationHead(Head):
                 ) from None
         return truth
 
+    def _true_rles(self, row: int) -> dict[str, str]:
+        """Class name to RLE of one row's labels (checked in `build`)."""
+        source = Path(self.source_name)
+        names, rles = (
+            list_cell(cell, row=row, column=column, source=source) for column, cell in self.labels.iloc[row].items()
+        )
+        return {str(name): str(rle) for name, rle in zip(names, rles)}
+
     def prediction_columns(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
-        return {f"pred_{self.mask_column}": [rle for row in predictions["rle_predictions"] for rle in row]}
+        return {f"pred_{self.mask_column}": _PredictedRles(predictions["mask_runs"], len(self.config.class_names))}
 
     def csv_table(
         self, dataframe: pd.DataFrame, predictions: dict[str, np.ndarray], *, valid: np.ndarray
-    ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
-        """Each input row once per class, with that class's name and true RLE (FORMATS.md)."""
-        classes = self.config.class_names
-        table = dataframe.loc[np.repeat(dataframe.index.to_numpy(), len(classes))].reset_index(drop=True)
-        names = list(classes) * len(dataframe)
-        if self.labels is not None:
-            table[self.class_column] = names
-            table[self.mask_column] = [row.get(name, "") for row in self.labels for name in classes]
-        else:
-            table.insert(0, "class_id", names)
-        return table, self.prediction_columns(predictions), np.repeat(~valid, len(classes))
+    ) -> tuple[TableByBlock, dict[str, Any], np.ndarray]:
+        """Each input row once per class, with that class's name and true RLE (FORMATS.md), a block at a time."""
+        classes = len(self.config.class_names)
+        return _ClassRows(dataframe, self), self.prediction_columns(predictions), np.repeat(~valid, classes)
 
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
-        rles = np.empty((len(dataframe), len(self.config.class_names)), dtype=object)
-        for row, values in enumerate(predictions["rle_predictions"]):
-            rles[row] = values
         return {
             "masks": predictions["masks"],
             "original_image_shapes": predictions["original_image_shapes"],
-            "rle_predictions": rles,
+            "rle_predictions": RlesByRow(predictions["mask_runs"], len(self.config.class_names)),
             "class_names": list(self.config.class_names),
             self.input_column: column_values(dataframe, self.input_column),
         }
@@ -292,6 +295,86 @@ class SemanticSegmentationHead(Head):
                 metrics[f"IoU_{name}"] = float(iou[index])
                 metrics[f"Dice_{name}"] = float(dice[index])
         return metrics
+
+
+class _ClassRows(TableByBlock):
+    """The CSV's input part: each input row once per class, with the class's name and, with labels, its true RLE
+    (`""` if absent) in the label columns; without labels the class name goes first, in `class_id`. Made a block
+    at a time: the whole table repeated the dataframe and held every true RLE twice (issue 18)."""
+
+    def __init__(self, dataframe: pd.DataFrame, head: SemanticSegmentationHead) -> None:
+        self.dataframe = dataframe
+        self.head = head
+        self.classes = len(head.config.class_names)
+        labelled = head.labels is not None
+        self.columns = list(dataframe.columns) if labelled else ["class_id", *dataframe.columns]
+
+    def __len__(self) -> int:
+        return len(self.dataframe) * self.classes
+
+    def block(self, start: int, stop: int) -> pd.DataFrame:
+        first, last = start // self.classes, -(-stop // self.classes)  # the input rows these rows come from
+        cut = slice(start - first * self.classes, stop - first * self.classes)
+        part = self.dataframe.iloc[first:last]
+        table = part.iloc[np.repeat(np.arange(len(part)), self.classes)[cut]].reset_index(drop=True)
+        class_names = self.head.config.class_names
+        names = (list(class_names) * len(part))[cut]
+        if self.head.labels is None:
+            table.insert(0, "class_id", names)
+            return table
+        true_rles = [self.head._true_rles(row) for row in range(first, last)]
+        table[self.head.class_column] = names
+        table[self.head.mask_column] = [rles.get(name, "") for rles in true_rles for name in class_names][cut]
+        return table
+
+
+def edges_to_runs(edges: list[np.ndarray]) -> np.ndarray:
+    """Per class, `mask_edges`' starts and stops, as one image's runs: int64[K, 3] (class, start, stop), by class.
+
+    What a row's predicted masks are kept as until the files are written: on disk with the checkpoint's chunks
+    (one array per row), where every row's RLE strings held in memory grew the run by 237 MB at 100,000 rows
+    of two 256x256 masks (issue 18).
+    """
+    runs = [np.column_stack([np.full(len(mask) // 2, index), mask.reshape(-1, 2)]) for index, mask in enumerate(edges)]
+    return np.concatenate(runs).astype(np.int64, copy=False) if runs else np.zeros((0, 3), dtype=np.int64)
+
+
+def runs_to_rles(runs: np.ndarray, classes: int) -> list[str]:
+    """An image's runs (`edges_to_runs`) as each class's RLE string."""
+    bounds = np.searchsorted(runs[:, 0], np.arange(classes + 1))
+    return [edges_to_rle(runs[bounds[index] : bounds[index + 1], 1:].ravel()) for index in range(classes)]
+
+
+class RlesByRow(RowsByBlock):
+    """The pkl's `rle_predictions` (n, classes): per row, each class's RLE string, made from its runs when read."""
+
+    def __init__(self, runs: Sequence[np.ndarray], classes: int) -> None:
+        self.runs = runs  # per row, int64[K, 3] (edges_to_runs)
+        self.item_shape = (classes,)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def block(self, start: int, stop: int) -> list:
+        # A run's rows are in the checkpoint's files (RowArrays): read a block at a time, never row by row.
+        rows = self.runs.block(start, stop) if isinstance(self.runs, RowArrays) else self.runs[start:stop]
+        return [runs_to_rles(runs, self.item_shape[0]) for runs in rows]
+
+
+class _PredictedRles(RowsByBlock):
+    """`pred_{mask column}`: per input row, each class's predicted RLE, one CSV row each."""
+
+    def __init__(self, runs: Sequence[np.ndarray], classes: int) -> None:
+        self.rows = RlesByRow(runs, classes)
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.rows) * self.classes
+
+    def block(self, start: int, stop: int) -> list:
+        first, last = start // self.classes, -(-stop // self.classes)
+        flat = [rle for rles in self.rows.block(first, last) for rle in rles]
+        return flat[start - first * self.classes : stop - first * self.classes]
 
 
 def channels_first(maps: np.ndarray, channels_last: bool) -> np.ndarray:
@@ -322,15 +405,15 @@ def _label_columns(task: TaskConfig) -> tuple[str, str]:
 
 def read_mask_labels(
     dataframe: pd.DataFrame, columns: tuple[str, str], class_names: tuple[str, ...], *, source, unique: bool
-) -> list[list[tuple[str, str]]]:
-    """Per row, its (class name, RLE) pairs, checked for syntax (the image size is known only once decoded).
+) -> Iterator[list[tuple[str, str]]]:
+    """Per row, its (class name, RLE) pairs, checked for syntax (the image size is known only once decoded);
+    one row at a time.
 
     Raises:
         InputError: a cell is not a list, the lists differ in length, a class is not in
             `head.class_names` (or repeats, when `unique`), or an RLE is malformed; naming the row.
     """
     known = set(class_names)
-    labels = []
     for row, (names, rles) in enumerate(list_columns(dataframe, columns, source=source)):
         pairs = []
         for name, rle in zip(names, rles):
@@ -351,5 +434,4 @@ def read_mask_labels(
                 f"{source.name}: row {row}, column '{columns[0]}': a class is listed twice ({names}); give one RLE "
                 "per class"
             )
-        labels.append(pairs)
-    return labels
+        yield pairs

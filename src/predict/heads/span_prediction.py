@@ -33,7 +33,7 @@ from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.data.context import WindowContext
 from predict.errors import ConfigError
-from predict.heads.base import Head, RowsByBlock, column_values, context_of, object_array
+from predict.heads.base import Head, RowsByBlock, column_values, context_of
 from predict.report.text_metrics import span_metrics, span_scores
 from predict.runners.base import TensorSpec
 
@@ -175,13 +175,6 @@ class SpanPredictionHead(Head):
             self.context_column: column_values(dataframe, self.context_column),
             "predictions": texts["predictions"],
             f"predicted_{self.answer_column}_top_k": texts["top_k"],
-        }
-
-    def row_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
-        """A server's rows: the answers as object arrays, as the pkl loads them; the input columns as they are."""
-        raw = self.raw_predictions(predictions, dataframe)
-        return {
-            key: object_array(list(value)) if isinstance(value, RowsByBlock) else value for key, value in raw.items()
         }
 
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:

@@ -39,6 +39,7 @@ import pandas as pd
 
 from predict.data.collate import Batch, BatchDataset, average_chunks
 from predict.errors import ConfigError, InputError
+from predict.heads.base import TableByBlock
 from predict.plan import Plan
 from predict.runners.base import Runner, TensorSpec
 from predict.serve.protocol import (
@@ -190,6 +191,8 @@ class TaskModel:
         else:
             rows = prepared.rows
             table, columns, _ = self.head.csv_table(prepared.shown, predictions, valid=np.ones(rows, dtype=bool))
+            if isinstance(table, TableByBlock):  # a request's few rows: whole
+                table = table.block(0, len(table))
             table = table.reset_index(drop=True).drop(columns=hidden, errors="ignore")
         records = table.astype(object).to_dict(orient="records")
         for name, values in columns.items():

@@ -251,6 +251,17 @@ class RowArrays(Sequence):
         for part in self.parts:
             yield from part.load() if isinstance(part, StoredRows) else part
 
+    def block(self, start: int, stop: int) -> list[np.ndarray]:
+        """Rows `start:stop`, reading each stored part they fall in once."""
+        rows = []
+        for part, part_stop in zip(self.parts, self.stops):
+            part_start = part_stop - len(part)
+            if part_stop <= start or part_start >= stop:
+                continue
+            values = part.load() if isinstance(part, StoredRows) else part
+            rows.extend(values[max(start, part_start) - part_start : min(stop, part_stop) - part_start])
+        return rows
+
 
 class KeptRows(Sequence):
     """The rows of a sequence of per-row arrays where `keep` (bool) is True, read as iterated: the metrics of

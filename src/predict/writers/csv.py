@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from predict.errors import InputError
-from predict.heads.base import RowsByBlock
+from predict.heads.base import RowsByBlock, TableByBlock
 from predict.writers._atomic import atomic_path
 
 # Rows formatted at once. pandas formats a CSV a chunk of rows at a time anyway (each value on its own),
@@ -18,11 +18,16 @@ CSV_CHUNK_ROWS = 8192
 
 
 def write_predictions_csv(
-    path: Path, dataframe: pd.DataFrame, prediction_columns: dict[str, Any], *, blank_rows: np.ndarray | None = None
+    path: Path,
+    dataframe: pd.DataFrame | TableByBlock,
+    prediction_columns: dict[str, Any],
+    *,
+    blank_rows: np.ndarray | None = None,
 ) -> None:
     """Write the input dataframe with the prediction columns appended, `CSV_CHUNK_ROWS` rows at a time.
 
     Args:
+        dataframe: the input part, whole or made a block at a time.
         blank_rows: bool[n]; rows whose prediction cells stay empty (rows that could not be read).
 
     Raises:
@@ -36,13 +41,14 @@ def write_predictions_csv(
         )
     by_block = {name: values for name, values in prediction_columns.items() if isinstance(values, RowsByBlock)}
     whole = {name: values for name, values in prediction_columns.items() if name not in by_block}
-    predictions = pd.DataFrame(whole, index=dataframe.index)  # whole: one dtype per column, as before
+    index = dataframe.index if isinstance(dataframe, pd.DataFrame) else pd.RangeIndex(len(dataframe))
+    predictions = pd.DataFrame(whole, index=index)  # whole: one dtype per column, as before
     any_blank = blank_rows is not None and bool(blank_rows.any())
     with atomic_path(path) as temp, temp.open("w", encoding="utf-8", newline="") as handle:
         for start in range(0, len(dataframe), CSV_CHUNK_ROWS) or [0]:
             rows = slice(start, start + CSV_CHUNK_ROWS)
             chunk = predictions.iloc[rows]
-            if by_block:  # strings made for these rows only (span answers), in the columns' order
+            if by_block:  # strings made for these rows only (span answers, mask RLEs), in the columns' order
                 index = chunk.index
                 stop = start + len(index)
                 made = {name: pd.Series(values.block(start, stop), index=index) for name, values in by_block.items()}
@@ -52,5 +58,9 @@ def write_predictions_csv(
             if any_blank:  # every chunk as object, as the whole table was: a float is written the same in all
                 chunk = chunk.astype(object)
                 chunk.loc[blank_rows[rows], :] = ""
-            table = pd.concat([dataframe.iloc[rows], chunk], axis=1)
+            if isinstance(dataframe, pd.DataFrame):
+                inputs = dataframe.iloc[rows]
+            else:
+                inputs = dataframe.block(start, start + len(chunk)).set_axis(chunk.index)
+            table = pd.concat([inputs, chunk], axis=1)
             table.to_csv(handle, index=False, header=start == 0)

@@ -37,7 +37,7 @@ stand for, each string or list in fast mode.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from struct import pack
 from typing import Any, BinaryIO
@@ -118,6 +118,15 @@ class _TextsWithoutMemo:
     def __init__(self, array: np.ndarray | SpilledTexts | RowsByBlock) -> None:
         self.array = array
 
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.array), *getattr(self.array, "item_shape", ()))
+
+    def items(self) -> Iterable[Any]:
+        """The items in C order: a row's list of `item_shape` items one by one."""
+        if getattr(self.array, "item_shape", ()):
+            return (item for row in self.array for item in row)
+        return self.array
+
 
 class _NamesWithoutMemo:
     """Rows of names (`NamesByRow`), pickled as the object array of lists they stand for, each row's list made
@@ -153,9 +162,9 @@ class _RowsWithoutMemoMixin:
         if isinstance(obj, _RowsWithoutMemo):
             return list, (), None, self._each_row(obj.rows, memoize_first=obj.memoize_first)
         if isinstance(obj, _TextsWithoutMemo):
-            return _object_array_reduce(len(obj.array), _RowsWithoutMemo(obj.array, memoize_first=False))
+            return _object_array_reduce(obj.shape(), _RowsWithoutMemo(obj.items(), memoize_first=False))
         if isinstance(obj, _NamesWithoutMemo):
-            return _object_array_reduce(len(obj.rows), _RowsWithoutMemo(obj.lists(), memoize_first=False))
+            return _object_array_reduce((len(obj.rows),), _RowsWithoutMemo(obj.lists(), memoize_first=False))
         if isinstance(obj, _NamesRow):
             # Saved now (each item is reduced when saved, after the row before it): the memo takes this row and
             # its names only if one of them is new.
@@ -180,10 +189,10 @@ class _RowsWithoutMemoMixin:
             self._in_rows, self.fast = False, False
 
 
-def _object_array_reduce(length: int, items: _RowsWithoutMemo) -> tuple:
-    """numpy's reduce value of a 1-D object array of `length` items, its list of items given as `items`."""
+def _object_array_reduce(shape: tuple[int, ...], items: _RowsWithoutMemo) -> tuple:
+    """numpy's reduce value of an object array of `shape`, its list of items (in C order) given as `items`."""
     reconstruct, arguments, state = np.empty(0, dtype=object).__reduce__()
-    return reconstruct, arguments, (state[0], (length,), *state[2:-1], items)
+    return reconstruct, arguments, (state[0], shape, *state[2:-1], items)
 
 
 class _RowsPickler(_RowsWithoutMemoMixin, pickle.Pickler):

@@ -16,7 +16,7 @@ from predict.data.collate import Batch
 from predict.data.context import ImageContext
 from predict.errors import InputError
 from predict.heads import _ops, instance_segmentation, object_detection, semantic_segmentation
-from predict.heads._masks import boxes_to_original, decode_rle, encode_rle
+from predict.heads._masks import boxes_to_original, decode_rle, encode_rle, mask_edges
 
 
 def batch_of(original_sizes, input_size=(64, 64)) -> Batch:
@@ -553,3 +553,13 @@ def test_semantic_csv_made_by_block_is_the_whole_table_repeated_per_class(tmp_pa
     expected["pred_rle_mask"] = [rle for row in range(5) for rle in (f"{row + 1} 1", "")]
     expected.loc[[4, 5], "pred_rle_mask"] = ""
     assert (tmp_path / "p.csv").read_bytes() == expected.to_csv(index=False).encode()
+
+
+def test_semantic_runs_give_each_class_its_rle():
+    rng = np.random.default_rng(5)
+    masks = rng.random((3, 7, 9)) < 0.4
+    masks[1] = False  # an empty class between two others
+    edges = mask_edges(masks)
+    runs = semantic_segmentation.edges_to_runs(edges, 7 * 9)
+    assert runs.dtype == np.int32 and runs.shape[1] == 3 and set(runs[:, 0].tolist()) == {0, 2}
+    assert semantic_segmentation.runs_to_rles(runs, 3) == [encode_rle(mask) for mask in masks]

@@ -7,6 +7,8 @@ them) by default, or left to right, then top to bottom (row-major) on request. A
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from predict.data.image import letterbox_geometry
@@ -82,10 +84,17 @@ def _row_major_changes(flat: np.ndarray) -> list[np.ndarray]:
 
 def edges_to_rle(edges: np.ndarray) -> str:
     """`mask_edges`' starts and stops of one mask as its RLE string (`""` for none)."""
-    runs = np.empty(edges.size, dtype=np.int64)
+    return edges_to_rles(edges, [0, len(edges)])[0]
+
+
+def edges_to_rles(edges: np.ndarray, bounds: list[int]) -> list[str]:
+    """The starts and stops of several masks, one after another, as each one's RLE string: mask i's are
+    `edges[bounds[i]:bounds[i + 1]]`. One NumPy pass for all (a pass per mask cost more than the strings)."""
+    runs = np.empty(len(edges), dtype=np.int64)
     runs[0::2] = edges[0::2] + 1
     runs[1::2] = edges[1::2] - edges[0::2]
-    return " ".join(map(str, runs.tolist()))
+    numbers = runs.tolist()
+    return [" ".join(map(str, numbers[start:stop])) for start, stop in itertools.pairwise(bounds)]
 
 
 def rle_edges(text: str, shape: tuple[int, int]) -> np.ndarray:

@@ -116,7 +116,7 @@ def make_head(rows: int, top_k: int) -> MetricLearningHead:
         modality="image",
         top_k=top_k,
         input_column="path",
-        names=np.array([f"img{i}.png" for i in range(rows)], dtype=object),
+        names=pd.Series([f"img{i}.png" for i in range(rows)]),
         labels=None,
         notes=[],
     )

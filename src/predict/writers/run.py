@@ -233,6 +233,7 @@ def _write_files(
 ) -> dict[str, Path]:
     csv_path = output_dir / f"{split}_predictions.csv"
     pkl_path = output_dir / f"{split}_raw_predictions.pkl"
+    return_freed_memory()  # what finalize and the metrics freed, before the files' own buffers come on top
     _write_csv(csv_path, dataframe, head, rows)
     raw = head.raw_predictions(rows.predictions, dataframe)
     write_raw_predictions(pkl_path, raw)  # arrays on disk (np.memmap) go into the pkl straight from their files

@@ -113,7 +113,8 @@ class Head(ABC):
             values = getattr(self, name)
             if isinstance(values, np.ndarray):
                 setattr(restricted, name, values[rows])
-            elif isinstance(values, (pd.Series, pd.DataFrame)):  # label columns as read (seq2seq, segmentation)
+            elif isinstance(values, (pd.Series, pd.DataFrame)):
+                # label columns as read (token classification, seq2seq, semantic segmentation)
                 setattr(restricted, name, values[rows].reset_index(drop=True))
             elif values is not None:
                 setattr(restricted, name, [value for value, keep in zip(values, rows) if keep])

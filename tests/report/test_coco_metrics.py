@@ -8,10 +8,9 @@ import io
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from predict.report.coco_metrics import coco_map
+from predict.report.coco_metrics import _coco_pair, coco_map
 
 CLASSES = 3
 
@@ -62,27 +61,11 @@ def _mask_images(rng: np.random.Generator, count: int) -> list[tuple[list, list]
 
 
 def _one_cocoeval(images: list[tuple[list, list]], iou_type: str) -> dict[str, float]:
-    """The whole set in one COCOeval, read as summarize's stats[1] and stats[0]."""
-    annotations, results = [], []
-    for index, (truths, found) in enumerate(images):
-        for item in truths:
-            annotation = {**item, "image_id": index + 1, "id": len(annotations) + 1, "iscrowd": 0}
-            if iou_type == "segm":
-                annotation["area"] = float(mask_utils.area(item["segmentation"]))
-                annotation["bbox"] = mask_utils.toBbox(item["segmentation"]).tolist()
-            else:
-                annotation["area"] = item["bbox"][2] * item["bbox"][3]
-            annotations.append(annotation)
-        results += [{**item, "image_id": index + 1} for item in found]
+    """The whole set in one COCOeval with its default parameters (every area range, 1/10/100 detections), read
+    as summarize's stats[1] and stats[0]: what coco_map gave before it went a block at a time."""
+    truth, results = _coco_pair(images, CLASSES, iou_type)  # every image as one block
+    evaluation = COCOeval(truth, results, iou_type)
     with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO()
-        truth.dataset = {
-            "images": [{"id": index + 1, "height": 100, "width": 100} for index in range(len(images))],
-            "annotations": annotations,
-            "categories": [{"id": class_id} for class_id in range(1, CLASSES + 1)],
-        }
-        truth.createIndex()
-        evaluation = COCOeval(truth, truth.loadRes(results), iou_type)
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()

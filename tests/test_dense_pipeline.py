@@ -106,6 +106,38 @@ def test_object_detection_files_and_map_match_pycocotools(tmp_path):
     assert metrics["mAP"] > 0.5  # the detector was trained: the metric means something
 
 
+def test_detection_rows_on_disk_read_a_block_at_a_time_give_the_same_files(tmp_path, monkeypatch):
+    # Boxes, confidences and class ids go to disk as batches arrive (Head.rows_on_disk); the CSV, the pkl's
+    # class names and the metrics read them back a block of rows at a time. Blocks of 4 rows, a row that
+    # cannot be read (its metrics skip it as they read), against the same run read in one block.
+    frame = pd.read_csv(DATA / "detection.csv", dtype=str, keep_default_na=False)
+    frame.loc[5, "image_path"] = "missing.png"
+    frame.to_csv(tmp_path / "frame.csv", index=False)
+    sets = (f"data.dataframe={tmp_path / 'frame.csv'}", f"data.data_folder={DATA / 'images'}", "data.on_error=skip",
+            "runtime.batch_size=3", "output.checkpoint_rows=5", "output.write_npz=true")  # fmt: skip
+    whole = run("image_object_detection.yaml", tmp_path / "whole", *sets)
+    monkeypatch.setattr("predict.writers.row_arrays.BLOCK_ROWS", 4)
+    monkeypatch.setattr("predict.heads.base.RowsByBlock.BLOCK_ROWS", 4)
+    monkeypatch.setattr("predict.writers.csv.CSV_CHUNK_ROWS", 4)
+    blocks = run("image_object_detection.yaml", tmp_path / "blocks", *sets)
+    for name in ("validation_predictions.csv", "validation_metrics.json"):
+        assert (blocks / name).read_bytes() == (whole / name).read_bytes()
+    raw, reference = load_pkl(blocks), load_pkl(whole)
+    assert list(raw) == ["boxes", "confidences", "classes", "image_path"]
+    for key in raw:
+        assert type(raw[key]) is np.ndarray
+        assert_array_equal(raw[key], reference[key])
+    assert raw["classes"].shape == (len(frame), 100) and raw["classes"][0].tolist() == [""] * 100
+    assert len({id(name) for name in raw["classes"].ravel()}) == 3  # "square", "circle", "": one object each
+    assert np.isnan(raw["boxes"][5]).all() and (raw["classes"][5] == "").all()
+    with np.load(whole / "validation_raw_predictions.npz") as npz:
+        assert_array_equal(npz["boxes"], raw["boxes"])
+    csv = pd.read_csv(blocks / "validation_predictions.csv", dtype=str, keep_default_na=False)
+    assert csv["class_name"][5] == "" and csv["class_name"][4] != ""
+    assert json.loads((blocks / "validation_metrics.json").read_text())["mAP"] > 0.5
+    assert pd.read_csv(blocks / "validation_errors.csv")["row"].tolist() == [5]
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -60,7 +60,7 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     model = resolve_model(task, output_dir=task.output_dir)  # the .onnx, a .pt/.pt2, or a converted .h5
     fidelity = FidelityCheck(task, converted=model.path)  # an .h5: the first batch also goes through Keras, once
     plan = build_plan(task, dataframe, model, output_dir=task.output_dir)
-    writer = RunWriter(plan.task, dataframe, resume=resume)
+    writer = RunWriter(plan.task, dataframe, resume=resume, rows_on_disk=plan.head.rows_on_disk)
     engine = engine_for(plan.task)
     postprocess = _Postprocess(plan, fidelity)
     split = plan.task.data.split.value
@@ -138,13 +138,13 @@ def _metrics(head: Head, predictions: dict[str, np.ndarray], valid: np.ndarray) 
     restricted to them scores them)."""
     if valid.all():
         return head.metrics(predictions)
-    # Arrays on disk are not subset: an np.memmap would be read whole (heads compute what their metrics need
-    # from such arrays in `postprocess`); per-row arrays in the checkpoint's files are skipped as they are read.
+    # Arrays on disk are not subset (an np.memmap would be read whole), nor per-row arrays in the checkpoint's
+    # files: their rows are skipped as they are read, a block at a time.
     subset = {}
     for key, values in predictions.items():
-        if isinstance(values, RowArrays):
+        if isinstance(values, (RowArrays, np.memmap)):
             subset[key] = KeptRows(values, valid)
-        elif isinstance(values, np.ndarray) and not isinstance(values, np.memmap):
+        elif isinstance(values, np.ndarray):
             subset[key] = values[valid]
     return head.restricted_to(valid).metrics(subset)
 

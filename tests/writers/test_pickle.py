@@ -11,7 +11,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from predict.data.spilled import SpilledTexts
-from predict.heads.base import RowsByBlock
+from predict.heads.base import NamesByCode, RowsByBlock
 from predict.writers.checkpoint import RowArrays, StoredRows, save_arrays
 from predict.writers.pickle import write_raw_predictions
 
@@ -176,6 +176,25 @@ def test_rows_of_a_fixed_count_made_by_block_unpickle_as_a_two_dimensional_objec
     assert type(raw["rle_predictions"]) is np.ndarray and raw["rle_predictions"].shape == (9_000, 2)
     assert_array_equal(raw["rle_predictions"], expected)
     assert_array_equal(by_row.whole(), expected)  # what a server's rows and the npz get
+
+
+@pytest.mark.parametrize("beside", ["nothing", "a memmap"])  # the C pickler, or the pure-Python one
+def test_names_picked_by_codes_unpickle_as_the_object_array_with_one_string_per_name(tmp_path, monkeypatch, beside):
+    monkeypatch.setattr(RowsByBlock, "BLOCK_ROWS", 7)  # blocks end inside the rows, a name first seen in a later one
+    names = np.array(["cat", "dog", "bird", ""], dtype=object)
+    codes = np.random.default_rng(1).integers(-1, 2, (50, 6))
+    codes[40, 3] = 2  # "bird" only here
+    expected = names[codes]
+    values = {"classes": NamesByCode(on_disk(tmp_path / "codes.npy", codes), names), "again": names[1]}
+    if beside == "a memmap":
+        values["boxes"] = on_disk(tmp_path / "boxes.npy", np.ones((50, 6, 4), dtype=np.float32))
+    write_raw_predictions(tmp_path / "raw.pkl", values)
+    raw = pickle.loads((tmp_path / "raw.pkl").read_bytes())
+    assert type(raw["classes"]) is np.ndarray and raw["classes"].shape == (50, 6)
+    assert_array_equal(raw["classes"], expected)
+    # Each name is written once and referred to after, as numpy's own pickle of `expected` does.
+    assert len({id(name) for name in raw["classes"].ravel()}) == 4 and raw["again"] in raw["classes"][0].tolist()
+    assert_array_equal(values["classes"].whole(), expected)
 
 
 def test_the_runs_row_arrays_read_from_chunk_files_are_pickled_as_a_plain_list(tmp_path):

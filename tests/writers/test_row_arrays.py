@@ -11,7 +11,7 @@ from numpy.testing import assert_array_equal
 
 from predict.writers import row_arrays
 from predict.writers.pickle import write_raw_predictions
-from predict.writers.row_arrays import stack_rows
+from predict.writers.row_arrays import iter_rows, read_rows, stack_rows
 
 
 def rows(count: int) -> list[np.ndarray]:
@@ -51,3 +51,18 @@ def test_rows_that_do_not_fit_leave_no_file(tmp_path, monkeypatch, given, count,
     with pytest.raises(ValueError, match=message):
         stack_rows(iter(given), count=count, row_shape=(5, 7, 2), dtype=np.int32, folder=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_of_an_array_on_disk_are_read_by_plain_reads_a_block_at_a_time(tmp_path, monkeypatch):
+    array = np.arange(10 * 3 * 2, dtype=np.int64).reshape(10, 3, 2)
+    np.save(tmp_path / "rows.npy", array)
+    on_disk = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    block = read_rows(on_disk, 3, 7)
+    assert type(block) is np.ndarray and not isinstance(block, np.memmap)
+    assert_array_equal(block, array[3:7])
+    assert_array_equal(read_rows(on_disk, 8, 20), array[8:]) and read_rows(on_disk, 10, 12).shape == (0, 3, 2)
+    # Part of the file (a memmap's slice keeps the file's offset): read through the map, not from the file's start.
+    assert_array_equal(read_rows(on_disk[2:], 0, 3), array[2:5])
+    monkeypatch.setattr(row_arrays, "BLOCK_ROWS", 3)
+    assert_array_equal(np.stack(list(iter_rows(on_disk))), array)
+    assert [row.tolist() for row in iter_rows([array[0], array[1]])] == [array[0].tolist(), array[1].tolist()]

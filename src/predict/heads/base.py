@@ -17,6 +17,7 @@ from predict.data.spilled import SpilledTexts
 from predict.enums import ROW_COLUMN
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
+from predict.writers.row_arrays import read_rows
 
 
 class Head(ABC):
@@ -38,6 +39,9 @@ class Head(ABC):
     # pkl keys that describe the model, not a row (class names, label column names): a server states
     # them once, in the model's metadata, instead of answering them with every request.
     model_keys: ClassVar[tuple[str, ...]] = ()
+    # Predictions a run keeps on disk, not in memory, whatever the size of their rows (predict.writers.row_arrays):
+    # they come back as read-only memory maps, which the head reads a block of rows at a time (`iter_rows`).
+    rows_on_disk: ClassVar[tuple[str, ...]] = ()
     # Whether the pkl and CSV need every row of the split at once (`finalize`: nearest neighbours); a
     # server then answers `row_predictions` only.
     split_level: ClassVar[bool] = False
@@ -261,6 +265,29 @@ class RowsByBlock(Sequence):
         for row, items in enumerate(self):
             array[row] = items
         return array
+
+
+class NamesByCode(RowsByBlock):
+    """Per row, the k names its codes pick from `names` (object detection's class names of its 100 boxes; code -1
+    picks the last name): the (n, k) object array they stand for, made a block of rows at a time from codes that may
+    be on disk. The pkl writer pickles it as that array, each name written once (`predict.writers.pickle`)."""
+
+    def __init__(self, codes: np.ndarray, names: np.ndarray) -> None:
+        self.codes = codes  # int[n, k], in memory or a memory map
+        self.names = names  # object[m]: the same string objects in every row
+        self.item_shape = tuple(codes.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def block(self, start: int, stop: int) -> list:
+        return list(self.names[read_rows(self.codes, start, stop)])
+
+    def code_blocks(self) -> Iterator[np.ndarray]:
+        """The codes of every row, flat in C order, a block of rows at a time, each an index into `names`."""
+        for start in range(0, len(self), self.BLOCK_ROWS):
+            codes = read_rows(self.codes, start, start + self.BLOCK_ROWS).reshape(-1)
+            yield np.where(codes < 0, codes + len(self.names), codes)
 
 
 class TableByBlock(ABC):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -46,9 +47,10 @@ from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
 from predict.heads._masks import boxes_to_originals
-from predict.heads.base import Head, column_values, context_of
+from predict.heads.base import Head, NamesByCode, RowsByBlock, column_values, context_of
 from predict.report.coco_metrics import coco_map
 from predict.runners.base import TensorSpec, format_shape
+from predict.writers.row_arrays import iter_rows, read_rows
 
 MAX_BOXES = 100  # boxes per image in the pkl (FORMATS.md)
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
@@ -121,6 +123,9 @@ class ObjectDetectionHead(Head):
 
     Config = Config
     context_type = ImageContext
+    # 2.8 KB a row: 280 MB held from scoring to the last file at 100,000 rows (issue 18). The CSV, the pkl and the
+    # metrics read them a block of rows at a time.
+    rows_on_disk = ("boxes", "confidences", "class_ids")
 
     def __init__(
         self,
@@ -131,7 +136,7 @@ class ObjectDetectionHead(Head):
         resize_mode: ResizeMode,
         class_column: str,
         input_column: str,
-        labels: list[list[list]] | None,
+        labels: Sequence[np.ndarray] | None,
     ) -> None:
         self.config = config
         self.outputs = outputs
@@ -327,32 +332,35 @@ class ObjectDetectionHead(Head):
     ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
         """The predicted boxes take the place of the label columns of the same names (FORMATS.md)."""
         replaced = [column for column in (*BOX_COLUMNS, "confidence", self.class_column) if column in dataframe.columns]
-        return dataframe.drop(columns=replaced), self.prediction_columns(predictions), ~valid
+        by_block = _ColumnsByBlock(self, predictions)
+        columns = {name: _ColumnByBlock(by_block, name) for name in (*BOX_COLUMNS, "confidence", self.class_column)}
+        return dataframe.drop(columns=replaced), columns, ~valid
 
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
         names = np.array([*self.config.class_names, ""], dtype=object)
         return {
             "boxes": predictions["boxes"],
             "confidences": predictions["confidences"],
-            "classes": names[predictions["class_ids"]],  # -1 (padding) picks the trailing ""
+            "classes": NamesByCode(predictions["class_ids"], names),  # -1 (padding) picks the trailing ""
             self.input_column: column_values(dataframe, self.input_column),
         }
 
     def metrics(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         if self.labels is None:
             return {}
-        images = zip(self.labels, predictions["boxes"], predictions["confidences"], predictions["class_ids"])
+        images = zip(self.labels, *(iter_rows(predictions[key]) for key in ("boxes", "confidences", "class_ids")))
         classes = len(self.config.class_names)
         return coco_map(itertools.starmap(_coco_objects, images), classes=classes, iou_type="bbox", notes=self.notes)
 
 
 def _coco_objects(
-    labels: list[list], boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray
+    labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """An image's labelled boxes and kept detections as `coco_map` takes them (xywh, ids from 1)."""
+    """An image's labelled boxes (float64[m, 5]: x_min, y_min, x_max, y_max, class index) and kept detections as
+    `coco_map` takes them (xywh, ids from 1)."""
     truths = [
-        {"category_id": class_id + 1, "bbox": [x_min, y_min, x_max - x_min, y_max - y_min]}
-        for x_min, y_min, x_max, y_max, class_id in labels
+        {"category_id": int(class_id) + 1, "bbox": [x_min, y_min, x_max - x_min, y_max - y_min]}
+        for x_min, y_min, x_max, y_max, class_id in np.asarray(labels, dtype=np.float64).reshape(-1, 5).tolist()
     ]
     kept = np.flatnonzero(class_ids >= 0)
     xywh = _ops.box_convert(boxes[kept], "xyxy", "xywh").astype(np.float64).tolist()
@@ -360,6 +368,38 @@ def _coco_objects(
         {"category_id": int(class_ids[i]) + 1, "bbox": xywh[k], "score": float(scores[i])} for k, i in enumerate(kept)
     ]
     return truths, found
+
+
+class _ColumnsByBlock:
+    """The CSV's prediction columns of a block of rows, made once for all of them from the rows' predictions."""
+
+    def __init__(self, head: ObjectDetectionHead, predictions: dict[str, np.ndarray]) -> None:
+        self.head = head
+        self.predictions = predictions
+        self.made: tuple[int, int, dict[str, list[str]]] | None = None  # the last block's rows and columns
+
+    def __len__(self) -> int:
+        return len(self.predictions["boxes"])
+
+    def block(self, start: int, stop: int) -> dict[str, list[str]]:
+        if self.made is None or self.made[:2] != (start, stop):
+            rows = {key: read_rows(self.predictions[key], start, stop) for key in ("boxes", "confidences", "class_ids")}
+            self.made = (start, stop, self.head.prediction_columns(rows))
+        return self.made[2]
+
+
+class _ColumnByBlock(RowsByBlock):
+    """One prediction column of the CSV, a block of rows at a time (the CSV writer asks each column in turn)."""
+
+    def __init__(self, columns: _ColumnsByBlock, name: str) -> None:
+        self.columns = columns
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def block(self, start: int, stop: int) -> list[str]:
+        return self.columns.block(start, stop)[self.name]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -467,19 +507,17 @@ def _check_yolo_shape(spec: TensorSpec, config: Config, *, model_name: str) -> N
         )
 
 
-def _read_labels(
-    dataframe: pd.DataFrame, class_column: str, class_names: tuple[str, ...], *, source
-) -> list[list[list]]:
-    """Per row, its boxes as [x_min, y_min, x_max, y_max, class index] lists.
+def _read_labels(dataframe: pd.DataFrame, class_column: str, class_names: tuple[str, ...], *, source) -> BoxLabels:
+    """Per row, its boxes as x_min, y_min, x_max, y_max and class index.
 
     Raises:
         InputError: a cell is not a list, lists of a row differ in length, a coordinate is not a
             number, a box has x_max < x_min or y_max < y_min, or a class is not in `head.class_names`.
     """
     index = {name: i for i, name in enumerate(class_names)}
-    labels = []
+    parts, part, counts = [], [], []
     for row, cells in enumerate(list_columns(dataframe, (*BOX_COLUMNS, class_column), source=source)):
-        objects = []
+        count = 0
         for *coordinates, name in zip(*cells):
             try:
                 x_min, y_min, x_max, y_max = (float(value) for value in coordinates)
@@ -494,6 +532,30 @@ def _read_labels(
                     f"{source.name}: row {row}, column '{class_column}': class {name!r} is not in head.class_names "
                     f"({', '.join(class_names)})"
                 )
-            objects.append([x_min, y_min, x_max, y_max, index[str(name)]])
-        labels.append(objects)
-    return labels
+            part.append((x_min, y_min, x_max, y_max, index[str(name)]))
+            count += 1
+        counts.append(count)
+        if len(part) >= 4096:  # a block's boxes at a time into an array: as Python lists, 5x their size
+            parts.append(np.array(part, dtype=np.float64))
+            part = []
+    parts.append(np.array(part, dtype=np.float64).reshape(-1, 5))
+    return BoxLabels(np.concatenate(parts), np.asarray(counts, dtype=np.int64))
+
+
+class BoxLabels(Sequence):
+    """The labelled boxes of every row, float64[m, 5] each (x_min, y_min, x_max, y_max, class index), as one array:
+    a Python list per box and row took 61 MB at 100,000 rows of about two boxes (issue 18)."""
+
+    def __init__(self, values: np.ndarray, counts: np.ndarray) -> None:
+        self.values = values  # float64[boxes, 5], row after row
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} of {len(self)}")
+        return self.values[int(self.starts[row]) : int(self.starts[row + 1])]

@@ -31,6 +31,7 @@ import numpy as np
 
 from predict.errors import ConfigError
 from predict.writers._atomic import atomic_path
+from predict.writers.row_arrays import iter_rows
 
 MANIFEST_VERSION = 1
 _JSON_SUFFIX = "::json"
@@ -265,7 +266,7 @@ class RowArrays(Sequence):
 
 class KeptRows(Sequence):
     """The rows of a sequence of per-row arrays where `keep` (bool) is True, read as iterated: the metrics of
-    the rows that were read, from rows still in the checkpoint's files."""
+    the rows that were read, from rows still in the checkpoint's files or in an array on disk (a block at a time)."""
 
     def __init__(self, rows: Sequence[np.ndarray], keep: np.ndarray) -> None:
         self.rows = rows
@@ -279,7 +280,8 @@ class KeptRows(Sequence):
         return self.rows[int(self.positions[index])]
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        return (row for row, kept in zip(self.rows, self.keep.tolist(), strict=True) if kept)
+        rows = iter_rows(self.rows) if isinstance(self.rows, np.ndarray) else self.rows
+        return (row for row, kept in zip(rows, self.keep.tolist(), strict=True) if kept)
 
 
 def _is_row_arrays(array: np.ndarray) -> bool:

@@ -45,9 +45,10 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from predict.data.spilled import SpilledTexts
-from predict.heads.base import NamesByRow, RowsByBlock
+from predict.heads.base import NamesByCode, NamesByRow, RowsByBlock
 from predict.writers._atomic import atomic_path
 from predict.writers.checkpoint import RowArrays
+from predict.writers.row_arrays import is_whole_npy
 
 PROTOCOL = 4  # readable by Python 3.4+ and H2O's own tooling; BINBYTES8 payloads past 4 GiB
 _COPY_BYTES = 16 * 2**20  # one read/write of an on-disk payload: memory stays at this, whatever the array's size
@@ -72,6 +73,8 @@ def _without_memo(value: Any) -> Any:
     """Per-row arrays and a column of texts wrapped to be pickled without the memo; any other value as it is."""
     if _is_row_list(value):
         return _RowsWithoutMemo(value)
+    if isinstance(value, NamesByCode):
+        return _CodedNames(value)
     if _is_text_column(value) or isinstance(value, (SpilledTexts, RowsByBlock)):
         return _TextsWithoutMemo(value)
     if isinstance(value, NamesByRow):
@@ -150,6 +153,26 @@ class _NamesRow:
         self.owner = owner
 
 
+class _CodedNames:
+    """Names picked by codes (`NamesByCode`: detection's (n, 100) class names), pickled as the object array they
+    stand for. Each name goes through the memo, where it first appears, as when pickling that array."""
+
+    def __init__(self, names: NamesByCode) -> None:
+        self.names = names
+
+    def items(self) -> Iterator[Any]:
+        names = self.names.names
+        for codes in self.names.code_blocks():
+            yield from names[codes]
+
+
+class _CodedItems:
+    """The list of a `_CodedNames`' items: `list` plus its items, in the pure-Python pickler a block at a time."""
+
+    def __init__(self, names: _CodedNames) -> None:
+        self.names = names
+
+
 class _RowsWithoutMemoMixin:
     """`reducer_override` for the values wrapped by `_without_memo`, shared by the C and the pure-Python pickler."""
 
@@ -165,6 +188,8 @@ class _RowsWithoutMemoMixin:
             return _object_array_reduce(obj.shape(), _RowsWithoutMemo(obj.items(), memoize_first=False))
         if isinstance(obj, _NamesWithoutMemo):
             return _object_array_reduce((len(obj.rows),), _RowsWithoutMemo(obj.lists(), memoize_first=False))
+        if isinstance(obj, _CodedNames):
+            return _object_array_reduce((len(obj.names), *obj.names.item_shape), _CodedItems(obj))
         if isinstance(obj, _NamesRow):
             # Saved now (each item is reduced when saved, after the row before it): the memo takes this row and
             # its names only if one of them is new.
@@ -199,6 +224,8 @@ class _RowsPickler(_RowsWithoutMemoMixin, pickle.Pickler):
     """The C pickler, with per-row arrays written without the memo."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _CodedItems):
+            return list, (), None, obj.names.items()
         reduced = self._reduce_rows(obj)
         return NotImplemented if reduced is None else reduced
 
@@ -249,7 +276,7 @@ class _ArrayPickler(_RowsWithoutMemoMixin, pickle._Pickler):
         if not isinstance(obj, np.memmap):
             return NotImplemented
         array = obj.view(np.ndarray)  # unpickles as np.ndarray, not as a memmap without its file
-        if not _is_whole_npy(obj):  # part of a file, or a file of unknown layout: through memory
+        if not is_whole_npy(obj):  # part of a file, or a file of unknown layout: through memory
             return array.__reduce_ex__(self.proto)
         # What `np.ndarray.__reduce__` returns for the array in memory, the payload (`tobytes()`) aside.
         reconstruct, arguments, state = array[:0].__reduce__()
@@ -270,18 +297,30 @@ class _ArrayPickler(_RowsWithoutMemoMixin, pickle._Pickler):
 
     dispatch[_FilePayload] = save_file_payload
 
+    def save_coded_items(self, items: _CodedItems) -> None:
+        """The list of names as `save_reduce(list, ())` and its items would write it, each block of rows' items at
+        once: a memo reference per name already written, joined. Item by item, this pickler took 1.1 s per 20,000
+        rows of 100 names, 20x the C one's time (issue 18)."""
+        self.save_reduce(list, (), obj=items)
+        coded = items.names.names
+        references: dict[int, bytes] = {}  # code: the memo reference to its name
+        for codes in coded.code_blocks():
+            self.write(pickle.MARK)
+            done = 0
+            for first in _first_uses(codes, references):
+                self.write(b"".join([references[code] for code in codes[done:first].tolist()]))
+                name = coded.names[codes[first]]
+                self.save(name)  # written and memoized (or referred to, if the memo has it already)
+                references[int(codes[first])] = self.get(self.memo[id(name)][0])
+                done = first + 1
+            self.write(b"".join([references[code] for code in codes[done:].tolist()]))
+            self.write(pickle.APPENDS)
+            self.framer.commit_frame()
 
-def _is_whole_npy(value: np.memmap) -> bool:
-    """Whether a memory map is its `.npy` file's whole array (not part of it): the file's bytes are its bytes."""
-    if value.filename is None or not value.flags.c_contiguous:
-        return False
-    with open(value.filename, "rb") as handle:
-        try:
-            version = np.lib.format.read_magic(handle)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran_order, dtype = read_header(handle)
-        except ValueError:  # not a .npy file (a raw np.memmap): where its array starts is unknown here
-            return False
-        return (shape, fortran_order, dtype, handle.tell()) == (value.shape, False, value.dtype, value.offset)
+    dispatch[_CodedItems] = save_coded_items
+
+
+def _first_uses(codes: np.ndarray, known: dict[int, bytes]) -> list[int]:
+    """Where each code not in `known` first appears in `codes`, in order."""
+    values, firsts = np.unique(codes, return_index=True)
+    return sorted(first for value, first in zip(values.tolist(), firsts.tolist()) if value not in known)

@@ -1,7 +1,9 @@
 """Big per-row arrays go to disk as batches arrive, so a run's memory stays flat as rows grow.
 
 Any prediction array whose rows are at least `SPILL_ROW_BYTES` each (segmentation masks: classes x
-H x W probabilities) is not kept in memory or in the checkpoint chunks: each batch's rows are
+H x W probabilities), and any the head names in `Head.rows_on_disk` whatever their size (object
+detection's boxes: 2.8 KB a row, 280 MB at 100,000 rows), is not kept in memory or in the
+checkpoint chunks: each batch's rows are
 written straight into one `.npy` file per key, `.{split}.partial/{key}.npy`, shaped (rows, ...) for
 the whole split, at the rows' own offsets. The writes are plain file writes (not a memory map), so
 the pages go to the page cache, not into the process's resident memory. Rows that could not be read
@@ -13,7 +15,10 @@ reopens the file and overwrites the rows after the checkpoint.
 
 At the end the pipeline hands each file to the head as a read-only `np.memmap` (nothing is read
 until used); the pkl writer copies it into the pickle straight from the file, piece by piece
-(`predict.writers.pickle`), and the file goes away with the checkpoint folder.
+(`predict.writers.pickle`), and the file goes away with the checkpoint folder. Heads read such an
+array a block of rows at a time with `read_rows` / `iter_rows`: plain reads, because the pages of a
+memory map count in the process's RSS once touched, so reading one whole through the map grows the
+run's memory by the file's size.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,9 +42,11 @@ SPILL_STACK_BYTES = 64 * 2**20
 class DiskRows:
     """The split's big per-row arrays, one `.npy` file each in `folder`."""
 
-    def __init__(self, folder: Path, rows: int) -> None:
+    def __init__(self, folder: Path, rows: int, *, keys: tuple[str, ...] = ()) -> None:
+        """`keys`: predictions that go to disk whatever the size of their rows (`Head.rows_on_disk`)."""
         self.folder = folder
         self.rows = rows
+        self.keys = keys
         self.files: dict[str, tuple[int, int, tuple[int, ...], np.dtype]] = {}  # key: (fd, data offset, shape, dtype)
 
     def take(self, predictions: dict[str, np.ndarray], *, start: int, valid: np.ndarray) -> dict[str, np.ndarray]:
@@ -57,7 +64,8 @@ class DiskRows:
         for key, values in predictions.items():
             values = np.asarray(values)
             row_bytes = values.itemsize * int(np.prod(values.shape[1:], dtype=np.int64))
-            if key not in self.files and (values.dtype == object or row_bytes < SPILL_ROW_BYTES):
+            small = values.dtype == object or (row_bytes < SPILL_ROW_BYTES and key not in self.keys)
+            if key not in self.files and small:
                 kept[key] = values
                 continue
             fd, offset, shape, dtype = self.files.get(key) or self._open(key, values)
@@ -103,6 +111,36 @@ class DiskRows:
         return arrays
 
 
+# Rows read at once by `iter_rows`: 4,096 rows of detection's boxes are 6.5 MB.
+BLOCK_ROWS = 4096
+
+
+def read_rows(values: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows `start:stop` of an array, in memory; from a memory map of a whole `.npy` file (`DiskRows.close`) by a
+    plain read of the file, so that its pages never count in the process's RSS."""
+    stop = min(stop, len(values))
+    if not isinstance(values, np.memmap) or not is_whole_npy(values):
+        return np.asarray(values[start:stop])
+    rows = max(stop - start, 0)
+    with open(values.filename, "rb") as handle:
+        return np.fromfile(
+            handle,
+            dtype=values.dtype,
+            count=rows * int(np.prod(values.shape[1:], dtype=np.int64)),
+            offset=values.offset + start * values.strides[0],
+        ).reshape(rows, *values.shape[1:])
+
+
+def iter_rows(values: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+    """The rows of an array one by one, read `BLOCK_ROWS` at a time with `read_rows`; of any other sequence (rows
+    kept by `checkpoint.KeptRows`), as it iterates."""
+    if not isinstance(values, np.ndarray):
+        yield from values
+        return
+    for start in range(0, len(values), BLOCK_ROWS):
+        yield from read_rows(values, start, start + BLOCK_ROWS)
+
+
 def stack_rows(
     rows: Iterable[np.ndarray], *, count: int, row_shape: tuple[int, ...], dtype: np.dtype, folder: Path
 ) -> np.ndarray:
@@ -144,3 +182,19 @@ def _write_npy_header(handle: BinaryIO, dtype: np.dtype, shape: tuple[int, ...])
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(handle, header)
     return handle.tell()
+
+
+def is_whole_npy(value: np.memmap) -> bool:
+    """Whether a memory map is its `.npy` file's whole array (not part of it): the file's bytes are its bytes."""
+    if value.filename is None or not value.flags.c_contiguous:
+        return False
+    with open(value.filename, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran_order, dtype = read_header(handle)
+        except ValueError:  # not a .npy file (a raw np.memmap): where its array starts is unknown here
+            return False
+        return (shape, fortran_order, dtype, handle.tell()) == (value.shape, False, value.dtype, value.offset)

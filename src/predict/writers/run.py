@@ -72,7 +72,10 @@ class RunWriter:
         seconds: time spent writing (the `write` stage).
     """
 
-    def __init__(self, task: TaskConfig, dataframe: pd.DataFrame, *, resume: bool) -> None:
+    def __init__(
+        self, task: TaskConfig, dataframe: pd.DataFrame, *, resume: bool, rows_on_disk: tuple[str, ...] = ()
+    ) -> None:
+        """`rows_on_disk`: the predictions written to disk whatever their size (`Head.rows_on_disk`)."""
         self.task = task
         self.dataframe = dataframe
         self.output_dir = task.output_dir
@@ -80,7 +83,7 @@ class RunWriter:
         self.checkpoint = Checkpoint.open(self.output_dir, self.split, run_key(task), resume=resume)
         self.chunks = self.checkpoint.load()
         self.resumed_from = self.checkpoint.rows_done
-        self.disk_rows = DiskRows(self.checkpoint.folder, len(dataframe))
+        self.disk_rows = DiskRows(self.checkpoint.folder, len(dataframe), keys=rows_on_disk)
         batch_size = task.runtime.batch_size
         # Chunks end on batch boundaries, so a resumed run feeds the model exactly the batches it would have.
         self.first_batch = self.resumed_from // batch_size

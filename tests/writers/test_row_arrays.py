@@ -66,3 +66,16 @@ def test_rows_of_an_array_on_disk_are_read_by_plain_reads_a_block_at_a_time(tmp_
     monkeypatch.setattr(row_arrays, "BLOCK_ROWS", 3)
     assert_array_equal(np.stack(list(iter_rows(on_disk))), array)
     assert [row.tolist() for row in iter_rows([array[0], array[1]])] == [array[0].tolist(), array[1].tolist()]
+
+
+def test_predictions_a_head_names_go_to_disk_whatever_the_size_of_their_rows(tmp_path):
+    class_ids = np.arange(8).reshape(4, 2)
+    first = row_arrays.DiskRows(tmp_path, rows=4, keys=("class_ids",))
+    kept = first.take({"class_ids": class_ids[:2], "scores": np.ones(2)}, start=0, valid=np.array([True, False]))
+    assert list(kept) == ["scores"]
+    first.close()
+    resumed = row_arrays.DiskRows(tmp_path, rows=4, keys=("class_ids",))  # a resumed run reopens the file
+    assert list(resumed.take({"class_ids": class_ids[2:]}, start=2, valid=np.ones(2, dtype=bool))) == []
+    on_disk = resumed.close()["class_ids"]
+    assert isinstance(on_disk, np.memmap) and not on_disk.flags.writeable
+    assert_array_equal(on_disk, class_ids)  # integers of a row that could not be read are kept as given

@@ -31,7 +31,10 @@ rows share one string per tag as before. Both load as before, but their bytes ar
 (each row's list is `list()` plus items), and in the pure-Python pickler the last batch of a list's
 items is saved after its iterator ends, with the memo. Values made a block of rows at a time when read
 (`RowsByBlock`: span prediction's answers, cut from their contexts) are written as the object array they
-stand for, each string or list in fast mode.
+stand for, each string or list in fast mode. Names picked by codes (`NamesByCode`: detection's (n, 100)
+class names, codes on disk) are written as the object array they stand for with each name through the
+memo, so that they load as one string object per name, as the array did; the pure-Python pickler writes
+a block of rows' memo references at once (item by item it took 1.1 s per 20,000 rows, the C one 0.06 s).
 """
 
 from __future__ import annotations

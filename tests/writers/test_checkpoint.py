@@ -117,6 +117,16 @@ def test_resume_refuses_another_run(tmp_path):
         Checkpoint.open(tmp_path, "test", {**KEY, "model": "other"}, resume=True)
 
 
+def test_resume_refuses_a_partial_run_of_an_earlier_format(tmp_path):
+    Checkpoint.open(tmp_path, "test", KEY, resume=False).save(chunk(0, 4))
+    manifest_path = tmp_path / ".test.partial" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "version": 1}))
+    refused = r"scored something else \(changed: format version\); run again with --overwrite"
+    with pytest.raises(ConfigError, match=refused):
+        Checkpoint.open(tmp_path, "test", KEY, resume=True)
+
+
 def test_without_resume_a_partial_run_is_dropped(tmp_path):
     Checkpoint.open(tmp_path, "test", KEY, resume=False).save(chunk(0, 4))
     assert Checkpoint.open(tmp_path, "test", KEY, resume=False).rows_done == 0

@@ -33,7 +33,9 @@ from predict.errors import ConfigError
 from predict.writers._atomic import atomic_path
 from predict.writers.row_arrays import iter_rows
 
-MANIFEST_VERSION = 1
+# 2: object detection's boxes and semantic segmentation's masks (as runs) left the chunks for files of their own
+# (issue 18): a partial run of version 1 holds them where this version does not look.
+MANIFEST_VERSION = 2
 _JSON_SUFFIX = "::json"
 _VALUES_SUFFIX = "::values"  # arrays of one dtype, one per row: their values, flat, one row after another
 _SHAPES_SUFFIX = "::shapes"  # and their shapes, int64[rows, ndim]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -265,6 +265,39 @@ class RowsByBlock(Sequence):
         for row, items in enumerate(self):
             array[row] = items
         return array
+
+
+class LastBlock:
+    """Values made for a block of rows at a time by `make(start, stop)`, the last block kept: the CSV writer asks
+    each of several columns made from one block (span prediction's answers, detection's six columns) in turn."""
+
+    def __init__(self, rows: int, make: Callable[[int, int], Any]) -> None:
+        self.rows = rows
+        self.make = make
+        self.last: tuple[int, int, Any] | None = None
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def block(self, start: int, stop: int) -> Any:
+        if self.last is None or self.last[:2] != (start, stop):
+            self.last = (start, stop, self.make(start, stop))
+        return self.last[2]
+
+
+class BlockColumn(RowsByBlock):
+    """One column's values, picked by `pick` from what `blocks` (a `LastBlock`, or rows by block) gives for the
+    same rows."""
+
+    def __init__(self, blocks: LastBlock | RowsByBlock, pick: Callable[[Any], list]) -> None:
+        self.blocks = blocks
+        self.pick = pick
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def block(self, start: int, stop: int) -> list:
+        return self.pick(self.blocks.block(start, stop))
 
 
 class NamesByCode(RowsByBlock):

@@ -29,8 +29,10 @@ Metrics: `mAP` at IoU 0.5 and `mAP@0.5:0.95` (pycocotools COCOeval on all kept b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,7 +49,7 @@ from predict.enums import ResizeMode
 from predict.errors import ConfigError, InputError
 from predict.heads import _ops
 from predict.heads._masks import boxes_to_originals
-from predict.heads.base import Head, NamesByCode, RowsByBlock, column_values, context_of
+from predict.heads.base import BlockColumn, Head, LastBlock, NamesByCode, column_values, context_of
 from predict.report.coco_metrics import coco_map
 from predict.runners.base import TensorSpec, format_shape
 from predict.writers.row_arrays import iter_rows, read_rows
@@ -332,9 +334,15 @@ class ObjectDetectionHead(Head):
     ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
         """The predicted boxes take the place of the label columns of the same names (FORMATS.md)."""
         replaced = [column for column in (*BOX_COLUMNS, "confidence", self.class_column) if column in dataframe.columns]
-        by_block = _ColumnsByBlock(self, predictions)
-        columns = {name: _ColumnByBlock(by_block, name) for name in (*BOX_COLUMNS, "confidence", self.class_column)}
+        made = LastBlock(len(predictions["boxes"]), functools.partial(self._block_columns, predictions))
+        names = (*BOX_COLUMNS, "confidence", self.class_column)
+        columns = {name: BlockColumn(made, operator.itemgetter(name)) for name in names}
         return dataframe.drop(columns=replaced), columns, ~valid
+
+    def _block_columns(self, predictions: dict[str, np.ndarray], start: int, stop: int) -> dict[str, list[str]]:
+        """The prediction columns of rows `start:stop`, read from the arrays (on disk in a run) for those rows."""
+        keys = ("boxes", "confidences", "class_ids")
+        return self.prediction_columns({key: read_rows(predictions[key], start, stop) for key in keys})
 
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
         names = np.array([*self.config.class_names, ""], dtype=object)
@@ -368,38 +376,6 @@ def _coco_objects(
         {"category_id": int(class_ids[i]) + 1, "bbox": xywh[k], "score": float(scores[i])} for k, i in enumerate(kept)
     ]
     return truths, found
-
-
-class _ColumnsByBlock:
-    """The CSV's prediction columns of a block of rows, made once for all of them from the rows' predictions."""
-
-    def __init__(self, head: ObjectDetectionHead, predictions: dict[str, np.ndarray]) -> None:
-        self.head = head
-        self.predictions = predictions
-        self.made: tuple[int, int, dict[str, list[str]]] | None = None  # the last block's rows and columns
-
-    def __len__(self) -> int:
-        return len(self.predictions["boxes"])
-
-    def block(self, start: int, stop: int) -> dict[str, list[str]]:
-        if self.made is None or self.made[:2] != (start, stop):
-            rows = {key: read_rows(self.predictions[key], start, stop) for key in ("boxes", "confidences", "class_ids")}
-            self.made = (start, stop, self.head.prediction_columns(rows))
-        return self.made[2]
-
-
-class _ColumnByBlock(RowsByBlock):
-    """One prediction column of the CSV, a block of rows at a time (the CSV writer asks each column in turn)."""
-
-    def __init__(self, columns: _ColumnsByBlock, name: str) -> None:
-        self.columns = columns
-        self.name = name
-
-    def __len__(self) -> int:
-        return len(self.columns)
-
-    def block(self, start: int, stop: int) -> list[str]:
-        return self.columns.block(start, stop)[self.name]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,6 +22,7 @@ lists from its first batch to its last file: its peak while scoring fell from 44
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ from predict.config import TaskConfig
 from predict.data.collate import Batch
 from predict.data.context import WindowContext
 from predict.errors import ConfigError
-from predict.heads.base import Head, RowsByBlock, column_values, context_of
+from predict.heads.base import BlockColumn, Head, LastBlock, RowsByBlock, column_values, context_of
 from predict.report.text_metrics import span_metrics, span_scores
 from predict.runners.base import TensorSpec
 
@@ -154,13 +155,13 @@ class SpanPredictionHead(Head):
         """The rows' answers cut from the dataframe's contexts a block of rows at a time: `predictions` (each row's
         best answer) and `top_k` (each row's list of `number_of_predicted_answers` answers)."""
         answers = _Answers(dataframe[self.context_column].array, predictions["answer_spans"])
-        return {"predictions": _AnswerColumn(answers, 0), "top_k": answers}
+        return {"predictions": _answer_column(answers, 0), "top_k": answers}
 
     def prediction_columns(self, predictions: dict[str, Any]) -> dict[str, Any]:
         """From `answer_texts`."""
         columns: dict[str, Any] = {f"pred_{self.answer_column}": predictions["predictions"]}
         for k in range(self.config.number_of_predicted_answers):
-            columns[f"pred_{self.answer_column}_top_{k + 1}"] = _AnswerColumn(predictions["top_k"], k)
+            columns[f"pred_{self.answer_column}_top_{k + 1}"] = _answer_column(predictions["top_k"], k)
         return columns
 
     def csv_table(
@@ -190,34 +191,29 @@ class _Answers(RowsByBlock):
     def __init__(self, contexts: Sequence[object], spans: np.ndarray) -> None:
         self.contexts = contexts
         self.spans = spans
-        self._last: tuple[int, int, list[list[str]]] = (0, 0, [])
+        self.cut = LastBlock(len(spans), self._cut)
 
     def __len__(self) -> int:
         return len(self.spans)
 
     def block(self, start: int, stop: int) -> list[list[str]]:
-        if self._last[:2] != (start, stop):
-            contexts = self.contexts[start:stop]  # a SpilledTexts slice reads its cells when iterated
-            answers = [
-                [(text if isinstance(text, str) else "")[first:last] for first, last in spans]
-                for text, spans in zip(contexts, self.spans[start:stop].tolist(), strict=True)
-            ]
-            self._last = (start, stop, answers)
-        return self._last[2]
+        return self.cut.block(start, stop)
+
+    def _cut(self, start: int, stop: int) -> list[list[str]]:
+        contexts = self.contexts[start:stop]  # a SpilledTexts slice reads its cells when iterated
+        return [
+            [(text if isinstance(text, str) else "")[first:last] for first, last in spans]
+            for text, spans in zip(contexts, self.spans[start:stop].tolist(), strict=True)
+        ]
 
 
-class _AnswerColumn(RowsByBlock):
+def _answer_column(answers: _Answers, k: int) -> BlockColumn:
     """The k-th answer of every row (k = 0: the best)."""
+    return BlockColumn(answers, functools.partial(_kth_answers, k))
 
-    def __init__(self, answers: _Answers, k: int) -> None:
-        self.answers = answers
-        self.k = k
 
-    def __len__(self) -> int:
-        return len(self.answers)
-
-    def block(self, start: int, stop: int) -> list[str]:
-        return [ranked[self.k] for ranked in self.answers.block(start, stop)]
+def _kth_answers(k: int, ranked_rows: list[list[str]]) -> list[str]:
+    return [ranked[k] for ranked in ranked_rows]
 
 
 def _best_spans(firsts: np.ndarray, lasts: np.ndarray, scores: np.ndarray, top_k: int) -> list[tuple[int, int]]:

@@ -282,8 +282,7 @@ class KeptRows(Sequence):
         return self.rows[int(self.positions[index])]
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        rows = iter_rows(self.rows) if isinstance(self.rows, np.ndarray) else self.rows
-        return (row for row, kept in zip(rows, self.keep.tolist(), strict=True) if kept)
+        return (row for row, kept in zip(iter_rows(self.rows), self.keep.tolist(), strict=True) if kept)
 
 
 def _is_row_arrays(array: np.ndarray) -> bool:

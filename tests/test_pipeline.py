@@ -13,6 +13,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from predict.cli import main
+from predict.report import metrics
 from tests.conftest import CLASSES, preprocess, torch_reference
 
 
@@ -174,6 +175,22 @@ def test_test_split_without_labels(make_task, torch_models, image_folder, tmp_pa
     assert list(csv["id"]) == list(frame["id"])
     assert not (out / "test_metrics.json").exists()
     assert (out / "test_predictions.zip").is_file()
+
+
+def test_a_split_without_labels_stops_the_metrics_helper(make_task, torch_models, image_folder, tmp_path):
+    # A helper started for metrics (as the CLI does for a config naming label columns) is killed where it is
+    # once the rows turn out to have no labels: its 1-1.6 CPU-s import would compete with the scoring.
+    _, model = torch_models["logits3"]
+    frame = pd.read_csv(image_folder / "labels.csv", dtype=str, keep_default_na=False)
+    test_csv = tmp_path / "test.csv"
+    frame[["id", "image_path"]].to_csv(test_csv, index=False)
+    metrics.start_import()
+    helper = metrics._helper
+    test_split = ("--set", "data.split=test", "--set", f"data.dataframe={test_csv}")
+    assert run_cli(make_task(model), *test_split, "--set", "head.class_names=[cat, dog, fox]") == 0
+    assert metrics._helper is None
+    helper._process.join()
+    assert helper._process.exitcode == -9  # killed, not stopped after answering
 
 
 def test_keras_h5_converts_once_and_matches_keras_predict(make_task, keras_models, image_folder, tmp_path, capsys):

@@ -35,6 +35,26 @@ class ProblemType(StrEnum):
         """`image`, `text`, `audio` or `array`: the prefix of the name."""
         return self.value.split("_", 1)[0]
 
+    @property
+    def scikit_learn_metrics(self) -> bool:
+        """Whether its metrics are scikit-learn's (classification and regression heads). Known here, before any
+        head is imported, so that the library's 1-1.6 s import can start first (`predict.report.metrics`)."""
+        return self in _SCIKIT_LEARN_METRICS
+
+
+_SCIKIT_LEARN_METRICS = frozenset(
+    {
+        ProblemType.IMAGE_REGRESSION,
+        ProblemType.IMAGE_CLASSIFICATION,
+        ProblemType.TEXT_REGRESSION,
+        ProblemType.TEXT_CLASSIFICATION,
+        ProblemType.AUDIO_REGRESSION,
+        ProblemType.AUDIO_CLASSIFICATION,
+        ProblemType.ARRAY_REGRESSION,
+        ProblemType.ARRAY_CLASSIFICATION,
+    }
+)
+
 
 class Split(StrEnum):
     """Which prediction files a run writes: `validation` (labels, metrics) or `test` (labels optional)."""

@@ -6,6 +6,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
+from predict.enums import ProblemType
+from predict.heads.classification import ClassificationHead
+from predict.heads.regression import RegressionHead
+from predict.problems import PROBLEMS
+from predict.report import metrics
 from predict.report.metrics import ClassificationKind, classification_metrics, regression_metrics
 
 RNG = np.random.default_rng(3)
@@ -67,3 +72,35 @@ def test_regression():
     assert result["MSE"] == pytest.approx(sk.mean_squared_error(labels, predictions))
     assert result["RMSE"] == pytest.approx(np.sqrt(sk.mean_squared_error(labels, predictions)))
     assert result["R2"] == pytest.approx(sk.r2_score(labels, predictions))
+
+
+def test_metrics_computed_in_the_helper_process_are_the_same_floats_and_notes():
+    labels = np.arange(60) % 4
+    labels[labels == 3] = 2  # a class without positives: a note
+    probabilities = RNG.dirichlet(np.ones(4), 60)
+    values = RNG.normal(size=(30, 2))
+    here = [[], []]
+    expected = (
+        classification_metrics(ClassificationKind.MULTICLASS, labels, probabilities, notes=here[0]),
+        regression_metrics(values, values * 0.9, notes=here[1]),
+    )
+    metrics.start_import()
+    helper = metrics._helper
+    assert helper is not None and helper._process.is_alive()
+    there = [[], []]
+    try:
+        computed = (
+            classification_metrics(ClassificationKind.MULTICLASS, labels, probabilities, notes=there[0]),
+            regression_metrics(values, values * 0.9, notes=there[1]),
+        )
+    finally:
+        metrics.stop_helper()
+    assert computed == expected and there == here and here[0]
+    helper._process.join()  # it exits once stopped
+    assert metrics._helper is None
+
+
+def test_the_problem_types_with_scikit_learn_metrics_are_those_of_its_heads():
+    for problem_type in ProblemType:
+        head = PROBLEMS[problem_type].head
+        assert problem_type.scikit_learn_metrics == issubclass(head, (ClassificationHead, RegressionHead)), problem_type

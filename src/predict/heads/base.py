@@ -45,10 +45,6 @@ class Head(ABC):
     # Whether the pkl and CSV need every row of the split at once (`finalize`: nearest neighbours); a
     # server then answers `row_predictions` only.
     split_level: ClassVar[bool] = False
-    # Whether `metrics` uses scikit-learn (predict.report.metrics): the run then imports it in the
-    # background while the model loads. The other heads' metrics (entity F1, BLEU, COCO mAP, IoU, ...)
-    # do not, and their runs never pay for its import (1.3-3 CPU-s and ~60 MB, issue 18).
-    metrics_use_sklearn: ClassVar[bool] = False
     notes: list[str]
 
     @classmethod

@@ -65,8 +65,6 @@ class Config:
 class ClassificationHead(Head):
     """Probabilities per class, the predicted class, and classification metrics."""
 
-    metrics_use_sklearn = True
-
     Config = Config
     model_keys = ("labels",)
 

@@ -54,8 +54,6 @@ class Config:
 class MetricLearningHead(Head):
     """L2-normalised embeddings, the top-K most similar other rows, and retrieval mAP."""
 
-    metrics_use_sklearn = True
-
     Config = Config
     split_level = True
 

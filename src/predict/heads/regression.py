@@ -33,8 +33,6 @@ class Config:
 class RegressionHead(Head):
     """One predicted value per label column, and regression metrics."""
 
-    metrics_use_sklearn = True
-
     Config = Config
     model_keys = ("labels",)
 

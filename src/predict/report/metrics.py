@@ -14,22 +14,53 @@ from __future__ import annotations
 
 import importlib
 import math
+import multiprocessing
 import threading
+from collections.abc import Callable
 from enum import StrEnum
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
+from predict.report.helper_process import HelperProcess
+
+_helper: HelperProcess | None = None  # where scikit-learn is imported and the metrics run, once started
+
 
 def start_import() -> None:
-    """Import scikit-learn's metrics on a background thread, so its 1.3-3 s import (2 cores, issue 18)
-    overlaps the model's loading and scoring instead of following them; `_sklearn` then finds it loaded."""
-    threading.Thread(target=_sklearn, name="predict-import-sklearn", daemon=True).start()
+    """Import scikit-learn's metrics while the model loads and scores (1.1-1.6 CPU-s on 2 cores, issue 18):
+    in a forked helper process, which then computes them, where processes fork; else on a thread."""
+    global _helper
+    if _helper is not None:  # started by the CLI, or left idle by a run in this process that failed
+        return
+    if "fork" in multiprocessing.get_all_start_methods():
+        _helper = HelperProcess("sklearn.metrics")
+    else:
+        threading.Thread(target=_sklearn, name="predict-import-sklearn", daemon=True).start()
+
+
+def stop_helper(*, abandon: bool = False) -> None:
+    """End the helper process, if one was started: the metrics are computed, or (`abandon`) will not be, and
+    its import is stopped where it is. A run that fails leaves it to the next run or the process's exit."""
+    global _helper
+    if _helper is not None:
+        _helper.close(kill=abandon)
+        _helper = None
 
 
 def _sklearn() -> ModuleType:
     """`sklearn.metrics`, imported on first use (a run without labels never pays for it)."""
     return importlib.import_module("sklearn.metrics")
+
+
+def _computed(
+    function: Callable[..., tuple[dict[str, float], list[str]]], *args: Any, notes: list[str]
+) -> dict[str, float]:
+    """`function(*args)`'s metrics, in the helper process if one was started; its notes added to `notes`."""
+    result, added = function(*args) if _helper is None else _helper.call(function, *args)
+    notes.extend(added)
+    return result
 
 
 class ClassificationKind(StrEnum):
@@ -54,7 +85,14 @@ def classification_metrics(
     Returns:
         Metric name to value.
     """
+    return _computed(_classification_metrics, kind, labels, probabilities, notes=notes)
+
+
+def _classification_metrics(
+    kind: ClassificationKind, labels: np.ndarray, probabilities: np.ndarray
+) -> tuple[dict[str, float], list[str]]:
     sk = _sklearn()
+    notes: list[str] = []
     result: dict[str, float] = {}
     if kind is ClassificationKind.BINARY:
         probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -81,7 +119,7 @@ def classification_metrics(
         predicted = (probabilities >= 0.5).astype(int)
         result["Accuracy"] = sk.accuracy_score(labels, predicted)
         result["F1"] = sk.f1_score(labels, predicted, average="macro", zero_division=0.0)
-    return _finite(result, notes)
+    return _finite(result, notes), notes
 
 
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray, *, notes: list[str]) -> dict[str, float]:
@@ -92,7 +130,12 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray, *, notes: li
         predictions: float[N, M] predicted values.
         notes: receives a line for every metric left out and why.
     """
+    return _computed(_regression_metrics, labels, predictions, notes=notes)
+
+
+def _regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> tuple[dict[str, float], list[str]]:
     sk = _sklearn()
+    notes: list[str] = []
     predictions = np.asarray(predictions, dtype=np.float64)
     mse = sk.mean_squared_error(labels, predictions)
     result = {
@@ -104,7 +147,7 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray, *, notes: li
         result["R2"] = sk.r2_score(labels, predictions)
     else:
         notes.append("R2 left out: it needs at least two rows")
-    return _finite(result, notes)
+    return _finite(result, notes), notes
 
 
 def _roc_auc_columns(labels: np.ndarray, scores: np.ndarray, notes: list[str]) -> float:

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIMES = ("onnxruntime", "onnx", "torch", "tensorflow", "keras", "tf2onnx")
 # Not needed by an onnxruntime run on the CPU, decoding in its own process or in worker processes.
 # scikit-learn computes the metrics of a labelled split (imported by a forked helper process from the start
-# of the command, `predict.report.helper_process`); a split without labels never imports it (test_a_split_without_labels_imports_no_sklearn).
+# of the command, `predict.report.helper_process`); a split without labels never imports it
+# (test_a_split_without_labels_imports_no_sklearn).
 NOT_FOR_ONNXRUNTIME = ("torch", "tensorflow", "keras", "tf2onnx", "matplotlib", "ray")
 # An image run needs no audio or text code (audio features import torch; text imports tokenizers).
 NOT_FOR_IMAGES = ("predict.data.audio", "predict.data.text", "soundfile", "soxr", "tokenizers", "transformers")
@@ -103,7 +104,7 @@ def test_other_onnxruntime_runs_import_no_torch_or_sklearn(tmp_path, config):
     ],
 )
 def test_labelled_runs_whose_metrics_are_not_scikit_learns_import_no_sklearn(tmp_path, config):
-    # Entity F1, Jaccard, BLEU, COCO mAP and retrieval mAP: the background import of scikit-learn would be 1.3-3 CPU-s for nothing.
+    # Entity F1, Jaccard, BLEU, COCO mAP and retrieval mAP: scikit-learn's import would be 1.3-3 CPU-s for nothing.
     modules, _ = imported(
         "--config", str(ROOT / "configs" / config), "--set", f"output.dir={tmp_path}", *LOCAL_CPU, "--quiet"
     )

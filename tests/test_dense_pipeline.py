@@ -138,6 +138,37 @@ def test_detection_rows_on_disk_read_a_block_at_a_time_give_the_same_files(tmp_p
     assert pd.read_csv(blocks / "validation_errors.csv")["row"].tolist() == [5]
 
 
+def test_instances_left_in_the_checkpoint_files_give_the_files_of_a_run_in_memory(tmp_path, monkeypatch):
+    # Instances stay in the chunk files (Head.rows_on_disk, a RowArrays of JSON parts); the CSV's columns are made
+    # from them a block at a time, the pkl and the metrics read them chunk by chunk. Chunks of 2 rows and blocks of 3,
+    # a row that cannot be read, against one chunk held in memory.
+    frame = pd.read_csv(DATA / "instances.csv", dtype=str, keep_default_na=False)
+    frame.loc[2, "image_path"] = "missing.png"
+    frame.to_csv(tmp_path / "frame.csv", index=False)
+    sets = (f"data.dataframe={tmp_path / 'frame.csv'}", f"data.data_folder={DATA / 'images'}", "data.on_error=skip",
+            "output.write_npz=true")  # fmt: skip
+    in_memory = run("image_instance_segmentation.yaml", tmp_path / "memory", *sets)
+    monkeypatch.setattr("predict.heads.base.RowsByBlock.BLOCK_ROWS", 3)
+    monkeypatch.setattr("predict.writers.csv.CSV_CHUNK_ROWS", 3)
+    chunked = run(
+        "image_instance_segmentation.yaml",
+        tmp_path / "chunked",
+        *sets,
+        "runtime.batch_size=1",
+        "output.checkpoint_rows=2",
+    )
+    for name in ("validation_predictions.csv", "validation_metrics.json", "validation_raw_predictions.npz"):
+        assert (chunked / name).read_bytes() == (in_memory / name).read_bytes(), name
+    raw, reference = load_pkl(chunked), load_pkl(in_memory)
+    assert raw["confidences"] == reference["confidences"]
+    assert any(any(row.values()) for row in raw["confidences"])  # instances were found, not only empty rows
+    for got, expected in zip(raw["instance_predictions"], reference["instance_predictions"], strict=True):
+        assert_array_equal(got, expected)
+    csv = pd.read_csv(chunked / "validation_predictions.csv", dtype=str, keep_default_na=False)
+    assert csv["instance_rle"][2] == "" and (csv["instance_rle"].str.len() > 2).any()
+    assert json.loads((chunked / "validation_metrics.json").read_text())["mAP"] > 0
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -172,6 +172,35 @@ def test_saved_per_row_arrays_are_read_back_from_the_chunk_files_when_used(tmp_p
     assert merge_chunks(scored).predictions["probabilities"].dtype == object
 
 
+def test_object_rows_a_head_keeps_on_disk_are_read_back_from_their_json_when_used(tmp_path):
+    # Instance segmentation's instances: ragged lists (one of equal-length lists, one empty) left in the chunk files.
+    rows = [[[0, 1, 0.5, "1 2"], [1, 1, 0.25, "3 4"]], [], [[0, 1, 0.75, "5 6"]], [[1, 2, 0.125, "7 8"]]]
+
+    def instances_chunk(start: int, stop: int) -> Chunk:
+        items = np.empty(stop - start, dtype=object)
+        items[:] = [rows[row] for row in range(start, stop)]  # a list per row, however long
+        valid = np.ones(stop - start, dtype=bool)
+        return Chunk(
+            start=start,
+            stop=stop,
+            predictions={"instances": items, "p": np.arange(start, stop)},
+            valid=valid,
+            errors=[],
+        )
+
+    checkpoint = Checkpoint.open(tmp_path, "validation", KEY, resume=False, rows_on_disk=("instances",))
+    kept = [checkpoint.save(instances_chunk(0, 2)), instances_chunk(2, 4)]
+    assert isinstance(kept[0].predictions["instances"], StoredRows) and isinstance(kept[0].predictions["p"], np.ndarray)
+    resumed = Checkpoint.open(tmp_path, "validation", KEY, resume=True, rows_on_disk=("instances",)).load()
+    assert isinstance(resumed[0].predictions["instances"], StoredRows)
+    for chunks in (kept, [*resumed, instances_chunk(2, 4)]):
+        merged = merge_chunks(chunks).predictions["instances"]
+        assert isinstance(merged, RowArrays) and list(merged) == rows
+        assert merged.block(1, 3) == rows[1:3]
+    plain = Checkpoint.open(tmp_path, "validation", KEY, resume=True).load()  # a key no head names: in memory
+    assert plain[0].predictions["instances"].dtype == object and plain[0].predictions["instances"].tolist() == rows[:2]
+
+
 def test_the_rows_of_saved_chunks_are_not_kept_in_memory(tmp_path):
     rng = np.random.default_rng(1)
     checkpoint = Checkpoint.open(tmp_path, "validation", KEY, resume=False)

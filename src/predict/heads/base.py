@@ -40,7 +40,9 @@ class Head(ABC):
     # them once, in the model's metadata, instead of answering them with every request.
     model_keys: ClassVar[tuple[str, ...]] = ()
     # Predictions a run keeps on disk, not in memory, whatever the size of their rows (predict.writers.row_arrays):
-    # they come back as read-only memory maps, which the head reads a block of rows at a time (`iter_rows`).
+    # they come back as read-only memory maps, which the head reads a block of rows at a time (`iter_rows`,
+    # `read_rows`); object arrays (ragged lists) stay in the checkpoint's chunk files, and come back as a
+    # `checkpoint.RowArrays` that reads a chunk at a time.
     rows_on_disk: ClassVar[tuple[str, ...]] = ()
     # Whether the pkl and CSV need every row of the split at once (`finalize`: nearest neighbours); a
     # server then answers `row_predictions` only.

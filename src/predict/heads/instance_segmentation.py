@@ -38,8 +38,11 @@ and runs of other problem types (and `predict show`) must not pay for them (issu
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -62,7 +65,7 @@ from predict.heads._masks import (
     to_original_size,
     to_original_sizes,
 )
-from predict.heads.base import Head, column_values, context_of, select_output
+from predict.heads.base import BlockColumn, Head, LastBlock, column_values, context_of, select_output
 from predict.heads.semantic_segmentation import (
     MaskActivation,
     RleOrder,
@@ -74,7 +77,7 @@ from predict.heads.semantic_segmentation import (
 from predict.report.coco_metrics import ImageObjects, coco_map
 from predict.runners.base import TensorSpec
 from predict.writers.checkpoint import checkpoint_folder
-from predict.writers.row_arrays import stack_rows
+from predict.writers.row_arrays import read_rows, stack_rows
 
 
 class InstanceLayout(StrEnum):
@@ -137,6 +140,9 @@ class InstanceSegmentationHead(Head):
     Config = Config
     model_keys = ("class_names",)
     context_type = ImageContext
+    # Each row's instances, an RLE string each (about 6 KB a row here), stay in the checkpoint's files once saved:
+    # held from scoring to the last file they grew the run's memory with its rows (issue 18).
+    rows_on_disk = ("instances",)
 
     def __init__(
         self,
@@ -405,8 +411,21 @@ class InstanceSegmentationHead(Head):
         self, dataframe: pd.DataFrame, predictions: dict[str, np.ndarray], *, valid: np.ndarray
     ) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
         """Exactly `{image_column}`, then the instances (FORMATS.md): other input columns, the true
-        masks among them, are not repeated (the true class column would sit beside predicted masks)."""
-        return dataframe[[self.input_column]], self.prediction_columns(predictions), ~valid
+        masks among them, are not repeated (the true class column would sit beside predicted masks). The three
+        columns are made a block of rows at a time, as the CSV writer asks for them."""
+        made = LastBlock(
+            len(predictions["instances"]), functools.partial(self._block_columns, predictions["instances"])
+        )
+        columns = {
+            name: BlockColumn(made, operator.itemgetter(name))
+            for name in (self.class_column, "instance_rle", "confidence")
+        }
+        return dataframe[[self.input_column]], columns, ~valid
+
+    def _block_columns(self, instances: Sequence[list], start: int, stop: int) -> dict[str, list[str]]:
+        """The prediction columns of rows `start:stop`, their instances read for those rows (from the checkpoint's
+        files in a run)."""
+        return self.prediction_columns({"instances": read_rows(instances, start, stop)})
 
     def raw_predictions(self, predictions: dict[str, np.ndarray], dataframe: pd.DataFrame) -> dict[str, Any]:
         instances, sizes = predictions["instances"], predictions["original_image_shapes"]

@@ -13,7 +13,9 @@ per-word probabilities): those are stored as their values one after another and 
 As JSON, 4,096 rows of them took 73 MB of memory to save (issue 18); this way a few MB, exactly.
 Once saved, such per-row arrays are not kept in memory: the run holds a `StoredRows` for them,
 which reads the chunk's file when the rows are used (while the prediction files are written), so
-the run's memory does not grow with them (100,000 rows of token classification: about 40 MB).
+the run's memory does not grow with them (100,000 rows of token classification: about 40 MB). So are
+the object arrays a head names in `Head.rows_on_disk` (instance segmentation's instances, lists with
+an RLE string each: about 6 KB a row of Python objects), read back from their JSON when used.
 """
 
 from __future__ import annotations
@@ -68,20 +70,24 @@ class Chunk:
 class Checkpoint:
     """The partial state of one split's run in one output folder."""
 
-    def __init__(self, folder: Path, key: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, key: dict[str, Any], *, rows_on_disk: tuple[str, ...] = ()) -> None:
+        """`rows_on_disk`: object arrays left in the chunk files once saved (`Head.rows_on_disk`)."""
         self.folder = folder
         self.key = key
+        self.rows_on_disk = rows_on_disk
         self.chunks: list[dict[str, Any]] = []
 
     @classmethod
-    def open(cls, output_dir: Path, split: str, key: dict[str, Any], *, resume: bool) -> Checkpoint:
+    def open(
+        cls, output_dir: Path, split: str, key: dict[str, Any], *, resume: bool, rows_on_disk: tuple[str, ...] = ()
+    ) -> Checkpoint:
         """Start a fresh checkpoint, or pick up a partial one when `resume` is set.
 
         Raises:
             ConfigError: `resume` is set and the partial run scored something else (its key differs).
         """
         folder = checkpoint_folder(output_dir, split)
-        checkpoint = cls(folder, key)
+        checkpoint = cls(folder, key, rows_on_disk=rows_on_disk)
         manifest_path = folder / "manifest.json"
         if resume and manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -107,7 +113,7 @@ class Checkpoint:
         """Read the complete chunks back, in row order (per-row arrays stay in their files: `StoredRows`)."""
         loaded = []
         for entry in self.chunks:
-            arrays = load_arrays(self.folder / entry["file"], stored_rows=True)
+            arrays = load_arrays(self.folder / entry["file"], stored_rows=True, stored_json=self.rows_on_disk)
             valid = arrays.pop("__valid__")
             errors = [
                 (int(row), str(message)) for row, message in json.loads(str(arrays.pop("__errors__" + _JSON_SUFFIX)))
@@ -130,6 +136,9 @@ class Checkpoint:
         arrays["__errors__" + _JSON_SUFFIX] = np.array(json.dumps([[row, message] for row, message in chunk.errors]))
         flat = save_arrays(self.folder / name, arrays, flat_row_arrays=True)
         stored = {key: StoredRows(self.folder / name, key, len(chunk.predictions[key])) for key in flat}
+        for key in self.rows_on_disk:
+            if key in chunk.predictions and key not in flat and chunk.predictions[key].dtype == object:
+                stored[key] = StoredRows(self.folder / name, key, len(chunk.predictions[key]), json_rows=True)
         self.chunks.append({"file": name, "start": chunk.start, "stop": chunk.stop})
         manifest = {"version": MANIFEST_VERSION, "key": self.key, "rows_done": self.rows_done, "chunks": self.chunks}
         with atomic_path(self.folder / "manifest.json") as temp:
@@ -172,12 +181,13 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray], *, flat_row_arrays: b
     return flat
 
 
-def load_arrays(path: Path, *, stored_rows: bool = False) -> dict[str, Any]:
+def load_arrays(path: Path, *, stored_rows: bool = False, stored_json: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load what `save_arrays` wrote; JSON entries come back as object arrays (or stay JSON for `__` keys).
 
     Args:
         stored_rows: per-row arrays saved flat come back as a `StoredRows` that reads them when used,
             not as an object array.
+        stored_json: object arrays saved as JSON that come back as such a `StoredRows` too.
     """
     arrays: dict[str, Any] = {}
     with np.load(path, allow_pickle=False) as archive:
@@ -192,24 +202,25 @@ def load_arrays(path: Path, *, stored_rows: bool = False) -> dict[str, Any]:
             if name.endswith(_VALUES_SUFFIX):
                 base = name.removesuffix(_VALUES_SUFFIX)
                 arrays[base] = _split_rows(value, archive[base + _SHAPES_SUFFIX])
+            elif name.endswith(_JSON_SUFFIX) and name.removesuffix(_JSON_SUFFIX) in stored_json:
+                base = name.removesuffix(_JSON_SUFFIX)
+                arrays[base] = StoredRows(path, base, len(json.loads(str(value))), json_rows=True)
             elif name.endswith(_JSON_SUFFIX) and not name.startswith("__"):
-                items = [_from_json(item) for item in json.loads(str(value))]
-                array = np.empty(len(items), dtype=object)
-                for index, item in enumerate(items):  # one by one: equal-length lists must stay lists
-                    array[index] = item
-                arrays[name.removesuffix(_JSON_SUFFIX)] = array
+                arrays[name.removesuffix(_JSON_SUFFIX)] = _json_rows(value)
             else:
                 arrays[name] = value
     return arrays
 
 
 class StoredRows(Sequence):
-    """One chunk's per-row arrays, read from its `.npz` file each time they are used (not kept)."""
+    """One chunk's per-row arrays (or, `json_rows`, the items of an object array saved as JSON), read from its
+    `.npz` file each time they are used (not kept)."""
 
-    def __init__(self, path: Path, key: str, rows: int) -> None:
+    def __init__(self, path: Path, key: str, rows: int, *, json_rows: bool = False) -> None:
         self.path = path
         self.key = key
         self.rows = rows
+        self.json_rows = json_rows
 
     def __len__(self) -> int:
         return self.rows
@@ -221,8 +232,10 @@ class StoredRows(Sequence):
         return iter(self.load())
 
     def load(self) -> np.ndarray:
-        """The rows as an object array of arrays (views of one array of their values)."""
+        """The rows as an object array of arrays (views of one array of their values), or of JSON's items."""
         with np.load(self.path, allow_pickle=False) as archive:
+            if self.json_rows:
+                return _json_rows(archive[self.key + _JSON_SUFFIX])
             return _split_rows(archive[self.key + _VALUES_SUFFIX], archive[self.key + _SHAPES_SUFFIX])
 
 
@@ -302,6 +315,15 @@ def _split_rows(values: np.ndarray, shapes: np.ndarray) -> np.ndarray:
     for row, (shape, stop) in enumerate(zip(shapes, stops)):
         rows[row] = values[stop - int(np.prod(shape)) : stop].reshape(tuple(int(size) for size in shape))
     return rows
+
+
+def _json_rows(value: np.ndarray) -> np.ndarray:
+    """The object array whose items `save_arrays` wrote as one JSON string."""
+    items = [_from_json(item) for item in json.loads(str(value))]
+    array = np.empty(len(items), dtype=object)
+    for index, item in enumerate(items):  # one by one: equal-length lists must stay lists
+        array[index] = item
+    return array
 
 
 def _to_json(value: Any) -> Any:

@@ -115,10 +115,13 @@ class DiskRows:
 BLOCK_ROWS = 4096
 
 
-def read_rows(values: np.ndarray, start: int, stop: int) -> np.ndarray:
+def read_rows(values: np.ndarray | Sequence, start: int, stop: int) -> np.ndarray | list:
     """Rows `start:stop` of an array, in memory; from a memory map of a whole `.npy` file (`DiskRows.close`) by a
-    plain read of the file, so that its pages never count in the process's RSS."""
+    plain read of the file, so that its pages never count in the process's RSS; of a sequence that reads its rows
+    by block (`checkpoint.RowArrays`: rows in the checkpoint's files), that block, as a list."""
     stop = min(stop, len(values))
+    if hasattr(values, "block"):
+        return values.block(start, stop)
     if not isinstance(values, np.memmap) or not is_whole_npy(values):
         return np.asarray(values[start:stop])
     rows = max(stop - start, 0)

@@ -80,7 +80,9 @@ class RunWriter:
         self.dataframe = dataframe
         self.output_dir = task.output_dir
         self.split = task.data.split.value
-        self.checkpoint = Checkpoint.open(self.output_dir, self.split, run_key(task), resume=resume)
+        self.checkpoint = Checkpoint.open(
+            self.output_dir, self.split, run_key(task), resume=resume, rows_on_disk=rows_on_disk
+        )
         self.chunks = self.checkpoint.load()
         self.resumed_from = self.checkpoint.rows_done
         self.disk_rows = DiskRows(self.checkpoint.folder, len(dataframe), keys=rows_on_disk)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -55,3 +59,24 @@ def test_closing_ends_the_helper():
     importing.close(kill=True)  # mid-import: stopped where it is
     importing._process.join()
     assert importing._process.exitcode != 0
+
+
+def test_a_helper_whose_run_is_killed_exits(tmp_path):
+    # The run holds the write end of a pipe that only the test reads; its helper inherits it when forked. The read
+    # end sees its end once every holder is gone: the run (killed) and the helper (which must notice and exit).
+    read_end, write_end = os.pipe()
+    run = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from predict.report.helper_process import HelperProcess; "
+         "helper = HelperProcess('json'); print(helper.call(sum, [1, 2]), flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, pass_fds=(write_end,),
+    )  # fmt: skip
+    os.close(write_end)
+    try:
+        assert run.stdout.readline() == "3\n"  # the helper answered: it is running
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        ended, _, _ = select.select([read_end], [], [], 120)  # a bound for a helper that never exits, not a wait
+        assert ended and os.read(read_end, 1) == b"", "the helper outlived its killed run"
+    finally:
+        run.kill()
+        os.close(read_end)

@@ -32,7 +32,7 @@ class HelperProcess:
         context = multiprocessing.get_context("fork")
         self._connection, helper_end = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(helper_end, module), name=f"predict-import-{module}", daemon=True
+            target=_serve, args=(helper_end, self._connection, module), name=f"predict-import-{module}", daemon=True
         )
         self._process.start()
         helper_end.close()
@@ -63,9 +63,12 @@ class HelperProcess:
         self._connection.close()
 
 
-def _serve(connection: Connection, module: str) -> None:
+def _serve(connection: Connection, runs_end: Connection, module: str) -> None:
     """The helper's life: import `module`, then answer calls until told to stop or the run is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
+    # The run's end of the pipe, inherited: held open here, the pipe would never end when the run dies (killed),
+    # and the helper would wait for it forever.
+    runs_end.close()
     importlib.import_module(module)
     while True:
         try:

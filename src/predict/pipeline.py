@@ -75,7 +75,6 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     rows = writer.rows()
     rows = dataclasses.replace(rows, predictions=plan.head.finalize(rows.predictions))
     metrics = _metrics(plan.head, rows.predictions, rows.valid)
-    metrics_library.stop_helper()
     files = writer.write(plan.head, rows, metrics)
     summary = _summary(plan, engine, postprocess, writer, rows, metrics, fidelity, files, started=started)
     files["report"] = writer.write_report(summary)

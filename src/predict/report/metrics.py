@@ -32,7 +32,7 @@ def start_import() -> None:
     """Import scikit-learn's metrics while the model loads and scores (1.1-1.6 CPU-s on 2 cores, issue 18):
     in a forked helper process, which then computes them, where processes fork; else on a thread."""
     global _helper
-    if _helper is not None:  # started by the CLI, or left idle by a run in this process that failed
+    if _helper is not None:  # started by the CLI, or by an earlier run in this process
         return
     if "fork" in multiprocessing.get_all_start_methods():
         _helper = HelperProcess("sklearn.metrics")
@@ -41,8 +41,9 @@ def start_import() -> None:
 
 
 def stop_helper(*, abandon: bool = False) -> None:
-    """End the helper process, if one was started: the metrics are computed, or (`abandon`) will not be, and
-    its import is stopped where it is. A run that fails leaves it to the next run or the process's exit."""
+    """End the helper process, if one was started: once it has answered (or, `abandon`, at once: its import is
+    stopped where it is). Otherwise it serves every run of the process (`predict benchmark` runs the task several
+    times: its import is paid once) and ends with the process (a daemon, and it exits when its pipe ends)."""
     global _helper
     if _helper is not None:
         _helper.close(kill=abandon)

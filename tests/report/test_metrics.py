@@ -100,6 +100,19 @@ def test_metrics_computed_in_the_helper_process_are_the_same_floats_and_notes():
     assert metrics._helper is None
 
 
+def test_probabilities_on_disk_are_scored_in_the_run_itself(tmp_path):
+    labels = np.arange(40) % 3
+    probabilities = RNG.dirichlet(np.ones(3), 40).astype(np.float32)
+    np.save(tmp_path / "probabilities.npy", probabilities)
+    on_disk = np.load(tmp_path / "probabilities.npy", mmap_mode="r")
+    expected = classification_metrics(ClassificationKind.MULTICLASS, labels, probabilities, notes=[])
+    metrics.start_import()
+    try:
+        assert classification_metrics(ClassificationKind.MULTICLASS, labels, on_disk, notes=[]) == expected
+    finally:
+        metrics.stop_helper()
+
+
 def test_the_problem_types_with_scikit_learn_metrics_are_those_of_its_heads():
     for problem_type in ProblemType:
         head = PROBLEMS[problem_type].head

@@ -58,8 +58,11 @@ def _sklearn() -> ModuleType:
 def _computed(
     function: Callable[..., tuple[dict[str, float], list[str]]], *args: Any, notes: list[str]
 ) -> dict[str, float]:
-    """`function(*args)`'s metrics, in the helper process if one was started; its notes added to `notes`."""
-    result, added = function(*args) if _helper is None else _helper.call(function, *args)
+    """`function(*args)`'s metrics, in the helper process if one was started; its notes added to `notes`. Not for
+    arrays on disk (classification rows over 16 KiB: `writers.row_arrays`): a memory map would travel to the helper
+    whole, as one copy in memory, where it is read here a block or a column at a time."""
+    on_disk = any(isinstance(arg, np.memmap) for arg in args)
+    result, added = function(*args) if _helper is None or on_disk else _helper.call(function, *args)
     notes.extend(added)
     return result
 

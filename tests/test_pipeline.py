@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import pickle
 import re
 import zipfile
@@ -188,9 +189,15 @@ def test_a_split_without_labels_stops_the_metrics_helper(make_task, torch_models
     helper = metrics._helper
     test_split = ("--set", "data.split=test", "--set", f"data.dataframe={test_csv}")
     assert run_cli(make_task(model), *test_split, "--set", "head.class_names=[cat, dog, fox]") == 0
-    assert metrics._helper is None
-    helper._process.join()
-    assert helper._process.exitcode == -9  # killed, not stopped after answering
+    assert metrics._helper is None and not helper._process.is_alive()
+
+
+def test_a_labelled_run_leaves_no_metrics_helper_behind(make_task, torch_models, tmp_path):
+    # The CLI starts the helper before the run's imports and stops it once the run is done (or failed).
+    _, model = torch_models["logits3"]
+    assert run_cli(make_task(model)) == 0
+    assert json.loads((tmp_path / "out" / "validation_metrics.json").read_text())["Accuracy"] >= 0
+    assert metrics._helper is None and multiprocessing.active_children() == []
 
 
 def test_keras_h5_converts_once_and_matches_keras_predict(make_task, keras_models, image_folder, tmp_path, capsys):

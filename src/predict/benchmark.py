@@ -144,13 +144,23 @@ def run_benchmark(
 def _timed_runs(task: TaskConfig, *, warmup: int, iterations: int) -> tuple[list[RunSummary], float]:
     """The summaries of the timed runs (after `warmup` untimed ones) and the peak resident memory of all of them."""
     from predict.pipeline import run_task
+    from predict.report import metrics
 
     summaries = []
     _reset_peak_rss()
-    for iteration in range(warmup + iterations):
-        summary = run_task(task, progress=False, overwrite=True)
-        if iteration >= warmup:
-            summaries.append(summary)
+    # One scikit-learn helper for all the runs: each run would fork its own and import the library again.
+    data = task.data
+    helper_started = metrics.config_needs_scikit_learn(task.problem_type, data.label_columns, data.split) and (
+        metrics.start_import()
+    )
+    try:
+        for iteration in range(warmup + iterations):
+            summary = run_task(task, progress=False, overwrite=True)
+            if iteration >= warmup:
+                summaries.append(summary)
+    finally:
+        if helper_started:
+            metrics.stop_helper()
     return summaries, _peak_rss_mb()
 
 

@@ -210,34 +210,40 @@ def _add_serve(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _run(options: argparse.Namespace) -> int:
-    _start_metrics_import(options)
-    from predict.pipeline import run_task
-    from predict.task import load_config
+    helper_started = _start_metrics_import(options)
+    try:
+        from predict.pipeline import run_task
+        from predict.task import load_config
 
-    task = load_config(options.config, options.overrides)
-    summary = run_task(task, progress=not options.quiet, resume=options.resume, overwrite=options.overwrite)
+        task = load_config(options.config, options.overrides)
+        summary = run_task(task, progress=not options.quiet, resume=options.resume, overwrite=options.overwrite)
+    finally:
+        if helper_started:
+            from predict.report import metrics
+
+            metrics.stop_helper()
     if not options.quiet:
         print(format_summary(summary))
     return 0
 
 
-def _start_metrics_import(options: argparse.Namespace) -> None:
+def _start_metrics_import(options: argparse.Namespace) -> bool:
     """Start scikit-learn's import before the run's own imports when the config asks for metrics that use
     it: forked now, it overlaps their 0.5-0.8 s on the other core (the 96-row example 1.8 -> 1.3 s on 2 cores,
     docs/performance.md). The run stops it if the split turns out to have no labels."""
     from predict.config import read_yaml
-    from predict.enums import ProblemType, Split
+    from predict.enums import ProblemType
     from predict.report import metrics
 
     try:
         raw, _ = read_yaml(options.config, options.overrides)
         problem_type = ProblemType(raw.get("problem_type"))
     except (PredictError, ValueError):
-        return  # the run's own config check reports it
-    data = raw.get("data")
-    labelled = isinstance(data, dict) and data.get("label_columns") and data.get("split") != Split.TEST
-    if labelled and problem_type.scikit_learn_metrics:
-        metrics.start_import()
+        return False  # the run's own config check reports it
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    if metrics.config_needs_scikit_learn(problem_type, data.get("label_columns"), data.get("split")):
+        return metrics.start_import()
+    return False
 
 
 def _batch_sizes(text: str) -> list[int]:

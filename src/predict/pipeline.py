@@ -54,10 +54,11 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     check_output_dir(task.output_dir, task.data.split.value, resume=resume, overwrite=overwrite)
     task, dataframe = read_rows(task)
     labelled = task.data.label_columns and set(task.data.label_columns) <= set(dataframe.columns)
+    helper_started = False
     if labelled and task.problem_type.scikit_learn_metrics:
-        metrics_library.start_import()  # metrics will be computed: their library loads while the model does
+        helper_started = metrics_library.start_import()  # metrics will be computed: their library loads meanwhile
     else:
-        metrics_library.stop_helper(abandon=True)  # started by the CLI for labels this split does not have
+        metrics_library.stop_helper()  # started by the CLI for labels this split does not have
     model = resolve_model(task, output_dir=task.output_dir)  # the .onnx, a .pt/.pt2, or a converted .h5
     fidelity = FidelityCheck(task, converted=model.path)  # an .h5: the first batch also goes through Keras, once
     plan = build_plan(task, dataframe, model, output_dir=task.output_dir)
@@ -75,6 +76,8 @@ def run_task(task: TaskConfig, *, progress: bool = True, resume: bool = False, o
     rows = writer.rows()
     rows = dataclasses.replace(rows, predictions=plan.head.finalize(rows.predictions))
     metrics = _metrics(plan.head, rows.predictions, rows.valid)
+    if helper_started:
+        metrics_library.stop_helper()
     files = writer.write(plan.head, rows, metrics)
     summary = _summary(plan, engine, postprocess, writer, rows, metrics, fidelity, files, started=started)
     files["report"] = writer.write_report(summary)

@@ -10,15 +10,12 @@ imports starts in milliseconds and imports on the other core with nothing shared
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import multiprocessing
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
-
-_STOP = None  # the message that ends the helper
 
 
 class HelperProcess:
@@ -52,19 +49,18 @@ class HelperProcess:
             raise value
         return value
 
-    def close(self, *, kill: bool = False) -> None:
-        """End the helper: when it has answered what it was sent, or at once (`kill`); nobody waits for it."""
+    def close(self) -> None:
+        """End the helper at once, wherever it is (importing, or idle between calls), and reap it: nothing it
+        does is needed any more, and no process is left behind."""
         if self._connection.closed:
             return
-        if kill:
-            self._process.kill()
-        with contextlib.suppress(OSError):
-            self._connection.send(_STOP)
+        self._process.kill()
+        self._process.join()
         self._connection.close()
 
 
 def _serve(connection: Connection, runs_end: Connection, module: str) -> None:
-    """The helper's life: import `module`, then answer calls until told to stop or the run is gone."""
+    """The helper's life: import `module`, then answer calls until the run is gone (or kills it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
     # The run's end of the pipe, inherited: held open here, the pipe would never end when the run dies (killed),
     # and the helper would wait for it forever.
@@ -74,8 +70,6 @@ def _serve(connection: Connection, runs_end: Connection, module: str) -> None:
         try:
             message = connection.recv()
         except EOFError:
-            return
-        if message is _STOP:
             return
         function, args = message
         try:

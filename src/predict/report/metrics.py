@@ -23,30 +23,43 @@ from typing import Any
 
 import numpy as np
 
+from predict.enums import ProblemType, Split
 from predict.report.helper_process import HelperProcess
 
 _helper: HelperProcess | None = None  # where scikit-learn is imported and the metrics run, once started
 
 
-def start_import() -> None:
+def start_import() -> bool:
     """Import scikit-learn's metrics while the model loads and scores (1.1-1.6 CPU-s on 2 cores, issue 18):
-    in a forked helper process, which then computes them, where processes fork; else on a thread."""
-    global _helper
-    if _helper is not None:  # started by the CLI, or by an earlier run in this process
-        return
-    if "fork" in multiprocessing.get_all_start_methods():
-        _helper = HelperProcess("sklearn.metrics")
-    else:
-        threading.Thread(target=_sklearn, name="predict-import-sklearn", daemon=True).start()
+    in a forked helper process, which then computes them, where processes fork; else on a thread.
 
-
-def stop_helper(*, abandon: bool = False) -> None:
-    """End the helper process, if one was started: once it has answered (or, `abandon`, at once: its import is
-    stopped where it is). Otherwise it serves every run of the process (`predict benchmark` runs the task several
-    times: its import is paid once) and ends with the process (a daemon, and it exits when its pipe ends)."""
+    Returns:
+        whether this call started the helper: its caller stops it (`stop_helper`) when done. The CLI starts it
+        before a run's imports and `predict benchmark` before its runs (its import is paid once); a run that
+        finds it started uses it and leaves it.
+    """
     global _helper
     if _helper is not None:
-        _helper.close(kill=abandon)
+        return False
+    if "fork" in multiprocessing.get_all_start_methods():
+        _helper = HelperProcess("sklearn.metrics")
+        return True
+    threading.Thread(target=_sklearn, name="predict-import-sklearn", daemon=True).start()
+    return False
+
+
+def config_needs_scikit_learn(problem_type: ProblemType, label_columns: Any, split: Any) -> bool:
+    """Whether a config promises metrics computed by scikit-learn, before its rows are read: its problem type's
+    metrics are scikit-learn's, it names label columns and its split is not `test` (where labels may be left out)."""
+    return bool(label_columns) and split != Split.TEST and problem_type.scikit_learn_metrics
+
+
+def stop_helper() -> None:
+    """End the helper process, if one was started, wherever it is (an import no longer needed is stopped). One
+    left running ends with the process (a daemon, and it exits when its pipe ends)."""
+    global _helper
+    if _helper is not None:
+        _helper.close()
         _helper = None
 
 

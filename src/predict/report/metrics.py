@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import math
 import multiprocessing
+import sys
 import threading
 from collections.abc import Callable
 from enum import StrEnum
@@ -41,11 +42,19 @@ def start_import() -> bool:
     global _helper
     if _helper is not None:
         return False
-    if "fork" in multiprocessing.get_all_start_methods():
+    if _can_fork_helper():
         _helper = HelperProcess("sklearn.metrics")
         return True
     threading.Thread(target=_sklearn, name="predict-import-sklearn", daemon=True).start()
     return False
+
+
+def _can_fork_helper() -> bool:
+    """Whether processes fork here, and this one is not a Ray driver already: a fork of Ray's running driver
+    (its gRPC threads) left the driver's next dataset waiting forever (a second Ray run in one process)."""
+    ray = sys.modules.get("ray")
+    driving_ray = ray is not None and getattr(ray, "is_initialized", lambda: False)()
+    return "fork" in multiprocessing.get_all_start_methods() and not driving_ray
 
 
 def config_needs_scikit_learn(problem_type: ProblemType, label_columns: Any, split: Any) -> bool:

@@ -4,8 +4,9 @@ functions there.
 scikit-learn's import takes 1.1-1.6 CPU-s on the 2-core VM (SciPy's stats, through `sklearn.utils.fixes`),
 for metrics that take milliseconds. On a thread of the run's own process the import held the GIL against
 the loop that decodes the batches (2,048 images through MobileNetV2: 0.9 s of wall time for 1.1 CPU-s); a
-spawned process first paid for a fresh interpreter and NumPy. A process forked from the run after its own
-imports starts in milliseconds and imports on the other core with nothing shared (issue 18).
+spawned process first paid for a fresh interpreter and NumPy. A forked process starts in milliseconds and
+imports on the other core with nothing shared; the CLI forks it before the run's own imports, so that the two
+overlap (issue 18; `predict.report.metrics.start_import`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import multiprocessing
 import sys
 import threading
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from predict.data.collate import can_fork
 from predict.enums import ProblemType, Split
 from predict.report.helper_process import HelperProcess
 
@@ -53,8 +53,7 @@ def _can_fork_helper() -> bool:
     """Whether processes fork here, and this one is not a Ray driver already: a fork of Ray's running driver
     (its gRPC threads) left the driver's next dataset waiting forever (a second Ray run in one process)."""
     ray = sys.modules.get("ray")
-    driving_ray = ray is not None and getattr(ray, "is_initialized", lambda: False)()
-    return "fork" in multiprocessing.get_all_start_methods() and not driving_ray
+    return can_fork() and not (ray is not None and ray.is_initialized())
 
 
 def config_needs_scikit_learn(problem_type: ProblemType, label_columns: Any, split: Any) -> bool:

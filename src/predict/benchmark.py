@@ -21,7 +21,6 @@ import dataclasses
 import functools
 import importlib.util
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ import numpy as np
 import onnxruntime
 
 from predict.config import TaskConfig
+from predict.cpus import usable_cpus
 from predict.data.collate import InProcessBatches, average_chunks
 from predict.errors import ConfigError
 from predict.heads.base import Head
@@ -220,7 +220,7 @@ def measure_stage_costs(plan: Plan) -> tuple[StageCosts, list[dict[str, np.ndarr
     done = clock()
     rows = sum(len(batch.row_ids) for batch in batches)
     seconds = dict(zip(STAGES, (decoded - started, modelled - decoded, done - modelled), strict=True))
-    return StageCosts(rows=rows, cpu_seconds=seconds, cores=_usable_cores()), [dict(b.inputs) for b in batches]
+    return StageCosts(rows=rows, cpu_seconds=seconds, cores=usable_cpus()), [dict(b.inputs) for b in batches]
 
 
 def _postprocess_all(head: Head, batches: list, outputs: list[dict[str, np.ndarray]]) -> None:
@@ -228,10 +228,6 @@ def _postprocess_all(head: Head, batches: list, outputs: list[dict[str, np.ndarr
     predictions = [head.postprocess(average_chunks(out, batch), batch) for batch, out in zip(batches, outputs)]
     if type(head).finalize is not Head.finalize:
         head.finalize({key: np.concatenate([part[key] for part in predictions]) for key in predictions[0]})
-
-
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _run_facts(task: TaskConfig, *, warmup: int, iterations: int) -> dict[str, Any]:

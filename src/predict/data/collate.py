@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 
+from predict.cpus import usable_cpus
 from predict.data.context import ChunkContext, Context
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def decoding_workers(configured: int | None, *, model_on_cuda: bool) -> int:
         return configured
     if not model_on_cuda and not can_fork():  # CPU workers are forked (predict.data.workers)
         return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = usable_cpus()
     return DEFAULT_WORKERS if model_on_cuda or cpus > FEW_CPUS else 0
 
 

@@ -10,7 +10,6 @@ or SIGINT the server stops accepting connections, answers every request it has a
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from types import FrameType
 import uvicorn
 
 from predict.config import TaskConfig
+from predict.cpus import usable_cpus
 from predict.plan import build_plan, read_rows
 from predict.runners.backend import resolve_model
 from predict.serve.app import ServerState, build_app, log
@@ -97,7 +97,7 @@ def load_state(task: TaskConfig) -> ServerState:
 
 
 def _default_decoding_threads() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = usable_cpus()
     return max(1, min(MAX_DEFAULT_DECODING_THREADS, cpus - 1))
 
 

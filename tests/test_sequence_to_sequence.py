@@ -24,7 +24,8 @@ from predict.cli import main
 from predict.errors import ConfigError
 from predict.heads import sequence_to_sequence
 from predict.heads.sequence_to_sequence import SequenceToSequenceHead
-from predict.runners.generation import GenerationRunner, GenerationSettings
+from predict.cpus import usable_cpus
+from predict.runners.generation import CPU_CONCURRENT_BATCHES, GenerationRunner, GenerationSettings
 from predict.task import load_config
 from tests.conftest import write_config
 
@@ -371,6 +372,39 @@ def test_pipeline_writes_the_contract_with_empty_text_and_bleu(seq2seq, tmp_path
     assert list(raw["predicted_text"]) == expected
     metrics = json.loads((out / "validation_metrics.json").read_text())
     assert metrics["BLEU"] == pytest.approx(sacrebleu.corpus_bleu(expected, [targets]).score)
+
+
+def test_generation_runs_batches_side_by_side_on_the_cpu_unless_threads_are_set(seq2seq):
+    """On the CPU with runtime.threads unset, two batches at once, each session on half the cores."""
+    _, encoder, with_past, _ = seq2seq
+    side_by_side = _runner(encoder, with_past)
+    assert side_by_side.concurrent_batches == CPU_CONCURRENT_BATCHES == 2
+    for runner in (side_by_side.encoder, side_by_side.decoder):
+        assert runner.session.get_session_options().intra_op_num_threads == max(1, usable_cpus() // 2)
+    pinned = GenerationRunner(
+        encoder, with_past, settings=GenerationSettings(start_id=BOS, end_id=EOS, max_new_tokens=12), threads=3
+    )
+    assert pinned.concurrent_batches == 1
+    assert pinned.decoder.session.get_session_options().intra_op_num_threads == 3
+
+
+def test_batches_generated_side_by_side_are_written_in_row_order(seq2seq, tmp_path):
+    """Many batches two at a time (threads unset) write the same files as one at a time (runtime.threads: 1)."""
+    _, encoder, with_past, _ = seq2seq
+    texts = [f"{text} {index}" for index in range(6) for text in TEXTS]  # 30 rows, 15 batches of 2
+    files = {}
+    for name, overrides in (("side_by_side", []), ("one_at_a_time", ["runtime.threads=1"])):
+        (tmp_path / name).mkdir()
+        config = _write_task(tmp_path / name, encoder, with_past, texts=texts, targets=texts, num_beams=2)
+        assert main(["--config", str(config), "--quiet", *[item for o in overrides for item in ("--set", o)]]) == 0
+        out = tmp_path / name / "out"
+        files[name] = [
+            (out / file).read_bytes()
+            for file in ("validation_predictions.csv", "validation_raw_predictions.pkl", "validation_metrics.json")
+        ]
+    assert files["side_by_side"] == files["one_at_a_time"]
+    frame = pd.read_csv(tmp_path / "side_by_side" / "out" / "validation_predictions.csv", dtype=str)
+    assert list(frame.id) == [f"{i:02d}" for i in range(len(texts))]
 
 
 def test_committed_examples_translate(tmp_path):

@@ -275,7 +275,9 @@ class RuntimeConfig:
     # when the model runs on the CPU of a machine with <= 2 CPUs (measured faster there; 2 after
     # 8 batches if decoding proves the bottleneck), else 2.
     num_workers: int | None = None
-    threads: int = 0  # onnxruntime intra-op threads; 0 lets onnxruntime pick (one per physical core)
+    # onnxruntime intra-op threads; 0 lets onnxruntime pick (one per physical core), except for sequence to
+    # sequence on the CPU: two batches generated at once, each on half the cores (predict.runners.generation).
+    threads: int = 0
     precision: Precision = Precision.FP32  # onnxruntime: fp16 halves memory traffic on CUDA
     io_binding: Toggle = Toggle.AUTO  # onnxruntime: bind inputs/outputs by pointer (auto: on CUDA)
     engine: Engine = Engine.LOCAL  # ray: Ray Data (pip install 'predict[ray]'), see predict.engines.ray

@@ -2,7 +2,9 @@
 
 The model runs on a thread of its own, one batch ahead: while it scores batch k, the main thread
 decodes batch k+1 and the caller post-processes batch k-1 (measured on 2 cores: 1.1-1.2x the
-throughput of taking turns, and no copies, unlike worker processes; see docs/performance.md).
+throughput of taking turns, and no copies, unlike worker processes; see docs/performance.md). A
+runner that runs batches side by side (`concurrent_batches`, the generation loop on the CPU) gets
+that many model threads, and as many batches ahead.
 Decoding runs on the main thread or in worker processes (`runtime.num_workers`); left unset on a
 machine with few CPUs, it starts on the main thread and moves to workers after `PROBE_BATCHES`
 batches if the decoder, not the model, turns out to be the bottleneck.
@@ -11,10 +13,11 @@ batches if the decoder, not the model, turns out to be the bottleneck.
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +34,7 @@ from predict.engines.base import Scored, check_readable
 
 if TYPE_CHECKING:
     from predict.plan import Plan
+    from predict.runners.base import Runner
 
 # num_workers unset on few CPUs: batches decoded on the main thread before the engine compares the
 # decoder's time per batch with the model's (see decoder_bound).
@@ -84,7 +88,7 @@ class LocalEngine:
                     batches = self._after_probe(
                         model, in_flight[0][1], dataset, batches, first_batch=first_batch, fed=fed
                     )
-                if len(in_flight) > 1:  # the model runs this batch while the last is post-processed
+                if len(in_flight) > model.concurrency:  # the model runs these while the oldest is post-processed
                     yield self._finish(*in_flight.popleft())
             while in_flight:
                 yield self._finish(*in_flight.popleft())
@@ -131,23 +135,44 @@ class LocalEngine:
 
 
 class _ModelThread:
-    """Runs the model on one background thread, in submission order; onnxruntime and torch release the
-    GIL while they compute, so the main thread decodes and post-processes meanwhile."""
+    """Runs the model on background threads, `runner.concurrent_batches` batches at once (started in
+    submission order); onnxruntime and torch release the GIL while they compute, so the main thread decodes
+    and post-processes meanwhile.
 
-    def __init__(self, runner: Any) -> None:
+    Attributes:
+        concurrency: the batches the model runs at once.
+        busy_seconds: wall seconds with at least one batch in the model (overlapping runs count once, so
+            `busy_seconds / runs` is the model's time per batch at its throughput).
+        runs: batches finished.
+    """
+
+    def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        self.concurrency = max(1, runner.concurrent_batches)
         self.busy_seconds = 0.0
-        self.runs = 0  # finished
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-model")
+        self.runs = 0
+        self._running = 0
+        self._busy_since = 0.0
+        self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="predict-model")
 
     def submit(self, inputs: dict[str, np.ndarray]) -> Future:
         return self.executor.submit(self._run, inputs)
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
-        outputs = self.runner.run(inputs)
-        self.busy_seconds += time.perf_counter() - started
-        self.runs += 1
+        with self._lock:
+            if not self._running:
+                self._busy_since = time.perf_counter()
+            self._running += 1
+        try:
+            outputs = self.runner.run(inputs)
+        finally:
+            with self._lock:
+                self._running -= 1
+                if not self._running:
+                    self.busy_seconds += time.perf_counter() - self._busy_since
+        with self._lock:
+            self.runs += 1
         return outputs
 
     def __enter__(self) -> _ModelThread:

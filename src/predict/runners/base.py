@@ -37,6 +37,7 @@ class Runner(Protocol):
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     provider: str  # what really ran, e.g. CPUExecutionProvider
+    concurrent_batches: int  # batches the engine may run through `run` at once, from as many threads
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch: input name to array in, output name to array out (first axis = rows)."""

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from predict.cpus import usable_cpus
 from predict.enums import Device
 from predict.errors import ConfigError
 from predict.runners.base import TensorSpec
@@ -57,6 +58,9 @@ DECODER_IDS = "decoder_input_ids"
 ENCODER_MASK = "encoder_attention_mask"
 LOGITS = "logits"
 PAST, PRESENT = "past_", "present_"
+# Batches generated at once on the CPU when runtime.threads is unset, each on 1/2 of the cores: a small
+# transformer pair on 2 cores, 2,850 rows/s one batch at a time on 2 threads, 10,000 two at a time on 1 each.
+CPU_CONCURRENT_BATCHES = 2
 _CONVENTION = "see predict.runners.generation for the input and output names an encoder/decoder pair needs"
 
 
@@ -237,6 +241,7 @@ class GenerationRunner:
         outputs: `generated_ids` int64 (batch, max_new_tokens) and `sequence_scores` float32 (batch,).
         provider: the execution provider that runs the decoder.
         notes: what a user should know (search settings, cache or not).
+        concurrent_batches: how many batches the engine may run at once (see `CPU_CONCURRENT_BATCHES`).
     """
 
     def __init__(
@@ -252,8 +257,15 @@ class GenerationRunner:
     ) -> None:
         # Imported here, not above: the sequence-to-sequence head takes GENERATED_IDS from this module,
         # and the head registry must not import onnxruntime for `predict show` (issue 18).
-        from predict.runners.ort import OrtRunner
+        from predict.runners.ort import CPU, OrtRunner, requested_providers
 
+        # On the CPU, with runtime.threads unset, batches run side by side, each on its share of the cores:
+        # a generated token is a few small ops, and a second intra-op thread woken for each cost more than it
+        # saved (docs/performance.md).
+        side_by_side = not threads and requested_providers(device)[0] == CPU
+        self.concurrent_batches = CPU_CONCURRENT_BATCHES if side_by_side else 1
+        if side_by_side:
+            threads = max(1, usable_cpus() // CPU_CONCURRENT_BATCHES)
         self.encoder = OrtRunner(encoder_path, device=device, threads=threads)
         # The target tokenizer with its start and end ids, for the head (set by predict.problems.sequence_to_sequence).
         self.vocabulary: Any = None

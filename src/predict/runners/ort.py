@@ -49,7 +49,11 @@ class OrtRunner:
         inputs, outputs: the graph's tensor specs, from the session itself.
         provider: the execution provider that really runs the graph.
         notes: what a user should know (a fallback to the CPU, a fixed batch size).
+        concurrent_batches: how many batches the engine may run at once: 1, the session's own threads
+            parallelise each batch.
     """
+
+    concurrent_batches = 1
 
     def __init__(
         self,
@@ -70,7 +74,7 @@ class OrtRunner:
         # Idle intra-op threads would spin on the cores the decoding workers need (docs/performance.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: the provider choice is reported by us, once
-        requested = self._requested_providers(device)
+        requested = requested_providers(device)
         self.session = _session(str(model_path), options, requested, model_path.name)
         self.provider = self.session.get_providers()[0]
         self.notes: list[str] = []
@@ -102,21 +106,6 @@ class OrtRunner:
             self._reference = self.session
             self.session = _session(_float16_model(model_path), options, requested, model_path.name)
             self.notes.append(f"{model_path.name} runs in float16 (inputs and outputs stay float32)")
-
-    @staticmethod
-    def _requested_providers(device: Device) -> list[str]:
-        available = onnxruntime.get_available_providers()
-        if device is Device.CPU:
-            return [CPU]
-        if CUDA in available:
-            return [CUDA, CPU]
-        if device is Device.CUDA:
-            raise ConfigError(
-                f"runtime.device: cuda, but this onnxruntime {onnxruntime.__version__} has no CUDA provider "
-                f"(providers: {', '.join(available)}); install the gpu extra (onnxruntime-gpu) or set runtime.device: "
-                "auto"
-            )
-        return [CPU]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch.
@@ -193,6 +182,26 @@ class OrtRunner:
         return {
             name: np.concatenate([piece[i] for piece in pieces])[:rows] for i, name in enumerate(self._output_names)
         }
+
+
+def requested_providers(device: Device) -> list[str]:
+    """The providers a session for `runtime.device` asks for, in order of preference (CPU last).
+
+    Raises:
+        ConfigError: `cuda` asked for where this onnxruntime has no CUDA provider.
+    """
+    available = onnxruntime.get_available_providers()
+    if device is Device.CPU:
+        return [CPU]
+    if CUDA in available:
+        return [CUDA, CPU]
+    if device is Device.CUDA:
+        raise ConfigError(
+            f"runtime.device: cuda, but this onnxruntime {onnxruntime.__version__} has no CUDA provider "
+            f"(providers: {', '.join(available)}); install the gpu extra (onnxruntime-gpu) or set runtime.device: "
+            "auto"
+        )
+    return [CPU]
 
 
 def _session(

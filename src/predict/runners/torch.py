@@ -89,7 +89,11 @@ class TorchRunner:
         provider: what runs the model: `torch-cpu`, `torch-cuda` or `torch-cuda-fp16` (autocast).
         notes: what a user should know (a fixed batch size, autocast).
         fixed_batch_size: the batch size a model with a static batch axis insists on, else None.
+        concurrent_batches: how many batches the engine may run at once: 1, torch's threads parallelise
+            each batch.
     """
+
+    concurrent_batches = 1
 
     def __init__(
         self,

@@ -151,3 +151,31 @@ def test_a_model_error_fails_the_requests_of_its_batch_only():
     failed, served = asyncio.run(scenario())
     assert isinstance(failed, RuntimeError)
     assert served["y"].tolist() == [2.0]
+
+
+def test_a_runner_that_runs_batches_side_by_side_gets_them_side_by_side():
+    """concurrency 2 (a generation loop on the CPU): each run can only finish once two are in the model at once."""
+
+    class Meeting(Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.meeting = threading.Barrier(2, timeout=60)
+
+        def __call__(self, inputs):
+            self.meeting.wait()
+            return super().__call__(inputs)
+
+    model = Meeting()
+
+    async def scenario():
+        queue = batcher(model, max_batch_size=2, concurrency=2)
+        queue.start()
+        requests = [np.full(2, index, np.float32) for index in range(6)]
+        answers = await asyncio.gather(*(queue.score({"x": rows}, rows=2, timeout=90) for rows in requests))
+        await queue.stop()
+        return requests, answers
+
+    requests, answers = asyncio.run(scenario())
+    for rows, answer in zip(requests, answers):
+        np.testing.assert_array_equal(answer["y"], rows * 2)
+    assert model.runs == [2] * 6

@@ -235,3 +235,26 @@ class TestMetricLearning:
         np.testing.assert_allclose(got["embeddings"], served.raw["embeddings"][rows], rtol=0, atol=ATOL)
         answer = predict_rows(served, [{"image_path": base64_of(images[1])}])
         np.testing.assert_allclose(answer[0]["embeddings"], served.raw["embeddings"][4], rtol=0, atol=ATOL)
+
+
+class TestSequenceToSequence:
+    """The generation loop runs two batches at once on the CPU: requests sent together still get their own rows."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def served(cls, tmp_path_factory):
+        yield from serve_example("text_sequence_to_sequence", tmp_path_factory, "serve.max_batch_size=4")
+
+    def test_requests_sent_together_get_the_batch_jobs_translations(self, served):
+        from concurrent.futures import ThreadPoolExecutor
+
+        groups = [list(range(start, start + 3)) for start in range(0, 48, 3)]  # 16 requests of 3 rows
+
+        def translate(rows: list[int]) -> list[str]:
+            answer = predict_rows(served, [{"english": served.csv["english"][row]} for row in rows])
+            return [row["pred_fictish"] for row in answer]
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(translate, groups))
+        for rows, answer in zip(groups, answers):
+            assert answer == [served.csv["pred_fictish"][row] for row in rows]

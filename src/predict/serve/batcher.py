@@ -9,8 +9,10 @@ stack with another request's: Triton does not batch such requests either). Each 
 its own slice of the outputs, in its own order of rows. `max_queue_size` requests may wait; one more
 is refused with 503.
 
-The model runs on one thread of its own: the event loop keeps accepting, and the decoding threads
-keep decoding the next requests while it runs (predict.serve.app).
+The model runs on a thread of its own: the event loop keeps accepting, and the decoding threads
+keep decoding the next requests while it runs (predict.serve.app). A runner that runs batches side
+by side (`concurrent_batches`: the generation loop on the CPU, predict.runners.generation) gets that
+many model threads, and the next batch is collected as soon as one of them is free.
 """
 
 from __future__ import annotations
@@ -61,8 +63,10 @@ class Batcher:
         max_queue_delay_seconds: float,
         max_queue_size: int,
         metrics: ServerMetrics,
+        concurrency: int = 1,
     ) -> None:
         self.run = run
+        self.concurrency = max(1, concurrency)
         self.max_batch_size = max_batch_size
         self.max_queue_delay_seconds = max_queue_delay_seconds
         self.max_queue_size = max_queue_size
@@ -70,17 +74,21 @@ class Batcher:
         self._queue: collections.deque[_Job] = collections.deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-model")
+        self._free: asyncio.Semaphore | None = None  # model threads not running a batch
+        self._running: set[asyncio.Task] = set()
+        self._model_thread = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="predict-model")
 
     def start(self) -> None:
         """Start batching on the running event loop."""
         self._arrived = asyncio.Event()
+        self._free = asyncio.Semaphore(self.concurrency)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="predict-batcher")
 
     async def stop(self) -> None:
         """Stop batching once every queued request has been answered (the server stops taking new ones first)."""
         while self._queue:
             await asyncio.sleep(0.01)
+        await asyncio.gather(*self._running)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -118,9 +126,20 @@ class Batcher:
             while not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
+            await self._free.acquire()  # a batch is collected only when a model thread can take it
             jobs = await self._collect()
-            if jobs:
-                await self._run(jobs)
+            if not jobs:
+                self._free.release()
+                continue
+            running = asyncio.get_running_loop().create_task(self._run_and_free(jobs))
+            self._running.add(running)
+            running.add_done_callback(self._running.discard)
+
+    async def _run_and_free(self, jobs: list[_Job]) -> None:
+        try:
+            await self._run(jobs)
+        finally:
+            self._free.release()
 
     async def _collect(self) -> list[_Job]:
         """The next batch: wait until it is full or the oldest request has waited its delay, then take it."""

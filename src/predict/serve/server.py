@@ -77,6 +77,7 @@ def load_state(task: TaskConfig) -> ServerState:
         max_queue_delay_seconds=serve.max_queue_delay_microseconds / 1_000_000,
         max_queue_size=serve.max_queue_size,
         metrics=metrics,
+        concurrency=plan.runner.concurrent_batches,
     )
     threads = serve.decoding_threads or _default_decoding_threads()
     return ServerState(

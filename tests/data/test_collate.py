@@ -118,8 +118,21 @@ def test_a_worker_that_dies_is_named_with_its_exit_code():
     assert multiprocessing.active_children() == []
 
 
-def test_workers_stop_when_the_reader_stops_early(image_folder):
-    batches = iter(batch_loader(image_batches(image_folder, batch_size=1), num_workers=2))
+class PipeFillingBatches:
+    """Batches of 4 MiB, far more than a pipe holds: each worker waits in `send` until the reader takes its
+    batch, so none can finish its share and exit while the reader has only taken the first."""
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, index: int) -> Batch:
+        return Batch(np.array([index]), {"x": np.zeros((1, 2**20), dtype=np.float32)}, [], None)
+
+
+def test_workers_stop_when_the_reader_stops_early():
+    # Small batches would not do: a worker that fits its whole share into its pipe exits on its own (seen on a
+    # loaded machine: one child left to count).
+    batches = iter(batch_loader(PipeFillingBatches(), num_workers=2))
     next(batches)
     assert len(multiprocessing.active_children()) == 2
     batches.close()  # what an error in the main loop does to the generator

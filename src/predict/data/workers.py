@@ -1,8 +1,9 @@
 """Decoding worker processes: batches built in forked processes and handed over through pipes, in order.
 
 Worker w of W builds batches w, w + W, w + 2W, ... and writes each into its own pipe; the main
-process reads batch k from worker k mod W, so batches arrive in row order. A worker is at most one
-batch ahead of the reader (it waits in `send` until the main process takes the last one).
+process reads batch k from worker k mod W, so batches arrive in row order. A worker runs ahead of
+the reader by what its pipe holds (64 KiB on Linux) and the batch it is sending: it waits in `send`
+until the main process reads.
 
 Why not torch's DataLoader: importing torch takes 2-4 s on the 2-core development VM, and its
 hand-over (each array moved into a shared-memory file of its own, the file's descriptor sent over

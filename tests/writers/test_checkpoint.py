@@ -192,7 +192,10 @@ def test_object_rows_a_head_keeps_on_disk_are_read_back_from_their_json_when_use
     kept = [checkpoint.save(instances_chunk(0, 2)), instances_chunk(2, 4)]
     assert isinstance(kept[0].predictions["instances"], StoredRows) and isinstance(kept[0].predictions["p"], np.ndarray)
     resumed = Checkpoint.open(tmp_path, "validation", KEY, resume=True, rows_on_disk=("instances",)).load()
-    assert isinstance(resumed[0].predictions["instances"], StoredRows)
+    assert isinstance(resumed[0].predictions["instances"], StoredRows) and len(resumed[0].predictions["instances"]) == 2
+    # Counted from the manifest on resume, from the JSON itself when the caller does not know the rows: the same.
+    chunk_file = next((tmp_path / ".validation.partial").glob("chunk_*.npz"))
+    assert len(load_arrays(chunk_file, stored_json=("instances",))["instances"]) == 2
     for chunks in (kept, [*resumed, instances_chunk(2, 4)]):
         merged = merge_chunks(chunks).predictions["instances"]
         assert isinstance(merged, RowArrays) and list(merged) == rows

@@ -113,7 +113,12 @@ class Checkpoint:
         """Read the complete chunks back, in row order (per-row arrays stay in their files: `StoredRows`)."""
         loaded = []
         for entry in self.chunks:
-            arrays = load_arrays(self.folder / entry["file"], stored_rows=True, stored_json=self.rows_on_disk)
+            arrays = load_arrays(
+                self.folder / entry["file"],
+                stored_rows=True,
+                stored_json=self.rows_on_disk,
+                rows=entry["stop"] - entry["start"],
+            )
             valid = arrays.pop("__valid__")
             errors = [
                 (int(row), str(message)) for row, message in json.loads(str(arrays.pop("__errors__" + _JSON_SUFFIX)))
@@ -181,13 +186,17 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray], *, flat_row_arrays: b
     return flat
 
 
-def load_arrays(path: Path, *, stored_rows: bool = False, stored_json: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_arrays(
+    path: Path, *, stored_rows: bool = False, stored_json: tuple[str, ...] = (), rows: int | None = None
+) -> dict[str, Any]:
     """Load what `save_arrays` wrote; JSON entries come back as object arrays (or stay JSON for `__` keys).
 
     Args:
         stored_rows: per-row arrays saved flat come back as a `StoredRows` that reads them when used,
             not as an object array.
         stored_json: object arrays saved as JSON that come back as such a `StoredRows` too.
+        rows: the rows of the file's per-row arrays, when the caller knows them: `stored_json` entries are
+            then not read at all (else they are parsed once, to count them).
     """
     arrays: dict[str, Any] = {}
     with np.load(path, allow_pickle=False) as archive:
@@ -198,13 +207,15 @@ def load_arrays(path: Path, *, stored_rows: bool = False, stored_json: tuple[str
                 base = name.removesuffix(_VALUES_SUFFIX)
                 arrays[base] = StoredRows(path, base, len(archive[base + _SHAPES_SUFFIX]))
                 continue
+            if name.endswith(_JSON_SUFFIX) and name.removesuffix(_JSON_SUFFIX) in stored_json:
+                base = name.removesuffix(_JSON_SUFFIX)
+                count = len(json.loads(str(archive[name]))) if rows is None else rows
+                arrays[base] = StoredRows(path, base, count, json_rows=True)
+                continue
             value = archive[name]
             if name.endswith(_VALUES_SUFFIX):
                 base = name.removesuffix(_VALUES_SUFFIX)
                 arrays[base] = _split_rows(value, archive[base + _SHAPES_SUFFIX])
-            elif name.endswith(_JSON_SUFFIX) and name.removesuffix(_JSON_SUFFIX) in stored_json:
-                base = name.removesuffix(_JSON_SUFFIX)
-                arrays[base] = StoredRows(path, base, len(json.loads(str(value))), json_rows=True)
             elif name.endswith(_JSON_SUFFIX) and not name.startswith("__"):
                 arrays[name.removesuffix(_JSON_SUFFIX)] = _json_rows(value)
             else:

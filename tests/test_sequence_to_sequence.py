@@ -21,10 +21,10 @@ import torch
 from onnx import TensorProto, helper
 
 from predict.cli import main
+from predict.cpus import usable_cpus
 from predict.errors import ConfigError
 from predict.heads import sequence_to_sequence
 from predict.heads.sequence_to_sequence import SequenceToSequenceHead
-from predict.cpus import usable_cpus
 from predict.runners.generation import CPU_CONCURRENT_BATCHES, GenerationRunner, GenerationSettings
 from predict.task import load_config
 from tests.conftest import write_config
